@@ -1,0 +1,22 @@
+# Two entry points (see README): `make run` and `make test`. Both set up what they need.
+VENV  := .venv
+MEDIA ?= .cache/media
+CLIP  ?= $(MEDIA)/megamind.avi
+OUT   ?= out
+
+.PHONY: setup media run test clean
+
+setup:
+	scripts/setup.sh
+
+media: setup
+	scripts/fetch_test_media.sh $(VENV)/bin/python
+
+run: media
+	$(VENV)/bin/emo-stream run --input $(CLIP) --jsonl $(OUT)/states.jsonl
+
+test: media
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(OUT) .pytest_cache

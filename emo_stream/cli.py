@@ -1,0 +1,117 @@
+"""``emo-stream``: the command-line entry point.
+
+User errors (bad paths, bad configs, missing model packages) print one line
+``emo-stream: error: ...`` and exit 2; Ctrl-C / SIGTERM end the stream cleanly
+(exit 130 / 143 after the sinks are closed). Anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from emo_stream import __version__
+from emo_stream.errors import EmoStreamError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    from emo_stream.engines import engine_names
+    from emo_stream.labels import LABEL_SETS
+
+    p = sub.add_parser(
+        "run",
+        help="stream a file, camera or microphone through an engine and emit emotion states",
+        description="Stream an input through the pipeline; print one line per state and optionally write JSONL.",
+    )
+    p.add_argument("--input", "-i", required=True, help="media file path, 'camera', 'camera:N' or 'camera:URL'")
+    p.add_argument("--mic", default=None, help="microphone (device index or name substring) to pair with a camera")
+    p.add_argument("--mic-backend", default="pyaudio", choices=["pyaudio", "sounddevice"])
+    p.add_argument("--jsonl", type=Path, default=None, help="write states as JSON lines to this file")
+    p.add_argument("--config", type=Path, default=None, help="YAML stream config (see configs/default.yaml)")
+    p.add_argument("--engine", default=None, choices=engine_names(), help="engine (overrides the config)")
+    p.add_argument("--label-set", default=None, choices=sorted(LABEL_SETS), help="label set (overrides the config)")
+    p.add_argument("--window", type=float, default=None, help="window length W in seconds")
+    p.add_argument("--hop", type=float, default=None, help="hop H in seconds (one state per hop)")
+    p.add_argument("--realtime", action="store_true", help="pace a file at its media rate, like a live camera")
+    p.add_argument("--max-states", type=int, default=None, help="stop after this many states")
+    p.add_argument("--quiet", "-q", action="store_true", help="do not print a line per state")
+    p.set_defaults(func=_cmd_run)
+
+
+def _load_config(args: argparse.Namespace):
+    from emo_stream.config import StreamConfig
+
+    cfg = StreamConfig.from_yaml(args.config) if args.config else StreamConfig()
+    window = {k: v for k, v in (("length_s", args.window), ("hop_s", args.hop)) if v is not None}
+    engine = {k: v for k, v in (("name", args.engine), ("label_set", args.label_set)) if v is not None}
+    source = {"realtime": True} if args.realtime else {}
+    if window:
+        # Keep the history long enough for the requested window.
+        length = window.get("length_s", cfg.window.length_s) + window.get("hop_s", cfg.window.hop_s)
+        cfg = cfg.replace(buffers={"history_s": max(cfg.buffers.history_s, length)})
+    return cfg.replace(window=window, engine=engine, source=source)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from emo_stream.engines import make_engine
+    from emo_stream.stream.pipeline import Pipeline
+    from emo_stream.stream.sinks import JsonlSink, StdoutSink
+    from emo_stream.stream.sources.factory import open_sources
+
+    cfg = _load_config(args)
+    sources = open_sources(args.input, cfg, mic=args.mic, mic_backend=args.mic_backend)
+    engine = make_engine(cfg)
+    sinks = [] if args.quiet else [StdoutSink()]
+    if args.jsonl:
+        sinks.append(JsonlSink(args.jsonl))
+    pipeline = Pipeline(sources, engine, sinks, cfg)
+    stopped_by: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        pipeline.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with engine:
+            stats = pipeline.run(max_states=args.max_states)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"emo-stream: {stats.summary()}" + (f"; states written to {args.jsonl}" if args.jsonl else ""), file=sys.stderr)
+    if stopped_by:
+        return 128 + stopped_by[0]
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emo-stream", description="Real-time multimodal emotion perception for robots.")
+    parser.add_argument("--version", action="version", version=f"emo-stream {__version__}")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except EmoStreamError as exc:
+        print(f"emo-stream: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `emo-stream run ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

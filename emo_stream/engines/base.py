@@ -1,0 +1,95 @@
+"""The engine interface: one window in, one engine output out.
+
+An engine owns its perception stages and models; the pipeline owns timing,
+sequence numbers and sinks. Keeping ``process`` synchronous and single-window
+makes every engine testable with recorded windows and a fake clock, and lets
+the pipeline decide the threading and drop policy once for all engines.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from emo_stream.config import StreamConfig
+from emo_stream.errors import ConfigError
+from emo_stream.labels import LabelSet
+from emo_stream.stream.scheduler import Window
+
+
+@dataclass
+class EngineOutput:
+    """What an engine knows about one window; the pipeline turns it into an ``EmotionState``.
+
+    ``rationale_stamp`` is the window end the rationale was written for (it may
+    be older than this window when rationales are generated off the hot path);
+    None means no rationale accompanies this output.
+    """
+
+    probabilities: np.ndarray
+    valence: float | None = None
+    arousal: float | None = None
+    modalities: set[str] = field(default_factory=set)
+    rationale: str = ""
+    rationale_stamp: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    signals: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """Turns windows into :class:`EngineOutput`.
+
+    Attributes:
+        model_id: names what produced the states (engine, weights, label set).
+        label_set: the labels its probabilities are over.
+    """
+
+    model_id: str
+    label_set: LabelSet
+
+    @abstractmethod
+    def process(self, window: Window) -> EngineOutput:
+        """Analyse one window. Must not raise on bad *input* (flag it instead)."""
+
+    def close(self) -> None:
+        """Release models and worker threads."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+EngineFactory = Callable[[StreamConfig], Engine]
+_ENGINES: dict[str, EngineFactory] = {}
+
+
+def register_engine(name: str) -> Callable[[EngineFactory], EngineFactory]:
+    """Decorator: make an engine constructible by name from the CLI and configs."""
+
+    def deco(factory: EngineFactory) -> EngineFactory:
+        _ENGINES[name] = factory
+        return factory
+
+    return deco
+
+
+def make_engine(config: StreamConfig) -> Engine:
+    """Build the engine named by ``config.engine.name``."""
+    import emo_stream.engines  # noqa: F401  (registers the built-in engines)
+
+    name = config.engine.name
+    if name not in _ENGINES:
+        raise ConfigError(f"unknown engine {name!r}; available: {', '.join(sorted(_ENGINES))}")
+    return _ENGINES[name](config)
+
+
+def engine_names() -> list[str]:
+    import emo_stream.engines  # noqa: F401
+
+    return sorted(_ENGINES)

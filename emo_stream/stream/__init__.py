@@ -1,0 +1,1 @@
+"""Streaming machinery: sources -> timeline -> scheduler -> engine -> sinks."""

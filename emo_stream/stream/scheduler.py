@@ -1,0 +1,208 @@
+"""Cuts windows from the timeline every hop, by capture time.
+
+Window ends are a fixed grid: ``t0 + k * hop`` (k >= 1), where ``t0`` is the
+first capture time seen. A window ending at ``T`` is cut once every expected
+stream has delivered data up to ``T`` (the *watermark*), so video and audio are
+complete regardless of which arrives first. A live stream that stays silent
+longer than ``stream_timeout_s`` (an unplugged microphone) stops holding the
+watermark back: it is reported as stalled and the other streams carry on.
+
+The scheduler never waits and never queues: it returns the windows that are
+ready now. What happens when the engine is slower than the hop (drop the
+oldest, latest wins) is the pipeline's policy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from emo_stream.config import BufferConfig, WindowConfig
+from emo_stream.stream.frame_selection import FRAME_SELECTORS
+from emo_stream.stream.samples import AUDIO, VIDEO, SourceEvent, VideoFrame
+from emo_stream.stream.timeline import AudioSpan, Timeline
+
+#: Audio coverage below which a window is flagged ``audio_gap``.
+MIN_AUDIO_COVERAGE = 0.9
+
+
+@dataclass(frozen=True)
+class Window:
+    """Everything an engine gets for one state.
+
+    Attributes:
+        index: k - 1 for the window ending at ``t0 + k * hop``; gaps in the
+            indices a consumer sees are dropped windows.
+        start, end: capture-time bounds, [start, end).
+        frames: the K selected frames, in time order (fewer if fewer exist).
+        n_frames: all frames that fell in the window (K are selected from them).
+        audio: the window's audio (mono float32), or None when none was captured.
+        streams_expected: what the source(s) provide; a missing expected stream
+            is a flagged absence, an unexpected one is simply not there.
+        events: source events inside the window (corrupt packets, disconnects).
+        stalled: expected streams that stopped delivering.
+        clock: what the times are measured on ("media", "monotonic", "ros").
+        cut_at: host monotonic time the window was cut (for latency accounting).
+    """
+
+    index: int
+    start: float
+    end: float
+    frames: tuple[VideoFrame, ...]
+    n_frames: int
+    audio: AudioSpan | None
+    streams_expected: frozenset[str]
+    events: tuple[SourceEvent, ...] = ()
+    stalled: frozenset[str] = frozenset()
+    clock: str = "media"
+    cut_at: float = field(default=0.0, compare=False)
+
+    @property
+    def modalities(self) -> set[str]:
+        """Raw streams with data in this window ("video", "audio")."""
+        present = set()
+        if self.frames:
+            present.add(VIDEO)
+        if self.audio is not None:
+            present.add(AUDIO)
+        return present
+
+    @property
+    def flags(self) -> list[str]:
+        """Conditions of the input, in a stable order, for the state's ``flags``."""
+        out = [e.kind for e in self.events]
+        for stream in sorted(self.streams_expected):
+            if stream == VIDEO and not self.frames:
+                out.append("no_video")
+            if stream == AUDIO and self.audio is None:
+                out.append("no_audio")
+        if self.audio is not None and self.audio.coverage < MIN_AUDIO_COVERAGE:
+            out.append("audio_gap")
+        out += [f"{s}_stalled" for s in sorted(self.stalled)]
+        if not self.streams_expected & {VIDEO, AUDIO}:
+            out.append("no_input")
+        return list(dict.fromkeys(out))
+
+    @property
+    def audio_samples(self) -> np.ndarray | None:
+        return None if self.audio is None else self.audio.samples
+
+
+class Scheduler:
+    """Decides when windows are complete and cuts them from a :class:`Timeline`."""
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        window: WindowConfig,
+        buffers: BufferConfig,
+        streams_expected: Iterable[str],
+        *,
+        live: bool = False,
+        clock_name: str = "media",
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timeline = timeline
+        self.cfg = window
+        self.buffers = buffers
+        self.streams_expected = frozenset(streams_expected)
+        self.live = live
+        self.clock_name = clock_name
+        self._wall = wall_clock
+        self._select = FRAME_SELECTORS[window.frame_selection]
+        self._ended: set[str] = set()
+        self._last_arrival: dict[str, float] = {}
+        self._k = 1  # next window ends at t0 + k * hop
+        self.windows_cut = 0
+
+    # -- inputs -------------------------------------------------------------------
+    def note_arrival(self, stream: str) -> None:
+        """Record that ``stream`` delivered something now (wall clock), for stall detection."""
+        self._last_arrival[stream] = self._wall()
+
+    def end_stream(self, stream: str) -> None:
+        """``stream`` will deliver nothing more (end of file, source closed)."""
+        self._ended.add(stream)
+
+    def end_all(self) -> None:
+        self._ended |= self.streams_expected
+
+    # -- state ----------------------------------------------------------------------
+    @property
+    def t0(self) -> float | None:
+        return self.timeline.first_t
+
+    @property
+    def next_end(self) -> float | None:
+        if self.t0 is None:
+            return None
+        k = self._k if self.cfg.emit_partial else max(self._k, math.ceil(self.cfg.length_s / self.cfg.hop_s - 1e-9))
+        return self.t0 + k * self.cfg.hop_s
+
+    def stalled(self) -> frozenset[str]:
+        """Live streams silent for longer than ``stream_timeout_s`` (never for files)."""
+        if not self.live:
+            return frozenset()
+        now = self._wall()
+        out = set()
+        for s in self.streams_expected - self._ended:
+            last = self._last_arrival.get(s)
+            if last is None or now - last > self.buffers.stream_timeout_s:
+                out.add(s)
+        return frozenset(out)
+
+    def watermark(self) -> float:
+        """Capture time up to which every stream that can still deliver has delivered."""
+        stalled = self.stalled()
+        marks = []
+        for s in self.streams_expected:
+            if s in self._ended or s in stalled:
+                continue
+            marks.append(self.timeline.latest.get(s, float("-inf")))
+        if marks:
+            return min(marks)
+        # Nothing can deliver any more: everything seen so far is complete.
+        return self.timeline.newest
+
+    # -- cutting -------------------------------------------------------------------
+    def ready_windows(self) -> list[Window]:
+        """All windows whose end is at or before the watermark, oldest first."""
+        out: list[Window] = []
+        if self.t0 is None:
+            return out
+        mark = self.watermark()
+        stalled = self.stalled()
+        while True:
+            end = self.next_end
+            assert end is not None
+            if end > mark + 1e-9:
+                break
+            out.append(self._cut(end, stalled))
+            self._k = round((end - self.t0) / self.cfg.hop_s) + 1
+        if out:
+            self.timeline.forget_before(self.next_end - self.cfg.length_s - self.cfg.hop_s)
+        return out
+
+    def _cut(self, end: float, stalled: frozenset[str]) -> Window:
+        start = max(self.t0, end - self.cfg.length_s)
+        in_window = self.timeline.frames_between(start, end)
+        frames = self._select(in_window, self.cfg.frames_per_window, start, end)
+        index = round((end - self.t0) / self.cfg.hop_s) - 1
+        self.windows_cut += 1
+        return Window(
+            index=index,
+            start=start,
+            end=end,
+            frames=tuple(frames),
+            n_frames=len(in_window),
+            audio=self.timeline.audio_between(start, end) if AUDIO in self.streams_expected else None,
+            streams_expected=self.streams_expected,
+            events=tuple(self.timeline.events_between(start, end)),
+            stalled=stalled,
+            clock=self.clock_name,
+            cut_at=self._wall(),
+        )

@@ -1,0 +1,1 @@
+"""Inputs behind one interface (:class:`~emo_stream.stream.sources.base.Source`)."""

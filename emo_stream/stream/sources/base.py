@@ -1,0 +1,172 @@
+"""The one interface every input implements.
+
+A source is opened, then iterated: ``samples()`` yields :class:`VideoFrame`,
+:class:`AudioChunk` and :class:`SourceEvent` objects in capture order per stream
+until the input ends or :meth:`Source.close` is called. File sources decode on
+the consumer's thread (so an unpaced file streams losslessly, as fast as the
+engine goes). Live sources (camera, microphone) capture on their own thread
+into a bounded drop-oldest queue, so a slow consumer can never block capture or
+grow memory; drops are counted and reported as events.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from emo_stream.stream.samples import Sample, SourceEvent
+
+
+@dataclass
+class SourceStats:
+    """Counters a source keeps; read by diagnostics and benchmarks."""
+
+    frames: int = 0
+    audio_chunks: int = 0
+    audio_seconds: float = 0.0
+    corrupt_packets: int = 0
+    dropped_samples: int = 0
+    reconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def note_error(self, msg: str, keep: int = 20) -> None:
+        """Remember the last ``keep`` distinct error messages (bounded)."""
+        if msg not in self.errors:
+            self.errors.append(msg)
+            del self.errors[:-keep]
+
+
+class Source(ABC):
+    """A producer of timestamped samples.
+
+    Attributes:
+        name: human-readable description for logs and errors.
+        live: True for devices (monotonic clock, may drop); False for files.
+        clock: what timestamps mean: ``"media"`` or ``"monotonic"``.
+    """
+
+    name: str = "source"
+    live: bool = False
+    clock: str = "media"
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+
+    @property
+    @abstractmethod
+    def streams(self) -> frozenset[str]:
+        """Streams this source delivers (``{"video", "audio"}`` or a subset); valid after :meth:`open`."""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Acquire the input; raise :class:`~emo_stream.errors.SourceError` with a clear message if impossible."""
+
+    @abstractmethod
+    def samples(self) -> Iterator[Sample]:
+        """Yield samples until the input ends or the source is closed."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the input; safe to call twice and from another thread."""
+
+    def __enter__(self) -> "Source":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DropOldestQueue:
+    """A bounded FIFO where ``put`` never blocks: when full, the oldest item goes.
+
+    This is what keeps capture threads real-time: the camera thread must return
+    to ``read()`` immediately whatever the consumer is doing.
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        self._items: collections.deque[Sample] = collections.deque()
+        self._maxlen = maxlen
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: Sample) -> bool:
+        """Append ``item``; return False if something had to be dropped to make room."""
+        with self._cond:
+            dropped = len(self._items) >= self._maxlen
+            if dropped:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+            return not dropped
+
+    def get(self, timeout: float) -> Sample | None:
+        """The oldest item, or None after ``timeout`` seconds without one."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            return self._items.popleft() if self._items else None
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class LiveSource(Source):
+    """Base for devices: a capture thread feeds a :class:`DropOldestQueue`.
+
+    Subclasses implement :meth:`_capture_loop`, which runs on the capture thread,
+    calls :meth:`_emit` for every sample and returns when ``self._stop`` is set.
+    """
+
+    live = True
+    clock = "monotonic"
+
+    def __init__(self, queue_size: int = 256, clock=time.monotonic) -> None:
+        super().__init__()
+        self._queue = DropOldestQueue(queue_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._clock = clock
+        self._overflow_reported = 0
+
+    def start_capture(self) -> None:
+        """Start the capture thread (called at the end of a subclass's ``open``)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"capture:{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._capture_loop()
+        except Exception as exc:  # a capture bug must surface as an event, not kill the stream silently
+            self.stats.note_error(f"{type(exc).__name__}: {exc}")
+            self._queue.put(SourceEvent(self._clock(), "disconnected", f"capture thread failed: {exc}"))
+
+    @abstractmethod
+    def _capture_loop(self) -> None: ...
+
+    def _emit(self, sample: Sample) -> None:
+        if not self._queue.put(sample):
+            self.stats.dropped_samples += 1
+
+    def samples(self) -> Iterator[Sample]:
+        while True:
+            item = self._queue.get(timeout=0.05)
+            if item is not None:
+                yield item
+            elif self._stop.is_set() and (self._thread is None or not self._thread.is_alive()):
+                return
+            if self.stats.dropped_samples > self._overflow_reported:
+                yield SourceEvent(self._clock(), "capture_overflow", f"{self.stats.dropped_samples - self._overflow_reported} samples dropped")
+                self._overflow_reported = self.stats.dropped_samples
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+
+from emo_stream.config import BufferConfig, WindowConfig
+from emo_stream.stream.frame_selection import select_uniform
+from emo_stream.stream.samples import AudioChunk, VideoFrame
+from emo_stream.stream.scheduler import Scheduler
+from emo_stream.stream.timeline import Timeline
+
+RATE = 16000
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def setup(streams=("video", "audio"), live=False, **wkw):
+    clock = FakeClock()
+    tl = Timeline(history_s=6, max_frames=300, sample_rate=RATE)
+    sch = Scheduler(tl, WindowConfig(**wkw), BufferConfig(), streams, live=live, wall_clock=clock)
+    return tl, sch, clock
+
+
+def feed(tl, sch, t_from, t_to, fps=10, chunk_s=0.1, video=True, audio=True):
+    for i in range(int(round((t_to - t_from) * fps))):
+        t = t_from + i / fps
+        if video:
+            tl.push(VideoFrame(t, np.zeros((2, 2, 3), np.uint8), i))
+            sch.note_arrival("video")
+        if audio and abs((t / chunk_s) - round(t / chunk_s)) < 1e-6:
+            tl.push(AudioChunk(t, np.ones(int(chunk_s * RATE), np.float32), RATE))
+            sch.note_arrival("audio")
+
+
+def test_windows_on_a_fixed_grid_with_partial_start():
+    tl, sch, _ = setup(length_s=2.0, hop_s=0.5, frames_per_window=4)
+    feed(tl, sch, 0.0, 3.0)
+    ws = sch.ready_windows()
+    sch.end_all()
+    ws += sch.ready_windows()
+    assert [w.end for w in ws] == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
+    assert [w.index for w in ws] == list(range(6))
+    assert ws[0].start == 0.0 and ws[-1].start == pytest.approx(1.0)  # partial, then full W
+    full = ws[-1]
+    assert full.n_frames == 20 and len(full.frames) == 4
+    assert all(full.start <= f.t < full.end for f in full.frames)
+    assert full.audio.samples.shape == (2 * RATE,) and full.audio.coverage == pytest.approx(1.0)
+    assert full.modalities == {"video", "audio"} and full.flags == []
+
+
+def test_no_partial_windows_when_disabled():
+    tl, sch, _ = setup(length_s=2.0, hop_s=0.5, emit_partial=False)
+    feed(tl, sch, 0.0, 3.0)
+    sch.end_all()
+    ends = [w.end for w in sch.ready_windows()]
+    assert ends == pytest.approx([2.0, 2.5, 3.0])
+
+
+def test_watermark_waits_for_the_slowest_stream():
+    tl, sch, _ = setup(hop_s=0.5)
+    feed(tl, sch, 0.0, 2.0, audio=False)  # video up to 1.9 s, no audio yet
+    assert sch.ready_windows() == []
+    feed(tl, sch, 0.0, 1.0, video=False)  # audio up to 1.0 s
+    assert [w.end for w in sch.ready_windows()] == pytest.approx([0.5, 1.0])
+
+
+def test_stalled_live_stream_stops_blocking_and_is_flagged():
+    tl, sch, clock = setup(live=True, hop_s=0.5)
+    feed(tl, sch, 0.0, 2.0, audio=False)
+    sch.note_arrival("audio")  # the mic said hello once, then went silent
+    assert sch.ready_windows() == []
+    clock.t += 5.0  # > stream_timeout_s; video keeps arriving
+    feed(tl, sch, 2.0, 2.6, audio=False)
+    ws = sch.ready_windows()
+    assert ws and all("audio_stalled" in w.flags and "no_audio" in w.flags for w in ws)
+
+
+def test_missing_expected_stream_is_flagged_but_unexpected_is_not():
+    tl, sch, _ = setup(streams=("video",))
+    feed(tl, sch, 0.0, 1.0, audio=False)
+    sch.end_all()
+    ws = sch.ready_windows()
+    assert ws and all(w.audio is None and w.flags == [] for w in ws)
+
+
+def test_memory_flat_over_a_long_stream():
+    tl, sch, _ = setup(hop_s=0.5)
+    n = 0
+    for k in range(300):  # 300 s of 10 fps video + audio
+        feed(tl, sch, k, k + 1.0)
+        n += len(sch.ready_windows())
+        assert tl.n_frames <= 10 * 4  # ~ W + H + a little, never the whole history
+    assert n == 599
+
+
+def test_uniform_selection_spreads_over_gaps():
+    frames = [VideoFrame(t, None, i) for i, t in enumerate([0.0, 0.1, 0.2, 1.8, 1.9])]
+    picked = select_uniform(frames, 2, 0.0, 2.0)
+    assert [f.t for f in picked] == [0.2, 1.8]  # one from each half, not the first two
