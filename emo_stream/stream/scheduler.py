@@ -26,6 +26,10 @@ from emo_stream.stream.frame_selection import FRAME_SELECTORS
 from emo_stream.stream.samples import AUDIO, VIDEO, SourceEvent, VideoFrame
 from emo_stream.stream.timeline import AudioSpan, Timeline
 
+#: At the end of a stream, a window may end this far after the last sample
+#: (a frame at 2.96 s of a 25 fps, 3.0 s clip covers up to 3.0 s).
+FINAL_WINDOW_SLACK_S = 0.1
+
 #: Audio coverage below which a window is flagged ``audio_gap``.
 MIN_AUDIO_COVERAGE = 0.9
 
@@ -175,6 +179,10 @@ class Scheduler:
         if self.t0 is None:
             return out
         mark = self.watermark()
+        if self._ended >= self.streams_expected:
+            # Everything has ended: the last sample still covers a frame period
+            # or so after its timestamp, so allow the final grid point just past it.
+            mark += min(self.cfg.hop_s / 2, FINAL_WINDOW_SLACK_S)
         stalled = self.stalled()
         while True:
             end = self.next_end
@@ -201,7 +209,9 @@ class Scheduler:
             n_frames=len(in_window),
             audio=self.timeline.audio_between(start, end) if AUDIO in self.streams_expected else None,
             streams_expected=self.streams_expected,
-            events=tuple(self.timeline.events_between(start, end)),
+            # The first window also owns events from before the first sample
+            # (e.g. a corrupt packet at the very start of a file).
+            events=tuple(self.timeline.events_between(start if index > 0 else float("-inf"), end)),
             stalled=stalled,
             clock=self.clock_name,
             cut_at=self._wall(),

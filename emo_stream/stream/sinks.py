@@ -64,10 +64,10 @@ def format_state(state: EmotionState) -> str:
     lat_s = f" {lat:6.1f} ms" if lat is not None else ""
     flags = f" [{','.join(state.flags)}]" if state.flags else ""
     mods = ",".join(state.modalities) or "-"
-    return (
-        f"[{state.window_start:7.2f}-{state.window_end:7.2f}s] #{state.sequence:04d} "
-        f"{state.top_label:>9s} {state.confidence:.2f}{va} ({mods}){lat_s}{flags}"
-    )
+    # A flat distribution has no top label worth printing (the baseline engine, no evidence).
+    uniform = max(state.probabilities) - min(state.probabilities) < 1e-6
+    top = f"{'(uniform)':>9s}     " if uniform else f"{state.top_label:>9s} {state.confidence:.2f}"
+    return f"[{state.window_start:7.2f}-{state.window_end:7.2f}s] #{state.sequence:04d} {top}{va} ({mods}){lat_s}{flags}"
 
 
 class StdoutSink(Sink):
