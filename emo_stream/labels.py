@@ -137,8 +137,10 @@ def get_label_set(label_set_id: str) -> LabelSet:
         raise ConfigError(f"unknown label set {label_set_id!r}; choose one of {sorted(LABEL_SETS)}") from None
 
 
-def _target_of(canon: str, target: LabelSet) -> int:
-    """Index in ``target`` that canonical emotion ``canon`` maps to (BFS over FALLBACKS)."""
+def nearest_label_index(emotion: str, target: LabelSet) -> int:
+    """Index in ``target`` that ``emotion`` (any alias) maps to: itself if present,
+    else the first of its documented FALLBACKS (breadth first) that is."""
+    canon = canonical(emotion)
     tcanon = target.canonical_labels
     seen: set[str] = set()
     frontier = [canon]
@@ -162,7 +164,7 @@ def mapping_matrix(source: LabelSet, target: LabelSet) -> np.ndarray:
     """(len(source), len(target)) 0/1 matrix; each row has exactly one 1."""
     m = np.zeros((len(source), len(target)), dtype=np.float64)
     for i, c in enumerate(source.canonical_labels):
-        m[i, _target_of(c, target)] = 1.0
+        m[i, nearest_label_index(c, target)] = 1.0
     return m
 
 

@@ -56,6 +56,8 @@ class EmotionState:
             ``corrupt_input``, ``not_an_emotion_model`` ...).
         signals: numeric clues the engine measured (motion energy, speech ratio ...).
         clock: one of :data:`CLOCKS`.
+        transcript: what was said recently; empty unless the user opted in to
+            publishing transcripts (emotion data and speech are personal).
     """
 
     stamp: float
@@ -77,6 +79,7 @@ class EmotionState:
     flags: tuple[str, ...] = ()
     signals: Mapping[str, float] = field(default_factory=dict)
     clock: str = "media"
+    transcript: str = ""
 
     def __post_init__(self) -> None:
         errors: list[str] = []
@@ -129,6 +132,7 @@ class EmotionState:
         flags: Iterable[str] = (),
         signals: Mapping[str, float] | None = None,
         clock: str = "media",
+        transcript: str = "",
     ) -> "EmotionState":
         """Build a state from raw engine output: normalises the probabilities,
         derives the top label, clips valence/arousal into range and orders
@@ -158,6 +162,7 @@ class EmotionState:
             flags=tuple(dict.fromkeys(flags)),
             signals={k: float(v) for k, v in (signals or {}).items() if math.isfinite(float(v))},
             clock=clock,
+            transcript=transcript,
         )
 
     # -- views ----------------------------------------------------------------

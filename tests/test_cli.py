@@ -22,13 +22,14 @@ def test_megamind_gives_one_state_per_hop_and_flags_the_corrupt_packet(media, tm
     r = run_cli("run", "--input", media / "megamind.avi", "--jsonl", out)
     assert r.returncode == 0, r.stderr
     states = read_jsonl(str(out))
-    assert len(states) == 22  # 11.26 s clip, hop 0.5 s
-    assert len(r.stdout.strip().splitlines()) == 22  # one printed line per state
-    assert [s.sequence for s in states] == list(range(22))
+    assert len(states) == 23  # 11.26 s clip, hop 0.5 s: 22 grid windows + one ending at the last sample
+    assert states[-1].window_end == pytest.approx(11.26, abs=0.05)
+    assert len(r.stdout.strip().splitlines()) == 23  # one printed line per state
+    assert [s.sequence for s in states] == list(range(23))
     assert all(s.modalities == ("video", "audio") for s in states)
     assert sum("corrupt_input" in s.flags for s in states) >= 1
     assert all(abs(sum(s.probabilities) - 1) < 1e-6 for s in states)
-    assert "22 states" in r.stderr and "corrupt packets 1" in r.stderr
+    assert "23 states" in r.stderr and "corrupt packets 1" in r.stderr
     # The JSONL has the documented schema, line by line.
     first = json.loads(out.read_text().splitlines()[0])
     for key in ("stamp", "window_start", "window_end", "sequence", "label_set", "labels", "probabilities", "top_label",
@@ -50,7 +51,7 @@ def test_stereo_44k_wav_is_converted(media, tmp_path):
     r = run_cli("run", "--input", media / "speech_stereo_44k.wav", "--jsonl", out, "-q")
     assert r.returncode == 0, r.stderr
     states = read_jsonl(str(out))
-    assert len(states) == 14  # 7.1 s of speech, hop 0.5
+    assert len(states) == 15  # 7.1 s of speech, hop 0.5, + the final window at 7.1 s
     assert all(s.modalities == ("audio",) for s in states)
     assert max(s.signals["voiced_ratio"] for s in states) > 0.3  # real speech came through the resampler
     assert all(s.signals["audio_coverage"] > 0.99 for s in states)
@@ -101,5 +102,5 @@ def test_window_and_hop_flags(media, tmp_path):
     r = run_cli("run", "--input", media / "megamind.avi", "--window", 4, "--hop", 1, "--label-set", "merr", "--jsonl", out, "-q")
     assert r.returncode == 0, r.stderr
     states = read_jsonl(str(out))
-    assert len(states) == 11 and states[0].label_set == "merr" and len(states[0].labels) == 9
-    assert states[-1].window_end - states[-1].window_start == pytest.approx(4.0)
+    assert len(states) == 12 and states[0].label_set == "merr" and len(states[0].labels) == 9
+    assert states[-2].window_end - states[-2].window_start == pytest.approx(4.0)

@@ -38,6 +38,7 @@ class EngineOutput:
     latency_ms: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
+    transcript: str = ""
 
 
 class Engine(ABC):

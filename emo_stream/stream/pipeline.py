@@ -273,4 +273,5 @@ class Pipeline:
             flags=[*window.flags, *out.flags],
             signals=out.signals,
             clock=window.clock,
+            transcript=out.transcript,
         )

@@ -14,6 +14,7 @@ oldest, latest wins) is the pipeline's policy.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Window:
         events: source events inside the window (corrupt packets, disconnects).
         stalled: expected streams that stopped delivering.
         clock: what the times are measured on ("media", "monotonic", "ros").
+        final: no window follows (the inputs ended): engines flush what they
+            hold back (e.g. an utterance still open at the end of a file).
         cut_at: host monotonic time the window was cut (for latency accounting).
     """
 
@@ -63,6 +66,7 @@ class Window:
     events: tuple[SourceEvent, ...] = ()
     stalled: frozenset[str] = frozenset()
     clock: str = "media"
+    final: bool = False
     cut_at: float = field(default=0.0, compare=False)
 
     @property
@@ -121,6 +125,8 @@ class Scheduler:
         self._ended: set[str] = set()
         self._last_arrival: dict[str, float] = {}
         self._k = 1  # next window ends at t0 + k * hop
+        self._last_end: float | None = None
+        self._final_sent = False
         self.windows_cut = 0
 
     # -- inputs -------------------------------------------------------------------
@@ -174,14 +180,20 @@ class Scheduler:
 
     # -- cutting -------------------------------------------------------------------
     def ready_windows(self) -> list[Window]:
-        """All windows whose end is at or before the watermark, oldest first."""
+        """All windows whose end is at or before the watermark, oldest first.
+
+        Once every stream has ended, the last window is marked ``final``; if the
+        input ran on past the last grid point (an 11.26 s clip with a 0.5 s hop),
+        one more window ending at the last sample is cut, so the end of the
+        input is never left without a state.
+        """
         out: list[Window] = []
-        if self.t0 is None:
+        if self.t0 is None or self._final_sent:
             return out
+        ended = self._ended >= self.streams_expected
         mark = self.watermark()
-        if self._ended >= self.streams_expected:
-            # Everything has ended: the last sample still covers a frame period
-            # or so after its timestamp, so allow the final grid point just past it.
+        if ended:
+            # The last sample still covers about a frame period after its timestamp.
             mark += min(self.cfg.hop_s / 2, FINAL_WINDOW_SLACK_S)
         stalled = self.stalled()
         while True:
@@ -191,15 +203,25 @@ class Scheduler:
                 break
             out.append(self._cut(end, stalled))
             self._k = round((end - self.t0) / self.cfg.hop_s) + 1
+        if ended:
+            self._final_sent = True
+            newest = self.timeline.newest
+            last_end = out[-1].end if out else self._last_end
+            if last_end is None or newest > last_end + FINAL_WINDOW_SLACK_S:
+                out.append(self._cut(newest, stalled, index=self._k - 1))
+            out[-1] = dataclasses.replace(out[-1], final=True)
         if out:
+            self._last_end = out[-1].end
             self.timeline.forget_before(self.next_end - self.cfg.length_s - self.cfg.hop_s)
         return out
 
-    def _cut(self, end: float, stalled: frozenset[str]) -> Window:
+    def _cut(self, end: float, stalled: frozenset[str], index: int | None = None) -> Window:
         start = max(self.t0, end - self.cfg.length_s)
-        in_window = self.timeline.frames_between(start, end)
+        # The final window ends at the last sample's timestamp: include that sample.
+        in_window = self.timeline.frames_between(start, end + (1e-6 if index is not None else 0.0))
         frames = self._select(in_window, self.cfg.frames_per_window, start, end)
-        index = round((end - self.t0) / self.cfg.hop_s) - 1
+        if index is None:
+            index = round((end - self.t0) / self.cfg.hop_s) - 1
         self.windows_cut += 1
         return Window(
             index=index,

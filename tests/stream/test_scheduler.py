@@ -44,12 +44,26 @@ def test_windows_on_a_fixed_grid_with_partial_start():
     ws += sch.ready_windows()
     assert [w.end for w in ws] == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
     assert [w.index for w in ws] == list(range(6))
+    assert ws[-1].final and not any(w.final for w in ws[:-1])  # engines flush on the last one
     assert ws[0].start == 0.0 and ws[-1].start == pytest.approx(1.0)  # partial, then full W
     full = ws[-1]
     assert full.n_frames == 20 and len(full.frames) == 4
     assert all(full.start <= f.t < full.end for f in full.frames)
     assert full.audio.samples.shape == (2 * RATE,) and full.audio.coverage == pytest.approx(1.0)
     assert full.modalities == {"video", "audio"} and full.flags == []
+
+
+def test_input_running_past_the_grid_gets_a_final_window_at_its_end():
+    tl, sch, _ = setup(length_s=2.0, hop_s=0.5)
+    feed(tl, sch, 0.0, 3.3)  # frames up to 3.2 s, audio up to 3.3 s
+    ws = sch.ready_windows()
+    sch.end_all()
+    tail = sch.ready_windows()
+    assert [w.end for w in ws + tail] == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.3])
+    assert [w.index for w in ws + tail] == list(range(7))
+    assert tail[-1].final and tail[-1].start == pytest.approx(1.3)
+    assert tail[-1].frames[-1].t == pytest.approx(3.2)
+    assert sch.ready_windows() == []  # nothing after the final window
 
 
 def test_no_partial_windows_when_disabled():

@@ -31,6 +31,7 @@ class SourceStats:
     corrupt_packets: int = 0
     dropped_samples: int = 0
     reconnects: int = 0
+    reconnect_attempts: int = 0
     errors: list[str] = field(default_factory=list)
 
     def note_error(self, msg: str, keep: int = 20) -> None:
@@ -47,11 +48,14 @@ class Source(ABC):
         name: human-readable description for logs and errors.
         live: True for devices (monotonic clock, may drop); False for files.
         clock: what timestamps mean: ``"media"`` or ``"monotonic"``.
+        paced: True when a file is released at its media rate (live-like timing
+            without being a device); see :class:`~emo_stream.stream.sources.pacing.PacedSource`.
     """
 
     name: str = "source"
     live: bool = False
     clock: str = "media"
+    paced: bool = False
 
     def __init__(self) -> None:
         self.stats = SourceStats()
@@ -85,7 +89,10 @@ class DropOldestQueue:
     """A bounded FIFO where ``put`` never blocks: when full, the oldest item goes.
 
     This is what keeps capture threads real-time: the camera thread must return
-    to ``read()`` immediately whatever the consumer is doing.
+    to ``read()`` immediately whatever the consumer is doing. The item dropped
+    is the oldest *sample*: :class:`SourceEvent` items (disconnected, reconnected
+    ...) are few and each one changes the meaning of the stream, so they are
+    kept while any sample can go instead.
     """
 
     def __init__(self, maxlen: int) -> None:
@@ -99,11 +106,18 @@ class DropOldestQueue:
         with self._cond:
             dropped = len(self._items) >= self._maxlen
             if dropped:
-                self._items.popleft()
+                self._drop_oldest_sample()
                 self.dropped += 1
             self._items.append(item)
             self._cond.notify()
             return not dropped
+
+    def _drop_oldest_sample(self) -> None:
+        for i, old in enumerate(self._items):
+            if not isinstance(old, SourceEvent):
+                del self._items[i]
+                return
+        self._items.popleft()  # nothing but events: the oldest event goes
 
     def get(self, timeout: float) -> Sample | None:
         """The oldest item, or None after ``timeout`` seconds without one."""

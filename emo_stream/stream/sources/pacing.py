@@ -1,0 +1,107 @@
+"""Make a file arrive like a live device: each sample when its time has come.
+
+Unpaced, a file source yields samples as fast as the consumer pulls, which
+is what offline evaluation wants (lossless, deterministic). A robot's camera
+cannot do that: it hands over a picture only once it has been captured, and
+if the engine is slow, windows must be dropped rather than the input slowed
+down. ``PacedSource`` reproduces that timing so latency, window dropping and
+"latest wins" logic can be exercised and benchmarked with a file.
+
+Timestamps are left as media time (the timeline keys on them); only the
+moment of release changes. The clock and sleep functions are injected so tests
+run with a fake clock and no real waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+from emo_stream.stream.samples import AudioChunk, Sample
+from emo_stream.stream.sources.base import Source, SourceStats
+
+#: Longest single sleep, so :meth:`PacedSource.close` from another thread takes effect promptly.
+MAX_SLEEP_S = 0.1
+
+
+class PacedSource(Source):
+    """Release the samples of ``inner`` at ``speed`` x their media rate on the wall clock.
+
+    The first sample is released at once and fixes the mapping media time ->
+    wall time; a video frame is released when its timestamp is reached, an audio
+    chunk when its *end* is reached (a microphone cannot deliver a sound before
+    it has been recorded). A consumer that falls behind is not caught up with
+    bursts of sleep: late samples are released immediately, in order.
+
+    Args:
+        inner: a file source (media time stamps, ``live`` False).
+        speed: 1.0 = real time, 2.0 = twice as fast.
+        clock: monotonic seconds; injected for tests.
+        sleep: blocking wait; injected for tests.
+    """
+
+    live = False
+    paced = True
+
+    def __init__(
+        self,
+        inner: Source,
+        speed: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        # No Source.__init__: stats belong to the inner source (one set of counters).
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.inner = inner
+        self.speed = float(speed)
+        self._clock = clock
+        self._sleep = sleep
+        self._closed = False
+        self.name = f"paced({inner.name}, x{self.speed:g})"
+        self.clock = inner.clock
+
+    @property
+    def stats(self) -> SourceStats:  # type: ignore[override]
+        return self.inner.stats
+
+    @property
+    def streams(self) -> frozenset[str]:
+        return self.inner.streams
+
+    def __getattr__(self, name: str):
+        # Pass through source-specific properties (duration, fps, path ...).
+        if name == "inner":  # not yet set (during __init__ failure): avoid recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def open(self) -> None:
+        self._closed = False
+        self.inner.open()
+
+    def close(self) -> None:
+        self._closed = True
+        self.inner.close()
+
+    def samples(self) -> Iterator[Sample]:
+        t0_media: float | None = None
+        t0_wall = 0.0
+        for sample in self.inner.samples():
+            if self._closed:
+                return
+            due_media = sample.end if isinstance(sample, AudioChunk) else sample.t
+            if t0_media is None:
+                t0_media, t0_wall = sample.t, self._clock()
+            due_wall = t0_wall + (due_media - t0_media) / self.speed
+            if self._wait_until(due_wall):
+                return
+            yield sample
+
+    def _wait_until(self, due: float) -> bool:
+        """Sleep until ``due`` on the clock; return True if closed meanwhile."""
+        while not self._closed:
+            remaining = due - self._clock()
+            if remaining <= 0:
+                return False
+            self._sleep(min(remaining, MAX_SLEEP_S))
+        return True
