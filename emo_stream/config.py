@@ -120,7 +120,7 @@ class SourceConfig:
 class EngineConfig:
     """Which engine turns windows into states, its label set, and engine-specific options."""
 
-    name: str = "baseline"
+    name: str = "default"
     label_set: str = "mer2023"
     options: Mapping[str, Any] = field(default_factory=dict)
 

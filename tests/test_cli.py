@@ -12,6 +12,9 @@ from emo_stream.state import read_jsonl
 
 
 def run_cli(*args, timeout=120):
+    """Run the CLI; the stream-core tests use the model-free baseline engine unless told otherwise."""
+    if "--engine" not in args and args and args[0] == "run":
+        args = (*args, "--engine", "baseline")
     return subprocess.run(
         [sys.executable, "-m", "emo_stream.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"}
     )

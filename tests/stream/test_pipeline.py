@@ -14,7 +14,7 @@ from emo_stream.stream.samples import AudioChunk, VideoFrame
 from emo_stream.stream.sinks import CallbackSink, JsonlSink
 from emo_stream.stream.sources.push import PushSource
 
-CFG = StreamConfig()
+CFG = StreamConfig().replace(engine={"name": "baseline"})
 
 
 class ListSink(CallbackSink):
