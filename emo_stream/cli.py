@@ -37,6 +37,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML stream config (see configs/default.yaml)")
     p.add_argument("--engine", default=None, choices=engine_names(), help="engine (overrides the config)")
     p.add_argument("--label-set", default=None, choices=sorted(LABEL_SETS), help="label set (overrides the config)")
+    p.add_argument("--weights", default=None, help="model directory for engines that take weights (emotion-llama)")
+    p.add_argument(
+        "--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+        help="engine option (value parsed as YAML), e.g. -o asr=off -o tiny=true; repeatable",
+    )
     p.add_argument("--window", type=float, default=None, help="window length W in seconds")
     p.add_argument("--hop", type=float, default=None, help="hop H in seconds (one state per hop)")
     p.add_argument("--realtime", action="store_true", help="pace a file at its media rate, like a live camera")
@@ -46,11 +51,24 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_config(args: argparse.Namespace):
+    import yaml
+
     from emo_stream.config import StreamConfig
+    from emo_stream.errors import ConfigError
 
     cfg = StreamConfig.from_yaml(args.config) if args.config else StreamConfig()
     window = {k: v for k, v in (("length_s", args.window), ("hop_s", args.hop)) if v is not None}
     engine = {k: v for k, v in (("name", args.engine), ("label_set", args.label_set)) if v is not None}
+    options = dict(cfg.engine.options)
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    if args.weights:
+        options["weights"] = args.weights
+    if options != dict(cfg.engine.options):
+        engine["options"] = options
     source = {"realtime": True} if args.realtime else {}
     if window:
         # Keep the history long enough for the requested window.
@@ -91,12 +109,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="convert published checkpoints into emo_stream model directories")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    e = kinds.add_parser(
+        "emotion-llama",
+        help="Emotion-LLaMA's public checkpoint (MiniGPT-v2 layout) + a local LLaMA-2 dir -> safetensors",
+        description="Map Emotion-LLaMA's checkpoint keys (llama_proj, cls_tk_llama_proj, feats_llama_proj1..3, "
+        "LoRA q_proj/v_proj) onto emo_stream's modules and save a model directory (config.json + model.safetensors). "
+        "Loads with torch.load(weights_only=True) only.",
+    )
+    e.add_argument("--checkpoint", required=True, type=Path, help="Emotion-LLaMA .pth checkpoint")
+    e.add_argument("--llama-dir", required=True, type=Path, help="local Llama-2-7b-chat-hf directory")
+    e.add_argument("--out", required=True, type=Path, help="output model directory")
+    e.add_argument("--encoder", action="append", default=[], metavar="VIEW=DIR",
+                   help="local encoder dir for a view: global, face, temporal or audio; repeatable")
+    e.add_argument("--eva-checkpoint", type=Path, default=None, help="eva_vit_g.pth for the global view")
+    e.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="LLM dtype")
+    e.set_defaults(func=_cmd_import_emotion_llama)
+
+
+def _cmd_import_emotion_llama(args: argparse.Namespace) -> int:
+    from emo_stream.errors import ConfigError
+    from emo_stream.model.checkpoint_import import import_emotion_llama
+
+    encoders = {}
+    for item in args.encoder:
+        view, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--encoder expects VIEW=DIR, got {item!r}")
+        encoders[view] = path
+    out = import_emotion_llama(
+        args.checkpoint, args.llama_dir, args.out, encoder_dirs=encoders or None, eva_checkpoint=args.eva_checkpoint, dtype=args.dtype
+    )
+    print(f"emo-stream: imported Emotion-LLaMA into {out} (see {out / 'import_report.json'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emo-stream", description="Real-time multimodal emotion perception for robots.")
     parser.add_argument("--version", action="version", version=f"emo-stream {__version__}")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    _add_import(sub)
     return parser
 
 

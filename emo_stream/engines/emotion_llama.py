@@ -123,8 +123,9 @@ class EmotionLlamaEngine(Engine):
         elif opts.get("tiny"):
             seed = opts.get("seed", 0)
             version = opts.get("version", "v1")
-            torch.manual_seed(seed)
-            self.model = build_emotion_llama(EmotionLlamaConfig.tiny(version, label_set=self.label_set.id))
+            with torch.random.fork_rng(devices=[]):  # a fixed seed without disturbing the caller's RNG
+                torch.manual_seed(seed)
+                self.model = build_emotion_llama(EmotionLlamaConfig.tiny(version, label_set=self.label_set.id))
             name = f"tiny-{version}-random-seed{seed}"
             self._random = True
         else:
