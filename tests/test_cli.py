@@ -107,3 +107,22 @@ def test_window_and_hop_flags(media, tmp_path):
     states = read_jsonl(str(out))
     assert len(states) == 12 and states[0].label_set == "merr" and len(states[0].labels) == 9
     assert states[-2].window_end - states[-2].window_start == pytest.approx(4.0)
+
+
+def test_tiny_emotion_llama_streams_a_real_clip(media, tmp_path):
+    out = tmp_path / "s.jsonl"
+    r = run_cli("run", "--input", media / "astronaut_speech.mp4", "--engine", "emotion-llama", "-o", "tiny=true",
+                "--label-set", "merr", "--jsonl", out, "-q", timeout=300)
+    assert r.returncode == 0, r.stderr
+    states = read_jsonl(str(out))
+    assert len(states) == 15
+    for s in states:
+        assert s.label_set == "merr" and s.top_label in s.labels and abs(sum(s.probabilities) - 1) < 1e-6
+        assert "random_weights" in s.flags  # a tiny random model never passes for a trained one
+
+
+def test_import_and_option_errors_are_one_line(tmp_path):
+    r = run_cli("import", "emotion-llama", "--checkpoint", tmp_path / "none.pth", "--llama-dir", tmp_path, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("run", "--input", tmp_path / "x.mp4", "-o", "novalue")
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr
