@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -36,9 +36,7 @@ def import_cv2():
     try:
         import cv2
     except ImportError as exc:
-        raise SourceError(
-            f"camera input needs OpenCV, which is not installed ({exc}); run: pip install 'emo-stream[headless]'"
-        ) from None
+        raise SourceError(f"camera input needs OpenCV, which is not installed ({exc}); run: pip install 'emo-stream[headless]'") from None
     return cv2
 
 
@@ -171,9 +169,7 @@ class CameraSource(LiveSource):
                     cap.release()
                     cap = None
                     self.stats.note_error(f"{self.name}: read failed")
-                    self._emit(
-                        SourceEvent(t, "disconnected", f"{self.name} stopped delivering frames; retrying every {self.reconnect_s:g}s")
-                    )
+                    self._emit(SourceEvent(t, "disconnected", f"{self.name} stopped delivering frames; retrying every {self.reconnect_s:g}s"))
         finally:
             if cap is not None:
                 cap.release()

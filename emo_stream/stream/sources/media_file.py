@@ -27,8 +27,8 @@ unpaced file streams losslessly at whatever speed the engine goes; wrap it in
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -143,6 +143,7 @@ class MediaFileSource(Source):
         except BaseException:
             container.close()
             self._container = None
+            self._selected = {}
             raise
 
     def samples(self) -> Iterator[Sample]:

@@ -31,8 +31,9 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,9 @@ class _PyAudioBackend(_Backend):
         try:
             import pyaudio
         except ImportError as exc:
-            raise SourceError(f"microphone backend 'pyaudio' is not installed ({exc}); run: pip install 'emo-stream[audio]' (needs Debian portaudio19-dev)") from None
+            raise SourceError(
+                f"microphone backend 'pyaudio' is not installed ({exc}); run: pip install 'emo-stream[audio]' (needs Debian portaudio19-dev)"
+            ) from None
         self._pa_mod = pyaudio
         self._pa = self._init()
 
@@ -131,7 +134,7 @@ class _PyAudioBackend(_Backend):
         pa = self._pa
         try:
             default = pa.get_default_input_device_info()["index"]
-        except (IOError, OSError):
+        except OSError:
             default = -1
         out = []
         for i in range(pa.get_device_count()):
@@ -162,7 +165,7 @@ class _PyAudioBackend(_Backend):
     def active(self, stream) -> bool:
         try:
             return bool(stream.is_active())
-        except (IOError, OSError):
+        except OSError:
             return False
 
     def close_stream(self, stream) -> None:
@@ -361,7 +364,7 @@ class MicrophoneSource(LiveSource):
         raise SourceError(f"no audio input device matches {want!r}; inputs: {_describe(devices)}")
 
     def _pick_format(self, dev: InputDevice) -> tuple[int, int]:
-        native = int(round(dev.default_rate)) or self.sample_rate
+        native = round(dev.default_rate) or self.sample_rate
         if self.device_rate or self.device_channels:
             candidates = [(self.device_rate or self.sample_rate, self.device_channels or 1)]
         else:

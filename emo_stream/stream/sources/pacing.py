@@ -15,7 +15,7 @@ run with a fake clock and no real waiting.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from emo_stream.stream.samples import AudioChunk, Sample
 from emo_stream.stream.sources.base import Source, SourceStats
