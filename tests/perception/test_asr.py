@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from emo_stream.errors import ConfigError, ModelFileError
 from emo_stream.perception.asr import AsrConfig, Transcriber, load_whisper, normalize_text, word_error_rate
+from emo_stream.stream.sources.media_file import read_audio
 from emo_stream.perception.vad import SAMPLE_RATE, VoiceActivityDetector
 
 MEDIA = Path(__file__).resolve().parents[2] / ".cache" / "media"
@@ -19,18 +19,15 @@ KEYS = ("0870", "0880", "0890", "0920", "0930")
 
 
 def load_wav(path: Path) -> np.ndarray:
-    if not path.exists():
-        pytest.skip(f"{path} missing (scripts/fetch_test_media.sh)")
-    with wave.open(str(path)) as w:
-        assert w.getframerate() == SAMPLE_RATE and w.getnchannels() == 1
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+    """Mono float32 at 16 kHz through the stream's own decoder + resampler (missing file: a clear failure)."""
+    return read_audio(path, SAMPLE_RATE)
 
 
 @pytest.fixture(scope="module")
 def references() -> dict[str, str]:
     path = MEDIA / "librivox_transcription.txt"
     if not path.exists():
-        pytest.skip(f"{path} missing (scripts/fetch_test_media.sh)")
+        pytest.fail(f"{path} missing (scripts/fetch_test_media.sh)")
     refs = {}
     for line in path.read_text().splitlines():
         words, key = line.rsplit("(", 1)

@@ -7,8 +7,6 @@ import re
 import shutil
 import subprocess
 import time
-import wave
-from math import gcd
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from emo_stream.perception.prosody import (
     analyze_clip,
     arousal_from_prosody,
 )
+from emo_stream.stream.sources.media_file import read_audio
 from emo_stream.perception.vad import SAMPLE_RATE, VoiceActivityDetector
 
 MEDIA = Path(__file__).resolve().parents[2] / ".cache" / "media"
@@ -33,24 +32,13 @@ SENTENCE = "I really cannot believe what happened at the station today, it was c
 
 
 def load_wav(path: Path) -> np.ndarray:
-    """Mono float32 at 16 kHz (resampled with a polyphase filter when needed)."""
-    if not path.exists():
-        pytest.skip(f"{path} missing (scripts/fetch_test_media.sh / apt alsa-utils)")
-    with wave.open(str(path)) as w:
-        rate, ch = w.getframerate(), w.getnchannels()
-        x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
-    x = x.reshape(-1, ch).mean(axis=1)
-    if rate != SAMPLE_RATE:
-        from scipy.signal import resample_poly
-
-        g = gcd(SAMPLE_RATE, rate)
-        x = resample_poly(x, SAMPLE_RATE // g, rate // g).astype(np.float32)
-    return x
+    """Mono float32 at 16 kHz through the stream's own decoder + resampler (missing file: a clear failure)."""
+    return read_audio(path, SAMPLE_RATE)
 
 
 def espeak(tmp: Path, pitch: int, rate: int, amp: int, text: str = SENTENCE) -> np.ndarray:
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed (apt install espeak-ng)")
+        pytest.fail("espeak-ng not installed (apt install espeak-ng; scripts/setup.sh does)")
     out = tmp / f"espeak_p{pitch}_s{rate}_a{amp}.wav"
     subprocess.run(["espeak-ng", "-w", str(out), "-p", str(pitch), "-s", str(rate), "-a", str(amp), text], check=True, capture_output=True)
     return load_wav(out)

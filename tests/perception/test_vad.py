@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-import wave
-from math import gcd
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from emo_stream.errors import ConfigError
+from emo_stream.stream.sources.media_file import read_audio
 from emo_stream.perception.vad import FRAME_S, SAMPLE_RATE, AudioCursor, VadConfig, VoiceActivityDetector
 
 MEDIA = Path(__file__).resolve().parents[2] / ".cache" / "media"
@@ -19,22 +18,13 @@ ALSA = Path("/usr/share/sounds/alsa")
 
 
 def load_wav(path: Path) -> np.ndarray:
-    """Mono float32 at 16 kHz (resampled with a polyphase filter when needed)."""
-    with wave.open(str(path)) as w:
-        rate, ch = w.getframerate(), w.getnchannels()
-        x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
-    x = x.reshape(-1, ch).mean(axis=1)
-    if rate != SAMPLE_RATE:
-        from scipy.signal import resample_poly
-
-        g = gcd(SAMPLE_RATE, rate)
-        x = resample_poly(x, SAMPLE_RATE // g, rate // g).astype(np.float32)
-    return x
+    """Mono float32 at 16 kHz through the stream's own decoder + resampler (missing file: a clear failure)."""
+    return read_audio(path, SAMPLE_RATE)
 
 
 def need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} missing (scripts/fetch_test_media.sh / apt alsa-utils)")
+        pytest.fail(f"{path} missing (scripts/fetch_test_media.sh / apt alsa-utils)")
     return path
 
 

@@ -372,6 +372,18 @@ class WavFileSource(MediaFileSource):
         self.name = f"audio:{self.path.name}"
 
 
+def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """A whole audio (or video) file's audio as one mono float32 array at ``sample_rate``.
+
+    For offline use (tests, feature extraction): the same decoder and resampler
+    the stream uses, so offline and streaming see identical samples. Gaps are
+    not re-inserted; missing/undecodable files raise :class:`SourceError`.
+    """
+    with WavFileSource(path, sample_rate=sample_rate) as src:
+        chunks = [s.samples for s in src.samples() if isinstance(s, AudioChunk)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
 class _PtsGuesser:
     """FFmpeg's ``guess_correct_pts`` (what it calls ``best_effort_timestamp``).
 
