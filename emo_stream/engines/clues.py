@@ -79,35 +79,46 @@ class WindowClues:
         return self.face is None and self.voice is None and self.words is None
 
 
-def _level(z: float | None, low: str, mid: str, high: str) -> str | None:
+def _level(z: float | None, low: str | None, mid: str | None, high: str | None) -> str | None:
     if z is None or not np.isfinite(z):
         return None
     return high if z > 0.75 else low if z < -0.75 else mid
 
 
+def _strength(p: float) -> str:
+    return "clearly " if p >= 0.7 else "" if p >= 0.4 else "maybe "
+
+
 def render_face(face: FaceClue) -> str:
+    """Qualitative, not numeric: words the small LLM reads well, and text that stays
+    the same from window to window (so its KV cache is reused, see DefaultEngine)."""
     order = np.argsort(face.mean)[::-1]
-    top = [f"{face.labels[i]} {face.mean[i]:.0%}" for i in order[:2] if face.mean[i] >= 0.1]
-    out = f"Face: expression looks {' / '.join(top) or 'unclear'}"
-    if face.peak_label and face.peak_label != face.labels[int(order[0])]:
-        out += f"; briefly {face.peak_label}"
+    first, second = int(order[0]), int(order[1])
+    out = f"Face: {_strength(face.mean[first])}{face.labels[first]}"
+    if face.mean[second] >= 0.2:
+        out += f", some {face.labels[second]}"
+    if face.peak_label and face.peak_label not in (face.labels[first], face.labels[second]):
+        out += f", briefly {face.peak_label}"
     return out + "."
 
 
 def render_voice(voice: VoiceClue) -> str:
     if voice.speech_ratio < 0.05:
         return "Voice: silent."
-    parts = [f"speaking {voice.speech_ratio:.0%} of the time"]
+    parts = ["speaking" if voice.speech_ratio >= 0.3 else "a few words"]
     for z, words in (
-        (voice.pitch_z, ("low pitch", "normal pitch", "high pitch")),
-        (voice.energy_z, ("quiet", "normal loudness", "loud")),
-        (voice.rate_z, ("slow", "normal pace", "fast")),
+        (voice.pitch_z, ("low pitch", None, "high pitch")),
+        (voice.energy_z, ("quiet", None, "loud")),
+        (voice.rate_z, ("slow", None, "fast")),
     ):
         level = _level(z, *words)
         if level:
             parts.append(level)
     if voice.arousal is not None and voice.confidence >= 0.2:
-        parts.append("agitated" if voice.arousal > 0.3 else "calm" if voice.arousal < -0.3 else "steady")
+        if voice.arousal > 0.3:
+            parts.append("agitated")
+        elif voice.arousal < -0.3:
+            parts.append("calm")
     return "Voice: " + ", ".join(parts) + "."
 
 

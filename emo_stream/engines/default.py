@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from emo_stream.engines.base import Engine, EngineOutput, register_engine
 from emo_stream.engines.fusion import FusionConfig, distribution_from_coordinate, fuse
 from emo_stream.errors import ConfigError
 from emo_stream.labels import LabelSet, get_label_set, map_probabilities, nearest_label_index, normalize, valence_arousal
+from emo_stream.runtime.llama_cpp import sanitize_clue_text
 from emo_stream.stream.scheduler import Window
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class DefaultEngineOptions:
         rationale: ``auto`` | ``sync`` | ``background`` | ``off``.
         rationale_every_s: stream time between rationales.
         rationale_max_tokens: length cap of one rationale.
-        llm_threads: llama.cpp threads (None: all cores).
+        llm_threads: llama.cpp threads (None: all cores but one).
         publish_transcript: put the transcript into states (off: privacy).
         fusion: per-expert ``{weight, smoothing}`` overrides (see :mod:`.fusion`).
     """
@@ -186,9 +188,16 @@ class DefaultEngine(Engine):
         if self.options.llm or self.options.rationale != "off":
             from emo_stream.runtime.llama_cpp import LlamaCppConfig, LlamaCppRuntime
 
-            self.llm = LlamaCppRuntime(LlamaCppConfig(n_threads=self.options.llm_threads))
-            static = self.llm.chat_template.split(cl.SYSTEM_PROMPT, cl.instruction(self.label_set), "")
-            self._prefix = static.prefix
+            # One core is left to capture, face detection and ASR: llama.cpp's OpenMP
+            # threads spin-wait, so oversubscribing cores costs far more than it gains.
+            threads = self.options.llm_threads or max(1, (os.cpu_count() or 2) - 1)
+            self.llm = LlamaCppRuntime(LlamaCppConfig(n_threads=threads))
+            static = self.llm.chat_template.split(cl.SYSTEM_PROMPT, cl.instruction(self.label_set), "", answer_prefix=cl.ANSWER_PREFIX)
+            # Scoring prompt = [static prefix][clues][tail]. The clues go into the
+            # runtime's cached prefix: llama.cpp then re-evaluates only from the first
+            # token that differs from the previous window's clues, which for steady
+            # input is a few tokens (clues are rendered qualitatively to stay stable).
+            self._prefix, self._tail = static.prefix, static.suffix
         self._face_cache: collections.OrderedDict[int, tuple[Any, np.ndarray | None]] = collections.OrderedDict()
         self._rationale_worker: _RationaleWorker | None = None
         self._last_rationale_request: float | None = None
@@ -224,9 +233,8 @@ class DefaultEngine(Engine):
 
         evidence = self._expert_evidence(clues)
         t = time.perf_counter()
-        suffix = self._suffix(clues)
         if self.llm is not None and self.options.llm and evidence:
-            scores = self.llm.score_labels(self._prefix, suffix, cl.label_continuations(self.label_set))
+            scores = self.llm.score_labels(self._prefix + sanitize_clue_text(cl.render(clues)), self._tail, cl.label_continuations(self.label_set))
             evidence["llm"] = scores.probs
             lat["llm_score"] = (time.perf_counter() - t) * 1e3
         if not evidence:
@@ -373,11 +381,6 @@ class DefaultEngine(Engine):
         return ev
 
     # -- LLM prompt + rationale ---------------------------------------------------------
-    def _suffix(self, clues: cl.WindowClues) -> str:
-        if self.llm is None:
-            return ""
-        return self.llm.chat_template.split(cl.SYSTEM_PROMPT, cl.instruction(self.label_set), cl.render(clues), answer_prefix=cl.ANSWER_PREFIX).suffix
-
     def _rationale_suffix(self, clues: cl.WindowClues, probs: np.ndarray) -> tuple[str, str]:
         """(prompt suffix, answer lead). The answer is started for the model ("The
         person seems happy because") so even a 135M model completes a sentence
