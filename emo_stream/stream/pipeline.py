@@ -245,6 +245,17 @@ class Pipeline:
             sink.write(state)
         self.stats.states += 1
 
+    def _capture_now(self, clock: str) -> float | None:
+        """"Now" on the clock windows are stamped with, when it can be known: the host's
+        monotonic clock for devices, the playback position for paced files."""
+        if clock == "monotonic":
+            return self._wall()
+        for src in self.sources:
+            media_now = getattr(src, "media_now", None)
+            if callable(media_now):
+                return media_now()
+        return None
+
     def _state(self, window: Window, out: EngineOutput, queue_ms: float, engine_ms: float) -> EmotionState:
         rationale = ""
         if out.rationale and out.rationale_stamp is not None and out.rationale_stamp != self._last_rationale_stamp:
@@ -255,8 +266,9 @@ class Pipeline:
         latency["engine"] = engine_ms
         latency["queue"] = max(0.0, queue_ms)
         latency["pipeline"] = (self._wall() - window.cut_at) * 1e3
-        if window.clock == "monotonic":
-            latency["since_window_end"] = (self._wall() - window.end) * 1e3
+        now = self._capture_now(window.clock)
+        if now is not None:
+            latency["since_window_end"] = (now - window.end) * 1e3
         return EmotionState.build(
             label_set=self.engine.label_set,
             probabilities=out.probabilities,

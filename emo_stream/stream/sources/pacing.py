@@ -58,6 +58,7 @@ class PacedSource(Source):
         self._clock = clock
         self._sleep = sleep
         self._closed = False
+        self._t0: tuple[float, float] | None = None  # (media time, wall time) of the first sample
         self.name = f"paced({inner.name}, x{self.speed:g})"
         self.clock = inner.clock
 
@@ -83,15 +84,25 @@ class PacedSource(Source):
         self._closed = True
         self.inner.close()
 
+    def media_now(self) -> float | None:
+        """The media time being played now (None before the first sample).
+
+        Lets the pipeline report how stale a state is when it is emitted, in the
+        same units a live camera's monotonic stamps would give."""
+        if self._t0 is None:
+            return None
+        t0_media, t0_wall = self._t0
+        return t0_media + (self._clock() - t0_wall) * self.speed
+
     def samples(self) -> Iterator[Sample]:
-        t0_media: float | None = None
-        t0_wall = 0.0
+        self._t0 = None
         for sample in self.inner.samples():
             if self._closed:
                 return
             due_media = sample.end if isinstance(sample, AudioChunk) else sample.t
-            if t0_media is None:
-                t0_media, t0_wall = sample.t, self._clock()
+            if self._t0 is None:
+                self._t0 = (sample.t, self._clock())
+            t0_media, t0_wall = self._t0
             due_wall = t0_wall + (due_media - t0_media) / self.speed
             if self._wait_until(due_wall):
                 return
