@@ -56,6 +56,11 @@ class Engine(ABC):
     def process(self, window: Window) -> EngineOutput:
         """Analyse one window. Must not raise on bad *input* (flag it instead)."""
 
+    def reset(self) -> None:
+        """Forget per-stream state (caches keyed by capture time, speaker
+        baselines) so the same loaded models can serve a new stream. The
+        pipeline calls it at the start of every run."""
+
     def close(self) -> None:
         """Release models and worker threads."""
 

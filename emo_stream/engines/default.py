@@ -416,11 +416,25 @@ class DefaultEngine(Engine):
         latest = self._rationale_worker.latest() if self._rationale_worker is not None else None
         return latest if latest is not None else ("", None)
 
-    def close(self) -> None:
+    def reset(self) -> None:
+        self._stop_workers()
+        self._face_cache.clear()
+        self.vad.reset()
+        self.prosody.reset()
+        self.prosody.normalizer.reset()  # a new stream may be a new speaker
+        self._last_rationale_request = None
+        self._sync = None  # re-resolved (and workers rebuilt) on the next first window
+
+    def _stop_workers(self) -> None:
         if self._rationale_worker is not None:
             self._rationale_worker.close()
+            self._rationale_worker = None
         if self.transcriber is not None:
             self.transcriber.close()
+            self.transcriber = None
+
+    def close(self) -> None:
+        self._stop_workers()
         if self.llm is not None:
             self.llm.close()
 

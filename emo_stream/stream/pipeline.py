@@ -107,6 +107,7 @@ class Pipeline:
         """Stream until the inputs end, :meth:`stop` is called or ``max_states`` are emitted."""
         t_start = self._wall()
         opened: list[Source] = []
+        self.engine.reset()
         try:
             for src in self.sources:
                 src.open()

@@ -77,3 +77,15 @@ def test_megamind_finds_faces_in_most_windows(media):
     print(f"megamind: face in {with_face}/{len(states)} windows")
     assert with_face >= 0.6 * len(states)
     assert any("corrupt_input" in s.flags for s in states)
+
+
+def test_one_engine_serves_two_streams_identically(media):
+    """reset() between runs: the second stream of the same clip gives the same states."""
+    cfg = StreamConfig().replace(engine={"name": "default", "options": {"rationale": "off"}})
+    runs = []
+    with make_engine(cfg) as engine:
+        for _ in range(2):
+            states = []
+            Pipeline(open_sources(str(media / "astronaut_speech.mp4"), cfg), engine, [CallbackSink(states.append)], cfg).run()
+            runs.append([(s.top_label, round(s.confidence, 4), s.modalities) for s in states])
+    assert runs[0] == runs[1] and len(runs[0]) == 15
