@@ -4,7 +4,7 @@ MEDIA ?= .cache/media
 CLIP  ?= $(MEDIA)/megamind.avi
 OUT   ?= out
 
-.PHONY: setup media run test clean
+.PHONY: setup media run test bench clean
 
 setup:
 	scripts/setup.sh
@@ -20,3 +20,8 @@ test: media
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+# Benchmarks (numbers for notes; never pass/fail): the bench command + the pytest-benchmark suite.
+bench: media
+	$(VENV)/bin/emo-stream bench --input $(MEDIA)/astronaut_speech.mp4 --json $(OUT)/bench.json
+	$(VENV)/bin/python -m pytest -q tests/bench --benchmark-enable

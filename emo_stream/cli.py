@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_import(sub)
+    from emo_stream.bench.cli import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 

@@ -62,9 +62,10 @@ class DefaultEngineOptions:
 
     Attributes:
         face_backend: ``retinaface`` (landmarks, aligned crops) or ``haar``.
-        face_frames: at most this many of the window's selected frames go
-            through face detection (spread evenly); results are cached per
-            frame, so overlapping windows reuse them.
+        face_frames: at most this many of the window's *new* selected frames
+            (newer than the previous window's) go through face detection, spread
+            evenly; earlier frames' results come from a per-frame cache, so a
+            frame is analysed once however many windows contain it.
         asr: ``auto`` | ``sync`` | ``background`` | ``off`` (see module doc).
         text_horizon_s: words spoken this long before the window end still count
             (an utterance is transcribed only once it has ended).
@@ -83,8 +84,8 @@ class DefaultEngineOptions:
     text_horizon_s: float = 6.0
     llm: bool = True
     rationale: str = "auto"
-    rationale_every_s: float = 2.0
-    rationale_max_tokens: int = 40
+    rationale_every_s: float = 4.0
+    rationale_max_tokens: int = 32
     llm_threads: int | None = None
     publish_transcript: bool = False
     fusion: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -198,7 +199,9 @@ class DefaultEngine(Engine):
             # token that differs from the previous window's clues, which for steady
             # input is a few tokens (clues are rendered qualitatively to stay stable).
             self._prefix, self._tail = static.prefix, static.suffix
-        self._face_cache: collections.OrderedDict[int, tuple[Any, np.ndarray | None]] = collections.OrderedDict()
+        # frame index -> (frame, primary face box or None, expression probs or None)
+        self._face_cache: collections.OrderedDict[int, tuple[Any, Any, np.ndarray | None]] = collections.OrderedDict()
+        self._face_seen_until: float | None = None
         self._rationale_worker: _RationaleWorker | None = None
         self._last_rationale_request: float | None = None
         self._sync: bool | None = None
@@ -281,36 +284,42 @@ class DefaultEngine(Engine):
         frames = list(window.frames)
         if not frames:
             return None
-        k = self.options.face_frames
-        picked = [frames[i] for i in np.linspace(0, len(frames) - 1, min(k, len(frames))).round().astype(int)]
+        # Only frames newer than the last window's are analysed (at most
+        # ``face_frames``, spread evenly); older frames of this window were
+        # analysed by earlier windows and their results come from the cache.
+        new = [f for f in frames if self._face_seen_until is None or f.t > self._face_seen_until]
+        k = min(self.options.face_frames, len(new))
+        picked = [new[i] for i in np.linspace(0, len(new) - 1, k).round().astype(int)] if k else []
         picked = list({f.index: f for f in picked}.values())
+        self._face_seen_until = max(f.t for f in frames) if self._face_seen_until is None else max(self._face_seen_until, max(f.t for f in frames))
         t = time.perf_counter()
         crops, todo = [], []
         for f in picked:
-            if f.index in self._face_cache:
-                continue
             box = select_primary(self.faces.detect(f.image), f.image.shape)
-            self._face_cache[f.index] = (box, None)
+            self._face_cache[f.index] = (f, box, None)
             if box is not None:
                 crops.append(crop_face(f.image, box, size=64))
                 todo.append(f.index)
         t_det = time.perf_counter()
         if crops:
             for idx, p in zip(todo, self.expressions.predict(crops)):
-                self._face_cache[idx] = (self._face_cache[idx][0], p)
-        while len(self._face_cache) > 256:
+                f, box, _ = self._face_cache[idx]
+                self._face_cache[idx] = (f, box, p)
+        while self._face_cache and (len(self._face_cache) > 256 or next(iter(self._face_cache.values()))[0].t < window.start - 1.0):
             self._face_cache.popitem(last=False)
         lat["face_detect"] = (t_det - t) * 1e3
         lat["expression"] = (time.perf_counter() - t_det) * 1e3
-        found = [(f, *self._face_cache[f.index]) for f in picked if self._face_cache[f.index][1] is not None]
+        in_window = [v for v in self._face_cache.values() if window.start <= v[0].t <= window.end]
+        found = [v for v in in_window if v[2] is not None]
         signals["faces_found"] = float(len(found))
+        signals["face_frames_analysed"] = float(len(in_window))
         if not found:
             return None
         last_frame, box, _ = found[-1]
         h, w = last_frame.image.shape[:2]
         signals.update(face_x=box.x / w, face_y=box.y / h, face_w=box.w / w, face_h=box.h / h, face_t=last_frame.t)
         summary = self._aggregate(np.stack([p for _, _, p in found]))
-        return cl.FaceClue(self._fer_labels.labels, summary.mean, summary.peak_label, summary.n_faces, len(picked))
+        return cl.FaceClue(self._fer_labels.labels, summary.mean, summary.peak_label, summary.n_faces, len(in_window))
 
     # -- voice + words ------------------------------------------------------------
     def _voice_and_words(self, window: Window, lat, signals, flags) -> tuple[cl.VoiceClue | None, cl.WordsClue | None]:
@@ -419,6 +428,7 @@ class DefaultEngine(Engine):
     def reset(self) -> None:
         self._stop_workers()
         self._face_cache.clear()
+        self._face_seen_until = None
         self.vad.reset()
         self.prosody.reset()
         self.prosody.normalizer.reset()  # a new stream may be a new speaker

@@ -1,0 +1,1 @@
+"""Benchmarks: ``emo-stream bench`` (see :mod:`emo_stream.bench.cli`)."""
