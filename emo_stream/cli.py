@@ -154,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_import(sub)
     from emo_stream.bench.cli import add_parser as add_bench
+    from emo_stream.demo.cli import add_parsers as add_demo
 
     add_bench(sub)
+    add_demo(sub)
     return parser
 
 

@@ -91,6 +91,11 @@ class DefaultEngineOptions:
     fusion: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # YAML reads a bare `off` as False (and `on` as True): accept those spellings.
+        for name in ("asr", "rationale"):
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                object.__setattr__(self, name, "auto" if value else "off")
         if self.asr not in _MODES or self.rationale not in _MODES:
             raise ConfigError(f"engine.options.asr/rationale must be one of {_MODES}")
         if not 1 <= self.face_frames <= 64:

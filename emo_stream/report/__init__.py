@@ -1,0 +1,116 @@
+"""Reports on recorded states: a timeline PNG and a markdown/HTML summary.
+
+``emo-stream report --jsonl states.jsonl --out timeline.png`` calls
+:func:`make_report`. Works with the states of every engine (uniform
+probabilities, missing valence/arousal and absent modalities are drawn and
+described as such). matplotlib is imported only when plotting (Agg backend).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from emo_stream.report.analysis import (
+    UNIFORM,
+    Overview,
+    ReportError,
+    Segment,
+    check_consistent,
+    covers,
+    hop_of,
+    load_states,
+    modality_spans,
+    overview,
+    segments,
+    sort_states,
+    spans,
+)
+from emo_stream.state import EmotionState
+
+__all__ = [
+    "UNIFORM",
+    "Overview",
+    "Report",
+    "ReportError",
+    "Segment",
+    "covers",
+    "hop_of",
+    "load_states",
+    "make_report",
+    "modality_spans",
+    "overview",
+    "segments",
+    "spans",
+]
+
+#: Suffixes the timeline image may have.
+IMAGE_SUFFIXES = (".png",)
+
+
+@dataclass(frozen=True)
+class Report:
+    png: Path
+    summary: Path
+    width: int
+    height: int
+    axes: dict[str, tuple[int, int, int, int]]
+    segments: list[Segment]
+    overview: Overview
+
+
+def default_summary_path(png: str | Path) -> Path:
+    """``timeline.png`` -> ``timeline.md``."""
+    return Path(png).with_suffix(".md")
+
+
+def make_report(
+    states: Sequence[EmotionState] | str | Path,
+    out: str | Path,
+    *,
+    summary: str | Path | None = None,
+    title: str | None = None,
+) -> Report:
+    """Write the timeline PNG ``out`` and the summary (markdown, or HTML for .html) for ``states``.
+
+    ``states`` is a list of states or the path of a states JSONL file.
+    """
+    from emo_stream.report.plot import plot_timeline
+    from emo_stream.report.summary import write_summary
+
+    if isinstance(states, (str, Path)):
+        source_name = Path(states).name
+        states = load_states(states)
+    else:
+        source_name = None
+        if not states:
+            raise ReportError("no states to report on")
+    out = Path(out).expanduser()
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ReportError(f"--out must be a .png file, got {out}")
+    if out.is_dir():
+        raise ReportError(f"{out} is a directory; give a file name such as timeline.png")
+    summary_path = Path(summary).expanduser() if summary is not None else default_summary_path(out)
+    if summary_path.resolve() == out.resolve():
+        raise ReportError("the summary and the image must be different files")
+    if summary_path.suffix.lower() not in (".md", ".markdown", ".html", ".htm"):
+        raise ReportError(f"the summary must be a .md or .html file, got {summary_path}")
+    check_consistent(states)
+    ordered = sort_states(states)
+    hop = hop_of(ordered)
+    segs = segments(ordered, hop)
+    ov = overview(ordered, segs, hop)
+    origin = 0.0 if ordered[0].clock == "media" else min(s.window_start for s in ordered)
+    heading = title or (f"Emotion timeline: {source_name}" if source_name else "Emotion timeline")
+    try:
+        plot = plot_timeline(ordered, out, segments=segs, origin=origin, title=heading)
+    except OSError as exc:
+        raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from None
+    image_ref = os.path.relpath(out.resolve(), summary_path.resolve().parent)
+    try:
+        write_summary(summary_path, ov, segs, origin=origin, image=image_ref, title=heading)
+    except OSError as exc:
+        raise ReportError(f"cannot write {summary_path}: {exc.strerror or exc}") from None
+    return Report(png=out, summary=summary_path, width=plot.width, height=plot.height, axes=plot.axes, segments=segs, overview=ov)

@@ -1,0 +1,159 @@
+"""The timeline figure (matplotlib, Agg backend: no display needed).
+
+Three panels sharing the time axis (seconds of media time, or seconds since
+the first window for live clocks):
+
+1. label probabilities over ``window_end``, stacked (they sum to 1), one colour
+   per emotion (:mod:`emo_stream.report.palette`), with the top label of each
+   segment written over runs long enough to hold the text;
+2. valence and arousal in [-1, 1], with **face-present** spans (orange) and
+   **speech** spans (blue, "voice" among the modalities) shaded behind them;
+3. modality lanes: one bar per modality (video, audio, face, voice, text)
+   where the states report it present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emo_stream.report.analysis import Segment, covers, hop_of, modality_spans
+from emo_stream.report.palette import emotion_mpl, modality_mpl
+from emo_stream.state import MODALITIES, EmotionState
+
+FIG_SIZE_IN = (12.0, 7.5)
+DPI = 100
+FACE_SHADE = (1.0, 0.62, 0.25)
+SPEECH_SHADE = (0.30, 0.60, 1.0)
+
+
+@dataclass(frozen=True)
+class PlotResult:
+    """The written PNG, its size in pixels and each panel's pixel box (x0, y0, x1, y1; y from the top)."""
+
+    path: Path
+    width: int
+    height: int
+    axes: dict[str, tuple[int, int, int, int]]
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        from emo_stream.report.analysis import ReportError
+
+        raise ReportError(f"the report needs matplotlib ({exc}); run: pip install 'emo-stream[viz]'") from None
+    matplotlib.use("Agg", force=True)  # file output only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return matplotlib, plt
+
+
+def plot_timeline(
+    states: Sequence[EmotionState],
+    out: str | Path,
+    *,
+    segments: Sequence[Segment] = (),
+    origin: float = 0.0,
+    title: str | None = None,
+) -> PlotResult:
+    """Draw the timeline of sorted ``states`` into the PNG ``out``."""
+    _, plt = _matplotlib()
+    from matplotlib.patches import Patch
+
+    out = Path(out)
+    labels = list(states[0].labels)
+    t = np.array([s.window_end for s in states], dtype=np.float64) - origin
+    probs = np.array([s.probabilities for s in states], dtype=np.float64)
+    hop = hop_of(states)
+    t_lo = min(s.window_start for s in states) - origin
+    t_hi = float(t.max()) if t.size else 1.0
+    if t_hi <= t_lo:
+        t_hi = t_lo + max(hop, 1e-3)
+    if 0.0 < t_lo < 0.25 * (t_hi - t_lo):
+        t_lo = 0.0  # start the axis at the stream start, not at the first window's first sample
+
+    fig, (ax_p, ax_va, ax_m) = plt.subplots(
+        3, 1, figsize=FIG_SIZE_IN, dpi=DPI, sharex=True, gridspec_kw={"height_ratios": [3.0, 2.0, 1.3], "hspace": 0.12}
+    )
+    try:
+        # 1. probabilities, stacked; a single state is drawn as a bar of the hop's width
+        colors = [emotion_mpl(lab) for lab in labels]
+        if len(states) >= 2:
+            # step plot: each state fills the time it covers, (previous window end, its window end]
+            x = np.concatenate([[covers(states[:1], hop)[0][0] - origin], t])
+            y = np.concatenate([probs[:1], probs]).T
+            ax_p.stackplot(x, y, labels=labels, colors=colors, step="pre", alpha=0.92, linewidth=0)
+        else:
+            bottom = 0.0
+            for lab, c, p in zip(labels, colors, probs[0]):
+                ax_p.bar(t[0] - hop / 2, p, width=hop, bottom=bottom, color=c, label=lab, align="edge")
+                bottom += p
+        ax_p.set_ylim(0, 1)
+        ax_p.set_ylabel("probability")
+        ax_p.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False, title="label", title_fontsize=8)
+        span = t_hi - t_lo
+        for seg in segments:
+            if seg.duration >= 0.08 * span and seg.label:
+                ax_p.text((seg.start + seg.end) / 2 - origin, 0.5, seg.label, ha="center", va="center", fontsize=8,
+                          color="black", bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.7})  # fmt: skip
+        head = title or "emotion timeline"
+        model = states[0].model_id
+        ax_p.set_title(head, fontsize=11, loc="left", pad=16)
+        ax_p.text(0.0, 1.015, f"{len(states)} states | label set {states[0].label_set} | {model}", transform=ax_p.transAxes,
+                  fontsize=8, color="0.35", ha="left", va="bottom")  # fmt: skip
+
+        # 2. valence / arousal with face and speech spans shaded behind
+        for a, b in modality_spans(states, "face", hop):
+            ax_va.axvspan(a - origin, b - origin, color=FACE_SHADE, alpha=0.18, lw=0, zorder=0)
+        for a, b in modality_spans(states, "voice", hop):  # hatched, so overlaps with face stay readable
+            ax_va.axvspan(a - origin, b - origin, facecolor="none", edgecolor=SPEECH_SHADE, alpha=0.45, lw=0, zorder=0.5, hatch="///")
+        ax_va.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+        val = np.array([np.nan if s.valence is None else s.valence for s in states], dtype=np.float64)
+        aro = np.array([np.nan if s.arousal is None else s.arousal for s in states], dtype=np.float64)
+        handles = []
+        if np.isfinite(val).any():
+            handles += ax_va.plot(t, val, color=(0.1, 0.55, 0.1), lw=1.8, marker="o", ms=2.5, label="valence", zorder=3)
+        if np.isfinite(aro).any():
+            handles += ax_va.plot(t, aro, color=(0.75, 0.1, 0.45), lw=1.8, marker="o", ms=2.5, label="arousal", zorder=3)
+        if not handles:
+            ax_va.text(0.5, 0.5, "valence / arousal not estimated by this engine", transform=ax_va.transAxes,
+                       ha="center", va="center", fontsize=9, color="0.35")  # fmt: skip
+        handles += [
+            Patch(facecolor=FACE_SHADE, alpha=0.35, label="face present"),
+            Patch(facecolor="none", edgecolor=SPEECH_SHADE, alpha=0.6, hatch="///", label="speech (voice)"),
+        ]
+        ax_va.set_ylim(-1.05, 1.05)
+        ax_va.set_ylabel("valence / arousal")
+        ax_va.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+
+        # 3. modality lanes
+        for row, mod in enumerate(MODALITIES):
+            sp = modality_spans(states, mod, hop)
+            y = len(MODALITIES) - 1 - row
+            if sp:
+                ax_m.broken_barh([(a - origin, b - a) for a, b in sp], (y - 0.35, 0.7), facecolors=modality_mpl(mod))
+        ax_m.set_yticks(range(len(MODALITIES)))
+        ax_m.set_yticklabels(list(reversed(MODALITIES)), fontsize=8)
+        ax_m.set_ylim(-0.6, len(MODALITIES) - 0.4)
+        ax_m.set_xlabel("time (s)" if origin == 0.0 else "time since the first window (s)")
+        ax_m.set_xlim(t_lo, t_hi)
+        for ax in (ax_p, ax_va, ax_m):
+            ax.grid(axis="x", color="0.85", lw=0.6)
+            ax.set_axisbelow(True)
+        fig.subplots_adjust(left=0.07, right=0.87, top=0.92, bottom=0.08)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.canvas.draw()
+        width, height = (round(v) for v in fig.canvas.get_width_height())
+        boxes = {}
+        for name, ax in (("probabilities", ax_p), ("valence_arousal", ax_va), ("modalities", ax_m)):
+            bb = ax.get_window_extent()
+            boxes[name] = (int(np.ceil(bb.x0)), int(np.ceil(height - bb.y1)), int(np.floor(bb.x1)), int(np.floor(height - bb.y0)))
+        fig.savefig(out, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
+    return PlotResult(path=out, width=width, height=height, axes=boxes)
