@@ -15,8 +15,12 @@ media: setup
 run: media
 	$(VENV)/bin/emo-stream run --input $(CLIP) --jsonl $(OUT)/states.jsonl
 
+# The ROS 2 tests run in their own venv (.venv-ros): the ROS wheels re-execute every
+# Python process of their venv, so they never share one with the rest.
 test: media
 	$(VENV)/bin/python -m pytest -q
+	scripts/ros_setup.sh
+	scripts/ros_test.sh
 
 clean:
 	rm -rf $(OUT) .pytest_cache

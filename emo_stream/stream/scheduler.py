@@ -126,6 +126,7 @@ class Scheduler:
         self._last_arrival: dict[str, float] = {}
         self._k = 1  # next window ends at t0 + k * hop
         self._last_end: float | None = None
+        self._t0: float | None = None
         self._final_sent = False
         self.windows_cut = 0
 
@@ -144,7 +145,9 @@ class Scheduler:
     # -- state ----------------------------------------------------------------------
     @property
     def t0(self) -> float | None:
-        return self.timeline.first_t
+        """Origin of the window grid: the first capture time seen, frozen once the
+        first window is cut (a late sample stamped earlier must not shift the grid)."""
+        return self._t0 if self._t0 is not None else self.timeline.first_t
 
     @property
     def next_end(self) -> float | None:
@@ -216,6 +219,7 @@ class Scheduler:
         return out
 
     def _cut(self, end: float, stalled: frozenset[str], index: int | None = None) -> Window:
+        self._t0 = self.t0
         start = max(self.t0, end - self.cfg.length_s)
         # The final window ends at the last sample's timestamp: include that sample.
         in_window = self.timeline.frames_between(start, end + (1e-6 if index is not None else 0.0))

@@ -115,3 +115,13 @@ def test_uniform_selection_spreads_over_gaps():
     frames = [VideoFrame(t, None, i) for i, t in enumerate([0.0, 0.1, 0.2, 1.8, 1.9])]
     picked = select_uniform(frames, 2, 0.0, 2.0)
     assert [f.t for f in picked] == [0.2, 1.8]  # one from each half, not the first two
+
+
+def test_grid_origin_is_frozen_after_the_first_window():
+    tl, sch, _ = setup(streams=("video",), hop_s=0.5)
+    feed(tl, sch, 1.0, 2.0, audio=False)
+    assert [w.end for w in sch.ready_windows()] == pytest.approx([1.5])
+    tl.push(AudioChunk(0.2, np.ones(1600, np.float32), RATE))  # a late stream with an earlier stamp
+    assert tl.first_t == pytest.approx(0.2)
+    feed(tl, sch, 2.0, 3.0, audio=False)
+    assert [w.end for w in sch.ready_windows()] == pytest.approx([2.0, 2.5])  # same grid

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run the ROS 2 tests (tests/ros) in .venv-ros, with real rclpy across processes.
+#
+#   scripts/ros_test.sh [pytest args]      (scripts/ros_setup.sh first; make test runs both)
+#
+# Environment for every process of the run: discovery on this host only
+# (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; each test also picks its own
+# ROS_DOMAIN_ID), ROS logs in a temp dir, and the shipped Fast DDS profile
+# (32 MB shared-memory segment, for camera-size images).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+py=.venv-ros/bin/python
+[ -x "$py" ] || { echo "ros_test: $py missing: run scripts/ros_setup.sh first" >&2; exit 1; }
+
+logs=$(mktemp -d "${TMPDIR:-/tmp}/emo_stream_ros_logs.XXXXXX")
+trap 'rm -rf "$logs"' EXIT
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export ROS_LOG_DIR="$logs"
+export FASTDDS_DEFAULT_PROFILES_FILE="$here/ros2_ws/src/emo_stream_ros/config/fastdds_shm.xml"
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-0}
+export RCUTILS_COLORIZED_OUTPUT=0
+# Run tests/ros unless a path under tests/ros is given (e.g. scripts/ros_test.sh tests/ros/test_stream.py -x).
+paths=(tests/ros)
+for a in "$@"; do case "$a" in tests/*) paths=(); break ;; esac; done
+# Own addopts: pyproject's may name plugins of the main venv (pytest-benchmark ...)
+# that .venv-ros does not have; markers and timeout still come from pyproject.
+exec "$py" -m pytest "${paths[@]}" -q -p no:cacheprovider \
+  -o addopts="-ra --strict-markers --import-mode=importlib" -o timeout=180 \
+  -W "ignore:module 'sre_parse' is deprecated:DeprecationWarning" \
+  -W "ignore:module 'sre_constants' is deprecated:DeprecationWarning" "$@"
