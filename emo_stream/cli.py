@@ -38,6 +38,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default=None, choices=engine_names(), help="engine (overrides the config)")
     p.add_argument("--label-set", default=None, choices=sorted(LABEL_SETS), help="label set (overrides the config)")
     p.add_argument("--weights", default=None, help="model directory for engines that take weights (emotion-llama)")
+    p.add_argument("--export", default=None, metavar="DIR", help="run an exported model directory (see emo-stream export)")
     p.add_argument(
         "--option", "-o", action="append", default=[], metavar="KEY=VALUE",
         help="engine option (value parsed as YAML), e.g. -o asr=off -o tiny=true; repeatable",
@@ -67,6 +68,11 @@ def _load_config(args: argparse.Namespace):
         options[key.strip()] = yaml.safe_load(value)
     if args.weights:
         options["weights"] = args.weights
+    if args.export:
+        # Exported artifacts run on the same engine logic through ONNX Runtime / llama.cpp.
+        options["export"] = str(args.export)
+        if engine.get("name", cfg.engine.name) in ("default", "emotion-llama"):
+            engine["name"] = "emotion-llama-export"
     if options != dict(cfg.engine.options):
         engine["options"] = options
     source = {"realtime": True} if args.realtime else {}
@@ -155,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import(sub)
     from emo_stream.bench.cli import add_parser as add_bench
     from emo_stream.demo.cli import add_parsers as add_demo
+    from emo_stream.export.cli import add_parser as add_export
 
+    add_export(sub)
     add_bench(sub)
     add_demo(sub)
     return parser

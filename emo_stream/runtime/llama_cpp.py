@@ -7,10 +7,9 @@ The engine needs three things the high-level ``Llama`` object does not give:
 1. **A static prefix evaluated once.** Every window's prompt is
    ``[system prompt + instructions] + [this window's clues] + [answer]``. The
    first part is identical for every window, so it lives in the KV cache as
-   sequence 0 and each call evaluates only the new clue tokens. ``Llama`` keeps
-   one token history and re-evaluates from the first differing token, which
-   throws the clues of the previous window away but cannot score several
-   answers against one context.
+   sequence 0 and each call evaluates only the new clue tokens. ``Llama``
+   keeps a single token history: scoring N labels there means N
+   evaluate-and-roll-back rounds.
 2. **All candidate labels in one ``llama_decode``.** Each multi-token label gets
    its own sequence id; the clue tokens are tagged with all of those ids, so
    the labels share the prefix and clue cells (no copies, one forward pass) and
@@ -20,11 +19,14 @@ The engine needs three things the high-level ``Llama`` object does not give:
 3. **Embedding input** (Emotion-LLaMA soft tokens): ``llama_batch_init(n,
    n_embd, n_seq)`` allocates ``batch.embd``; a row there replaces a token id.
    Text goes in token batches and soft tokens in embedding batches, in the same
-   sequence at consecutive positions.
+   sequence at consecutive positions. ``Llama`` takes token ids only.
 
 Exactness: a label's score is the sum of the log-softmax of each of its tokens
-given everything before it, the same number a brute-force one-sequence-per-label
-evaluation gives (the tests check both, and reuse on vs off).
+given everything before it, bit-identical to a brute-force one-sequence-per-label
+evaluation and to ``reuse_prefix=False`` (the tests check both). That needs
+flash attention with ``n_ubatch < 64``: otherwise llama.cpp's CPU results
+depend on batch cuts and KV cell placement by up to ~0.4 nats; see
+:class:`LlamaCppConfig`.
 
 KV-cache layout (``kv_unified=True``: one cell pool for all sequences, so
 ``llama_memory_seq_cp`` only adds a sequence id to the prefix cells instead of
@@ -50,8 +52,11 @@ say *why* in its :class:`~emo_stream.errors.ModelFileError`.
 
 Gotchas of ``llama-cpp-python`` 0.3.36 (vendored llama.cpp, ``libllama.so.0.5``):
 
-* the KV API is ``llama_memory_*`` on ``llama_get_memory(ctx)``; the old
-  ``llama_kv_self_*`` / ``llama_kv_cache_*`` names are gone;
+* the KV API is ``llama_memory_*`` on ``llama_get_memory(ctx)``
+  (``seq_rm/seq_cp/seq_keep/seq_add/seq_pos_min/seq_pos_max/clear``); the old
+  ``llama_kv_self_*`` / ``llama_kv_cache_*`` names are gone from the bindings;
+* ``flash_attn_type`` defaults to -1 (auto = on for CPU); see
+  :class:`LlamaCppConfig` for why we pin it and ``n_ubatch``;
 * ``use_mmap`` is gone from ``llama_model_params`` (replaced by ``load_mode``);
 * importing the ``llama_cpp`` package installs a log callback that prints
   everything to stderr until ``Llama(verbose=False)`` is built; we replace it;
@@ -64,6 +69,7 @@ Gotchas of ``llama-cpp-python`` 0.3.36 (vendored llama.cpp, ``libllama.so.0.5``)
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import mmap
 import os
@@ -72,7 +78,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Sequence, Union
@@ -115,10 +121,12 @@ class _LogBridge:
     (numbered) so a failed load can quote them. It must never raise into C.
     """
 
-    _WARN, _ERROR, _CONT = 2, 3, 5
+    # enum ggml_log_level of the vendored ggml (NOT the older numbering that
+    # llama_cpp/_logger.py still assumes: there 1 = INFO, 4 = DEBUG)
+    _DEBUG, _INFO, _WARN, _ERROR, _CONT = 1, 2, 3, 4, 5
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # llama.cpp may log from inside install()
         self._verbose = 0
         self._count = 0
         self._last_level = 0
@@ -140,7 +148,7 @@ class _LogBridge:
             msg = text.decode("utf-8", errors="replace") if text else ""
             if level != self._CONT:
                 self._last_level = level
-            if self._verbose > 0:
+            if self._verbose > 0 and self._last_level != self._DEBUG:  # debug: ~2000 lines per load
                 sys.stderr.write(msg)
             if self._last_level in (self._WARN, self._ERROR) and msg.strip():
                 with self._lock:
@@ -426,37 +434,61 @@ class LlamaCppConfig:
 
     ``n_seq_max`` bounds how many *multi-token* labels one :meth:`score_labels`
     call can branch into (``n_seq_max - 3``; three ids are reserved, see the
-    module doc). ``n_batch`` is both the logical and the physical batch: the
-    scoring batch (clues + label tokens) of a window should fit in one.
+    module doc). ``n_batch`` is the most rows one ``llama_decode`` call takes
+    (longer inputs are split); ``n_ubatch`` is how many llama.cpp computes at
+    once inside a call (see below for why it is small).
     ``seed`` seeds sampling when ``temperature > 0`` (greedy ignores it).
 
-    ``flash_attn`` is off by default because it makes results depend on how a
-    sequence is cut into batches: ggml's CPU flash-attention kernel switches to
-    a tiled path at 64 queries per batch, and logits of the same tokens then
-    differ by up to ~0.7 (measured on SmolLM2), so a cached prefix + clue batch
-    would not score like a one-shot evaluation. Without it, any two cuts into
-    batches of >= 2 tokens give bit-identical logits (single-token batches take
-    a GEMV path and differ slightly). Both are within the model's quantization
-    error (~0.7 max-abs logit vs an fp32 dequantized reference either way).
+    Threads: llama.cpp uses ``n_threads`` for single-token decodes (rationale
+    generation) and ``n_threads_batch`` for multi-token batches (prefix, clues,
+    labels); both default to ``os.cpu_count()``. The CPU backend is built with
+    OpenMP and its threads spin at ~hundreds of barriers per token, so when
+    other stages (face, voice models) compete for the same cores a lower
+    ``n_threads`` is often faster; measure on the robot.
+
+    ``flash_attn=True`` with ``n_ubatch < 64`` makes results independent of
+    how a sequence is cut into ``llama_decode`` calls and of where its cells sit
+    in the KV cache, bit for bit: a cached prefix + clue batch scores exactly
+    like a one-shot evaluation, and a window scores the same whether or not a
+    rationale is being generated next to it. Why: activations are quantized to
+    8 bits before every quantized matmul, so a different floating-point
+    summation order anywhere flips some roundings and moves logits by up to
+    ~0.7 (measured on SmolLM2; that is also its max-abs error against an fp32
+    dequantized reference either way). ggml's CPU attention without flash
+    attention sums over KV cells in SIMD lanes (order depends on cell
+    alignment); with flash attention, batches of >= 64 queries
+    (``GGML_FA_TILE_Q``) switch to a tiled kernel with another order, while
+    smaller ones visit cells one by one. Speed is the same within noise for
+    this model (measured 150-token prompt: 0.55-0.65 s on 2 busy cores for all
+    four combinations).
     """
 
     model_path: str | Path | None = None
     n_ctx: int = 2048
     n_threads: int | None = None
+    n_threads_batch: int | None = None
     n_batch: int = 512
+    n_ubatch: int = 32
     n_seq_max: int = 16
     seed: int = 0
     n_gpu_layers: int = 0
-    flash_attn: bool = False
+    flash_attn: bool = True
     verbose: bool = False
 
     def __post_init__(self) -> None:
         if self.n_threads is None:
             object.__setattr__(self, "n_threads", os.cpu_count() or 1)
+        if self.n_threads_batch is None:
+            object.__setattr__(self, "n_threads_batch", self.n_threads)
         checks = [
             (64 <= self.n_ctx <= 1 << 20, f"n_ctx must be in [64, 1048576], got {self.n_ctx}"),
             (isinstance(self.n_threads, int) and 1 <= self.n_threads <= 1024, f"n_threads must be in [1, 1024], got {self.n_threads}"),
+            (
+                isinstance(self.n_threads_batch, int) and 1 <= self.n_threads_batch <= 1024,
+                f"n_threads_batch must be in [1, 1024], got {self.n_threads_batch}",
+            ),
             (1 <= self.n_batch <= self.n_ctx, f"n_batch must be in [1, n_ctx={self.n_ctx}], got {self.n_batch}"),
+            (1 <= self.n_ubatch <= self.n_batch, f"n_ubatch must be in [1, n_batch={self.n_batch}], got {self.n_ubatch}"),
             (4 <= self.n_seq_max <= 256, f"n_seq_max must be in [4, 256], got {self.n_seq_max}"),
             (0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}"),
             (self.n_gpu_layers >= -1, f"n_gpu_layers must be >= -1 (-1 = all), got {self.n_gpu_layers}"),
@@ -486,7 +518,7 @@ class LabelScores:
         return self.labels[int(np.argmax(self.logprobs))]
 
     def as_dict(self) -> dict[str, float]:
-        return {label: float(p) for label, p in zip(self.labels, self.probs)}
+        return {label: float(p) for label, p in zip(self.labels, self.probs, strict=True)}
 
 
 @dataclass
@@ -538,6 +570,7 @@ class LlamaCppRuntime:
         self._model: Any = None
         self._ctx: Any = None
         self._batches: list[Any] = []
+        self._embd_table: np.ndarray | None = None
         self._verbose_registered = False
         self._lock = threading.RLock()
         self._gen_lock = threading.Lock()
@@ -553,7 +586,7 @@ class LlamaCppRuntime:
         try:
             self._load(lib)
         except BaseException:
-            self._closed = False
+            self._closed = False  # let close() free what was built and unregister verbose
             self.close()
             raise
 
@@ -576,9 +609,11 @@ class LlamaCppRuntime:
             raise ConfigError(f"llama_cpp: n_seq_max={cfg.n_seq_max} exceeds llama.cpp's limit {lib.llama_max_parallel_sequences()}")
         cparams = lib.llama_context_default_params()
         cparams.n_ctx = cfg.n_ctx
-        cparams.n_batch = cparams.n_ubatch = cfg.n_batch
+        cparams.n_batch = cfg.n_batch
+        cparams.n_ubatch = cfg.n_ubatch
         cparams.n_seq_max = cfg.n_seq_max
-        cparams.n_threads = cparams.n_threads_batch = cfg.n_threads
+        cparams.n_threads = cfg.n_threads
+        cparams.n_threads_batch = cfg.n_threads_batch
         cparams.kv_unified = True  # shared prefix cells; see module doc
         cparams.no_perf = True
         # 0 = disabled, 1 = enabled (the binding's default -1 = auto enables it on CPU)
@@ -611,7 +646,6 @@ class LlamaCppRuntime:
         self._prefix_ids: tuple[int, ...] | None = None
         self._prefix_logits: np.ndarray | None = None
         self._prefix_text_cache: tuple[str, tuple[int, ...]] | None = None
-        self._embd_table: np.ndarray | None = None
         self.stats.load_s = time.perf_counter() - t0
         self._closed = False
 
@@ -632,6 +666,7 @@ class LlamaCppRuntime:
                     lib.llama_model_free(self._model)
             self._ctx = self._model = None
             self._views = {}
+            self._embd_table = None  # drops the memory map
             if self._verbose_registered:
                 _LOG.set_verbose(False)
                 self._verbose_registered = False
@@ -658,7 +693,7 @@ class LlamaCppRuntime:
     def architecture(self) -> str:
         return str(self.gguf.metadata.get("general.architecture", ""))
 
-    @property
+    @functools.cached_property
     def chat_template(self) -> ChatTemplate:
         """The model's chat template (GGUF metadata), ChatML if it has none."""
         return ChatTemplate(
@@ -839,7 +874,7 @@ class LlamaCppRuntime:
         lib, mem = self._lib, self._mem
         old = self._prefix_ids or ()
         k = 0
-        for a, b in zip(old, ids):
+        for a, b in zip(old, ids, strict=False):
             if a != b:
                 break
             k += 1
@@ -882,39 +917,37 @@ class LlamaCppRuntime:
         if need > self.config.n_ctx:
             raise ValueError(f"prompt needs {need} positions but n_ctx={self.config.n_ctx}; raise LlamaCppConfig.n_ctx")
         pos = base
-        out_first = first_logits
-        merged_last = bool(context) and context[-1].kind == "tokens" and bool(branches)
+        first = first_logits
+        branch_rows: list[np.ndarray] = []
+        merge = bool(context) and context[-1].kind == "tokens" and bool(branches)
         for i, seg in enumerate(context):
             last = i == len(context) - 1
             n = len(seg)
+            data = seg.data
             positions = np.arange(pos, pos + n, dtype=np.int32)
+            seqs: list[tuple[int, ...]] = [shared] * n
             outputs = np.zeros(n, dtype=bool)
             outputs[-1] = last
-            seqs: list[tuple[int, ...]] = [shared] * n
-            data = seg.data
-            if last and merged_last:
-                extra = self._branch_rows(pos + n, branches)
-                data = np.concatenate([data, extra[0]])
-                positions = np.concatenate([positions, extra[1]])
-                seqs = seqs + extra[2]
-                outputs = np.concatenate([outputs, np.ones(len(extra[1]), dtype=bool)])
+            if last and merge:
+                b_data, b_pos, b_seqs = self._branch_rows(pos + n, branches)
+                data = np.concatenate([data, b_data])
+                positions = np.concatenate([positions, b_pos])
+                seqs = seqs + b_seqs
+                outputs = np.concatenate([outputs, np.ones(len(b_pos), dtype=bool)])
             rows = self._decode(seg.kind, data, positions, seqs, outputs)
-            pos += n
             if last:
-                out_first = rows[0]
-                branch_rows = rows[1:]
-        if not merged_last:
-            branch_rows = []
-            if branches:
-                data, positions, seqs = self._branch_rows(pos, branches)
-                branch_rows = self._decode("tokens", data, positions, seqs, np.ones(len(positions), dtype=bool))
-        if out_first is None:
+                first, branch_rows = rows[0], rows[1:]
+            pos += n
+        if branches and not merge:
+            b_data, b_pos, b_seqs = self._branch_rows(pos, branches)
+            branch_rows = self._decode("tokens", b_data, b_pos, b_seqs, np.ones(len(b_pos), dtype=bool))
+        if first is None:
             raise ValueError("the prompt is empty: there is nothing to condition on")
         per_branch: list[list[np.ndarray]] = []
         it = iter(branch_rows)
         for _, toks in branches:
             per_branch.append([next(it) for _ in toks])
-        return out_first, per_branch
+        return first, per_branch
 
     @staticmethod
     def _branch_rows(pos0: int, branches: Sequence[tuple[int, Sequence[int]]]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
@@ -976,7 +1009,7 @@ class LlamaCppRuntime:
         for i, toks in enumerate(label_ids):
             lp = _log_softmax_at(first, toks[0])
             if i in branch_of:
-                for row, nxt in zip(rows[branch_of[i]], toks[1:]):
+                for row, nxt in zip(rows[branch_of[i]], toks[1:], strict=True):
                     lp += _log_softmax_at(row, nxt)
             logprobs[i] = lp
         n_tokens = np.asarray([len(t) for t in label_ids], dtype=np.int64)

@@ -1,0 +1,135 @@
+"""``emotion-llama-export``: the Emotion-LLaMA engine running entirely from an export directory.
+
+The window logic (frames -> global/face/temporal views, audio span, absent
+modalities, face detector, rationale cadence, flags, latencies) is the
+``emotion-llama`` engine's (:class:`~emo_stream.engines.emotion_llama.EmotionLlamaEngine`),
+unchanged; the model under it is :class:`~emo_stream.runtime.exported.ExportedEmotionLlama`:
+encoders and projector/fusion on ONNX Runtime (or TensorRT, or torch), the LLM
+on llama.cpp from the GGUF (or torch). No torch weights are read unless a
+torch backend is asked for.
+
+Options (``engine.options``), besides the ``emotion-llama`` engine's
+``rationale_every``, ``max_new_tokens``, ``subtitle``, ``face_detector``,
+``face_crop_fraction`` and ``threads``:
+
+========================  ==============================================================
+``export``                export directory (``emo-stream export onnx/gguf --out DIR``); required
+``runtime``               stage backend: ``onnxruntime`` (default), ``tensorrt`` or ``torch``
+``precision``             ``fp32`` (default), ``fp16`` or ``int8`` (which exported files)
+``providers``             ONNX Runtime providers in preference order, list or "cuda,cpu"
+                          (default cpu); the first one must really be used ...
+``allow_cpu_fallback``    ... unless this is true (default false)
+``ort_threads``           ONNX Runtime intra-op threads per stage (default: ORT's)
+``llm``                   ``llama.cpp`` (default) or ``torch``
+``gguf``                  ``auto`` (default: Q4_K_M, else Q8_0, else F16) or a quant name
+``llm_threads``           llama.cpp threads (default: all cores)
+``n_gpu_layers``          llama.cpp layers on the GPU (default 0; -1 = all)
+``n_ctx``                 llama.cpp context (default 2048, capped at the model's)
+``device``                torch device for torch backends / CUDA device for TensorRT
+``weights``               model dir for torch backends (default: the export's source)
+``verify``                check files' sha256 against the manifest at start (default true)
+``record_inputs``         directory to save every stage's inputs (TensorRT INT8 calibration data)
+========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from emo_stream.config import StreamConfig
+from emo_stream.engines.base import Engine, register_engine
+from emo_stream.engines.emotion_llama import EmotionLlamaEngine
+from emo_stream.errors import ConfigError
+
+ENGINE_NAME = "emotion-llama-export"
+
+_OWN_OPTIONS: dict[str, Any] = {
+    "export": str,
+    "runtime": str,
+    "precision": str,
+    "providers": (list, str),
+    "allow_cpu_fallback": bool,
+    "ort_threads": int,
+    "llm": str,
+    "gguf": str,
+    "llm_threads": int,
+    "n_gpu_layers": int,
+    "n_ctx": int,
+    "weights": str,
+    "verify": bool,
+    "record_inputs": str,
+}
+#: Options of the emotion-llama engine this one passes through.
+_PASSED = ("rationale_every", "max_new_tokens", "subtitle", "face_detector", "face_crop_fraction", "threads", "device")
+
+
+def runtime_config(options: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """Split engine options into (export dir, :class:`RuntimeConfig`, options for the base engine)."""
+    from emo_stream.runtime.exported import RuntimeConfig
+
+    unknown = sorted(set(options) - set(_OWN_OPTIONS) - set(_PASSED))
+    if unknown:
+        raise ConfigError(f"unknown {ENGINE_NAME} option(s) {unknown}; valid: {sorted(set(_OWN_OPTIONS) | set(_PASSED))}")
+    for key, want in _OWN_OPTIONS.items():
+        if key in options:
+            value = options[key]
+            types = want if isinstance(want, tuple) else (want,)
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise ConfigError(f"engine.options.{key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
+    if "export" not in options:
+        raise ConfigError(f"{ENGINE_NAME} needs engine.options.export: an export directory (emo-stream export onnx/gguf --out DIR)")
+    device = str(options.get("device", "cpu"))
+    rt = RuntimeConfig(
+        stages=options.get("runtime", "onnxruntime"),
+        precision=options.get("precision", "fp32"),
+        providers=tuple(options["providers"]) if isinstance(options.get("providers"), list) else options.get("providers", "cpu"),  # type: ignore[arg-type]
+        allow_cpu_fallback=options.get("allow_cpu_fallback", False),
+        threads=options.get("ort_threads"),
+        llm=options.get("llm", "llama.cpp"),
+        gguf=options.get("gguf", "auto"),
+        llm_threads=options.get("llm_threads"),
+        n_gpu_layers=options.get("n_gpu_layers", 0),
+        n_ctx=options.get("n_ctx", 2048),
+        device=device,
+        weights=options.get("weights"),
+        verify=options.get("verify", True),
+        record_inputs=options.get("record_inputs"),
+    )
+    passed = {k: options[k] for k in _PASSED if k in options}
+    passed.pop("device", None)  # the exported model is not moved by the base engine
+    return str(options["export"]), rt, passed
+
+
+class EmotionLlamaExportEngine(EmotionLlamaEngine):
+    """Windows -> label probabilities with an exported Emotion-LLaMA (see module docstring)."""
+
+    def __init__(self, config: StreamConfig, face_cropper: Any = None) -> None:
+        from emo_stream.runtime.exported import ExportedEmotionLlama
+
+        export_dir, rt, passed = runtime_config(config.engine.options)
+        model = ExportedEmotionLlama(export_dir, rt)
+        try:
+            base_cfg = config.replace(engine={"options": passed})
+            super().__init__(base_cfg, model=model, face_cropper=face_cropper)
+        except BaseException:
+            model.close()
+            raise
+        self._random = model.random_weights
+        quant = getattr(model, "gguf_quant", None)
+        llm = f"{rt.llm}-{quant}" if quant else rt.llm
+        self.model_id = (f"emotion-llama/{model.config.version}/{Path(export_dir).resolve().name}/"
+                         f"{rt.stages}-{rt.precision}+{llm}/{self.label_set.id}")
+        self.runtimes = model.describe()
+
+    def close(self) -> None:
+        model = getattr(self, "model", None)
+        if model is not None and hasattr(model, "close"):
+            model.close()
+        super().close()
+
+
+@register_engine(ENGINE_NAME)
+def _make(config: StreamConfig) -> Engine:
+    return EmotionLlamaExportEngine(config)

@@ -1,0 +1,123 @@
+"""The exported model end to end: runtimes picked from config, parity with torch, a real clip streamed."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from emo_stream.config import StreamConfig
+from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.runtime.exported import ExportedEmotionLlama, RuntimeConfig
+
+pytest.importorskip("llama_cpp")
+
+
+def _window_inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(5)]
+    audio = (rng.standard_normal(21000) * 0.1).astype(np.float32)
+    return frames, audio
+
+
+def test_exported_pipeline_matches_torch(export_v1, sharp_model):
+    frames, audio = _window_inputs()
+    ref_in = sharp_model.preprocess(frames, audio, 16000)
+    ref_enc = sharp_model.encode(ref_in)
+    ref_proj = sharp_model.project(ref_enc)
+    ref_p = sharp_model.label_probabilities(ref_proj).numpy()
+    ex = ExportedEmotionLlama(export_v1, RuntimeConfig(precision="fp32", gguf="F16", threads=1, llm_threads=1))
+    try:
+        assert ex.describe()["llm"] == "llama.cpp model.F16.gguf"
+        assert all("onnxruntime fp32" in ex.describe()[s] for s in ("global", "face", "temporal", "audio", "projector"))
+        inp = ex.preprocess(frames, audio, 16000)  # the torch model's preprocessing, weightless encoders
+        for key in ("global_pixels", "face_pixels", "temporal_pixels"):
+            assert torch.equal(getattr(inp, key), getattr(ref_in, key))
+        assert torch.equal(inp.audio["input_values"], ref_in.audio["input_values"])
+        enc = ex.encode(inp)
+        for name, e in enc.items():
+            assert torch.equal(e.mask, ref_enc[name].mask)
+            assert (e.tokens - ref_enc[name].tokens).abs().max() < 1e-4 and (e.pooled - ref_enc[name].pooled).abs().max() < 1e-4
+        proj = ex.project(enc)
+        assert (proj.tokens - ref_proj.tokens).abs().max() < 1e-4 and torch.equal(proj.mask, ref_proj.mask)
+        p = ex.label_probabilities(proj).numpy()
+        assert np.abs(p - ref_p).max() < 1e-2
+        # an absent modality goes through the exported projector as zeros + present False
+        no_audio = {k: v for k, v in ref_enc.items() if k != "audio"}
+        a, b = ex.project(no_audio), sharp_model.project(no_audio)
+        assert torch.equal(a.mask, b.mask) and (a.tokens - b.tokens).abs().max() < 1e-4
+        assert ex.rationale(proj, max_new_tokens=3)[0] is not None
+    finally:
+        ex.close()
+
+
+def test_torch_backends_reproduce_the_model_exactly(export_v1, sharp_model):
+    frames, audio = _window_inputs(1)
+    ex = ExportedEmotionLlama(export_v1, RuntimeConfig(stages="torch", llm="torch"))
+    try:
+        p = ex.classify(ex.preprocess(frames, audio, 16000)).numpy()
+        ref = sharp_model.classify(sharp_model.preprocess(frames, audio, 16000)).numpy()
+        np.testing.assert_allclose(p, ref, atol=1e-6)
+    finally:
+        ex.close()
+
+
+def test_runtime_config_errors(export_v1):
+    with pytest.raises(ConfigError, match="stage runtime"):
+        RuntimeConfig(stages="tvm")
+    with pytest.raises(ConfigError, match="llm runtime"):
+        RuntimeConfig(llm="vllm")
+    with pytest.raises(ModelFileError, match="no Q2_K GGUF"):
+        ExportedEmotionLlama(export_v1, RuntimeConfig(gguf="Q2_K"))
+
+
+def _engine_config(export_dir, **options):
+    return StreamConfig.from_dict({"engine": {"name": "emotion-llama-export", "label_set": "merr",
+                                              "options": {"export": str(export_dir), "llm_threads": 1, "ort_threads": 1, **options}}})
+
+
+def test_engine_streams_a_real_clip_from_the_export(export_v1, media):
+    from emo_stream.engines.emotion_llama_export import EmotionLlamaExportEngine
+    from emo_stream.state import EmotionState
+    from emo_stream.stream.pipeline import Pipeline
+    from emo_stream.stream.sinks import CallbackSink
+    from emo_stream.stream.sources.factory import open_sources
+
+    cfg = _engine_config(export_v1, gguf="Q8_0", precision="int8", rationale_every=5, max_new_tokens=4)
+    states: list[EmotionState] = []
+    engine = EmotionLlamaExportEngine(cfg)
+    assert engine.model_id == "emotion-llama/v1/tiny-v1/onnxruntime-int8+llama.cpp-Q8_0/merr"
+    assert engine.runtimes["audio"].startswith("audio: onnxruntime int8") and engine.runtimes["llm"] == "llama.cpp model.Q8_0.gguf"
+    with engine:
+        stats = Pipeline(open_sources(str(media / "astronaut_speech.mp4"), cfg), engine, [CallbackSink(states.append)], cfg).run()
+    assert len(states) == 15 and stats.engine_errors == 0
+    for s in states:
+        assert s.label_set == "merr" and s.top_label in s.labels and abs(sum(s.probabilities) - 1) < 1e-6
+        assert set(s.modalities) >= {"video", "audio"} and "random_weights" not in s.flags
+        assert {"encode_global", "encode_audio", "project", "llm_score"} <= set(s.latency_ms)
+    assert sum("llm_rationale" in s.latency_ms for s in states) == 3  # every 5th window, generated by llama.cpp
+
+
+def test_engine_refuses_incomplete_or_tampered_exports(export_v1, tmp_path):
+    from emo_stream.engines.base import make_engine
+    from emo_stream.engines.emotion_llama_export import EmotionLlamaExportEngine
+
+    with pytest.raises(ConfigError, match="needs engine.options.export"):
+        EmotionLlamaExportEngine(StreamConfig.from_dict({"engine": {"name": "emotion-llama-export"}}))
+    with pytest.raises(ConfigError, match="unknown emotion-llama-export option"):
+        EmotionLlamaExportEngine(_engine_config(export_v1, tiny=True))
+    with pytest.raises(ConfigError, match="allow_cpu_fallback must be bool"):
+        EmotionLlamaExportEngine(_engine_config(export_v1, allow_cpu_fallback="yes"))
+    copy = tmp_path / "copy"
+    shutil.copytree(export_v1, copy)
+    f = copy / "onnx" / "projector.fp32.onnx"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="sha256 of onnx/projector.fp32.onnx does not match"):
+        make_engine(_engine_config(copy))
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ModelFileError, match="not a complete export"):
+        make_engine(_engine_config(copy))
