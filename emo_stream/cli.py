@@ -51,7 +51,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
 
 
-def _load_config(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace):
+    """The stream config from ``--config`` plus command-line overrides (shared by run, demo ...)."""
     import yaml
 
     from emo_stream.config import StreamConfig
@@ -66,16 +67,16 @@ def _load_config(args: argparse.Namespace):
         if not sep or not key:
             raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
         options[key.strip()] = yaml.safe_load(value)
-    if args.weights:
+    if getattr(args, "weights", None):
         options["weights"] = args.weights
-    if args.export:
+    if getattr(args, "export", None):
         # Exported artifacts run on the same engine logic through ONNX Runtime / llama.cpp.
         options["export"] = str(args.export)
         if engine.get("name", cfg.engine.name) in ("default", "emotion-llama"):
             engine["name"] = "emotion-llama-export"
     if options != dict(cfg.engine.options):
         engine["options"] = options
-    source = {"realtime": True} if args.realtime else {}
+    source = {"realtime": True} if getattr(args, "realtime", False) else {}
     if window:
         # Keep the history long enough for the requested window.
         length = window.get("length_s", cfg.window.length_s) + window.get("hop_s", cfg.window.hop_s)
@@ -89,7 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from emo_stream.stream.sinks import JsonlSink, StdoutSink
     from emo_stream.stream.sources.factory import open_sources
 
-    cfg = _load_config(args)
+    cfg = config_from_args(args)
     sources = open_sources(args.input, cfg, mic=args.mic, mic_backend=args.mic_backend)
     engine = make_engine(cfg)
     sinks = [] if args.quiet else [StdoutSink()]

@@ -72,32 +72,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def build_config(args: argparse.Namespace):
-    """The stream config from ``--config`` plus the command-line overrides (same rules as ``run``)."""
-    import yaml
-
-    from emo_stream.config import StreamConfig
-    from emo_stream.errors import ConfigError
-
-    cfg = StreamConfig.from_yaml(args.config) if args.config else StreamConfig()
-    window = {k: v for k, v in (("length_s", args.window), ("hop_s", args.hop)) if v is not None}
-    engine = {k: v for k, v in (("name", args.engine), ("label_set", args.label_set)) if v is not None}
-    options = dict(cfg.engine.options)
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
-        options[key.strip()] = yaml.safe_load(value)
-    if args.weights:
-        options["weights"] = args.weights
-    if options != dict(cfg.engine.options):
-        engine["options"] = options
-    if window:
-        length = window.get("length_s", cfg.window.length_s) + window.get("hop_s", cfg.window.hop_s)
-        cfg = cfg.replace(buffers={"history_s": max(cfg.buffers.history_s, length)})
-    return cfg.replace(window=window, engine=engine)
-
-
 @contextlib.contextmanager
 def _on_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
     """SIGINT/SIGTERM call ``stop`` (the files are finished properly); yields the signals received."""
@@ -143,7 +117,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SourceError(f"a microphone can only be combined with camera input; {args.input!r} is a file with its own audio")
     out = check_output_path(args.out) if args.out is not None else None
     jsonl = args.jsonl if args.jsonl is not None else (out.with_suffix(".jsonl") if out is not None else None)
-    cfg = build_config(args)
+    from emo_stream.cli import config_from_args
+
+    cfg = config_from_args(args)
     if args.input is not None and args.headless:
         return _demo_file_headless(args, cfg, out, jsonl)
     return _demo_live(args, cfg, out, jsonl)

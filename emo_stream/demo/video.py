@@ -48,6 +48,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from emo_stream.stream.sources.media_file import PtsGuesser
 from emo_stream.demo.errors import DemoError
 from emo_stream.errors import SourceError
 
@@ -172,41 +173,13 @@ class DecodedFrame:
         return np.ascontiguousarray(self.frame.to_ndarray(format="bgr24"))
 
 
-class _PtsGuess:
-    """FFmpeg's ``guess_correct_pts``: trust whichever of pts/dts goes backwards less often.
-
-    The same rule as the pipeline's file source, so overlay timing and window
-    timing agree (AVI files with packed B-frames have out-of-order pts).
-    """
-
-    def __init__(self) -> None:
-        self.faulty_pts = self.faulty_dts = 0
-        self.last_pts: int | None = None
-        self.last_dts: int | None = None
-
-    def __call__(self, pts: int | None, dts: int | None) -> int | None:
-        if dts is not None:
-            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
-            self.last_dts = dts
-        elif pts is not None:
-            self.last_dts = pts
-        if pts is not None:
-            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
-            self.last_pts = pts
-        elif dts is not None:
-            self.last_pts = dts
-        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
-            return pts
-        return dts
-
-
 def _decoded(container: av.container.InputContainer, vs: av.video.stream.VideoStream) -> Iterator[DecodedFrame]:
     vs.thread_type = "AUTO"
     tb = vs.time_base or Fraction(1, 90000)
     start = container.start_time / 1e6 if container.start_time is not None else 0.0
     rate = vs.average_rate or vs.guessed_rate
     step = max(1, round(1 / (float(rate) * tb))) if rate else 1
-    guess = _PtsGuess()
+    guess = PtsGuesser()  # the file source's rule, so overlay and window timing agree
     last: int | None = None
     index = 0
 

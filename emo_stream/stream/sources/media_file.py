@@ -114,7 +114,7 @@ class MediaFileSource(Source):
         self._a_count = 0  # output samples emitted since the last resync
         self._a_expect = 0.0  # media time where the next input audio frame should start
         self._v_last: float | None = None
-        self._pts_guess = _PtsGuesser()
+        self._pts_guess = PtsGuesser()
         self._v_step = 0.04
         self._v_size: dict[tuple[int, int], tuple[int, int]] = {}
 
@@ -384,7 +384,7 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
-class _PtsGuesser:
+class PtsGuesser:
     """FFmpeg's ``guess_correct_pts`` (what it calls ``best_effort_timestamp``).
 
     PyAV exposes only the raw frame ``pts``, which in AVI files with packed
@@ -413,6 +413,8 @@ class _PtsGuesser:
         if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
             return pts
         return dts
+
+    __call__ = guess
 
 
 def _is_cover_art(stream: av.stream.Stream) -> bool:
