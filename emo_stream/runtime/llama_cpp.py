@@ -93,6 +93,8 @@ from emo_stream.errors import ConfigError, ModelFileError
 PromptPart = Union[str, Sequence[int], np.ndarray]
 #: A prompt: a string, or a list of parts decoded in order at consecutive positions.
 Prompt = Union[str, Sequence[PromptPart]]
+#: A candidate answer: text (tokenized without special tokens) or token ids used as is.
+Label = Union[str, Sequence[int], np.ndarray]
 
 _PIP_HINT = "pip install llama-cpp-python==0.3.36 (set CMAKE_ARGS=-DGGML_NATIVE=OFF for a portable build)"
 
@@ -436,7 +438,8 @@ class LlamaCppConfig:
     call can branch into (``n_seq_max - 3``; three ids are reserved, see the
     module doc). ``n_batch`` is the most rows one ``llama_decode`` call takes
     (longer inputs are split); ``n_ubatch`` is how many llama.cpp computes at
-    once inside a call (see below for why it is small).
+    once inside a call (default ``min(32, n_batch)``; see below for why it is
+    small).
     ``seed`` seeds sampling when ``temperature > 0`` (greedy ignores it).
 
     Threads: llama.cpp uses ``n_threads`` for single-token decodes (rationale
@@ -468,7 +471,7 @@ class LlamaCppConfig:
     n_threads: int | None = None
     n_threads_batch: int | None = None
     n_batch: int = 512
-    n_ubatch: int = 32
+    n_ubatch: int | None = None
     n_seq_max: int = 16
     seed: int = 0
     n_gpu_layers: int = 0
@@ -480,6 +483,8 @@ class LlamaCppConfig:
             object.__setattr__(self, "n_threads", os.cpu_count() or 1)
         if self.n_threads_batch is None:
             object.__setattr__(self, "n_threads_batch", self.n_threads)
+        if self.n_ubatch is None:
+            object.__setattr__(self, "n_ubatch", min(32, self.n_batch))
         checks = [
             (64 <= self.n_ctx <= 1 << 20, f"n_ctx must be in [64, 1048576], got {self.n_ctx}"),
             (isinstance(self.n_threads, int) and 1 <= self.n_threads <= 1024, f"n_threads must be in [1, 1024], got {self.n_threads}"),
@@ -488,7 +493,10 @@ class LlamaCppConfig:
                 f"n_threads_batch must be in [1, 1024], got {self.n_threads_batch}",
             ),
             (1 <= self.n_batch <= self.n_ctx, f"n_batch must be in [1, n_ctx={self.n_ctx}], got {self.n_batch}"),
-            (1 <= self.n_ubatch <= self.n_batch, f"n_ubatch must be in [1, n_batch={self.n_batch}], got {self.n_ubatch}"),
+            (
+                isinstance(self.n_ubatch, int) and 1 <= self.n_ubatch <= self.n_batch,
+                f"n_ubatch must be in [1, n_batch={self.n_batch}], got {self.n_ubatch}",
+            ),
             (4 <= self.n_seq_max <= 256, f"n_seq_max must be in [4, 256], got {self.n_seq_max}"),
             (0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}"),
             (self.n_gpu_layers >= -1, f"n_gpu_layers must be >= -1 (-1 = all), got {self.n_gpu_layers}"),
@@ -509,15 +517,15 @@ class LabelScores:
     per-token view.
     """
 
-    labels: tuple[str, ...]
+    labels: tuple[str | tuple[int, ...], ...]  # as given; token-id labels as int tuples
     logprobs: np.ndarray
     n_tokens: np.ndarray
     probs: np.ndarray
 
-    def top(self) -> str:
+    def top(self) -> str | tuple[int, ...]:
         return self.labels[int(np.argmax(self.logprobs))]
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str | tuple[int, ...], float]:
         return {label: float(p) for label, p in zip(self.labels, self.probs, strict=True)}
 
 
@@ -963,22 +971,31 @@ class LlamaCppRuntime:
 
     # ------------------------------------------------------------------ public inference
 
-    def score_labels(self, prefix: str | Sequence[int], suffix: Prompt, labels: Sequence[str], *, reuse_prefix: bool = True) -> LabelScores:
+    def score_labels(
+        self,
+        prefix: str | Sequence[int],
+        suffix: Prompt,
+        labels: Sequence[Label],
+        *,
+        reuse_prefix: bool = True,
+    ) -> LabelScores:
         """Log-probability of each label as the continuation of ``prefix + suffix``.
 
         ``prefix`` is the static part (kept in the KV cache across calls when
         ``reuse_prefix``; re-evaluated from the first differing token when it
         changes), ``suffix`` the per-window part (text, token ids or soft tokens,
-        see :data:`Prompt`). Each label is tokenized on its own (no special
-        tokens), so include a leading space if the prompt expects one. With
-        ``reuse_prefix=False`` everything is evaluated from position 0 every
-        call (the cached prefix is left untouched): same numbers, for benchmarks.
+        see :data:`Prompt`). A text label is tokenized on its own (no special
+        tokens), so include a leading space if the prompt expects one; a label
+        given as token ids is used as is (e.g. an answer + ``</s>`` from the
+        model's own tokenizer). With ``reuse_prefix=False`` everything is
+        evaluated from position 0 every call (the cached prefix is left
+        untouched): same numbers, for benchmarks.
         """
-        labels = tuple(labels)
-        if not labels or not all(isinstance(label, str) and label for label in labels):
-            raise ValueError(f"labels must be a non-empty list of non-empty strings, got {labels!r}")
         self._check_open()
-        label_ids = [self.tokenize(label, add_bos=False, special=False) for label in labels]
+        labels = tuple(label if isinstance(label, str) else tuple(int(t) for t in np.asarray(label).reshape(-1)) for label in labels)
+        if not labels:
+            raise ValueError("labels must be a non-empty list")
+        label_ids = [self._label_tokens(label) for label in labels]
         multi = [i for i, t in enumerate(label_ids) if len(t) > 1]
         if len(multi) > self.max_branches:
             raise ValueError(f"{len(multi)} multi-token labels but this context branches into at most {self.max_branches}; raise LlamaCppConfig.n_seq_max")
@@ -1079,6 +1096,12 @@ class LlamaCppRuntime:
                     if not self._closed:
                         lib.llama_memory_seq_rm(mem, g, -1, -1)
         return out.decode("utf-8", errors="replace")
+
+    def _label_tokens(self, label: str | tuple[int, ...]) -> list[int]:
+        ids = self.tokenize(label, add_bos=False, special=False) if isinstance(label, str) else [int(t) for t in self._token_array(label)]
+        if not ids:
+            raise ValueError(f"label {label!r} has no tokens")
+        return ids
 
     @staticmethod
     def _pick(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:

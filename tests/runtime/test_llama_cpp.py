@@ -1,15 +1,16 @@
 """llama.cpp runtime against the real SmolLM2-135M-Instruct Q4_1 GGUF.
 
-The model is loaded once per module (~0.3 s), on one thread (see ``rt``). Exactness tests compare the
-batched, prefix-cached path with independent evaluations of the same token
-sequence in a fresh sequence (``logits_for_inputs``), so a wrong position, a
-label token attending to another label, or a stale cache cell shows up as a
-different number.
+The model is loaded once per module (~0.3 s), on one thread (see ``rt``).
+Exactness tests compare the batched, prefix-cached path with independent
+evaluations of the same token sequence in a fresh sequence
+(``logits_for_inputs``), so a wrong position, a label token attending to
+another label, or a stale cache cell shows up as a different number.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip 
 from emo_stream.assets import SMOLLM2_GGUF
 from emo_stream.errors import ConfigError, ModelFileError
 from emo_stream.runtime.llama_cpp import (
+    ChatPrompt,
     ChatTemplate,
     LlamaCppConfig,
     LlamaCppRuntime,
@@ -36,7 +38,7 @@ SAD = "Clues: the person is crying quietly with tears on the face; says 'I miss 
 
 
 @pytest.fixture(scope="module")
-def rt() -> LlamaCppRuntime:
+def rt() -> Iterator[LlamaCppRuntime]:
     # One thread: llama.cpp's OpenMP threads spin at barriers, and on a shared
     # 2-core CI box (other test processes running) two threads made this module
     # 2-10x slower; one thread gives steady ~35 s. Results do not depend on it.
@@ -45,14 +47,14 @@ def rt() -> LlamaCppRuntime:
     runtime.close()
 
 
-def window(rt: LlamaCppRuntime, clues: str, answer_prefix: str = "Emotion:"):
+def window(rt: LlamaCppRuntime, clues: str, answer_prefix: str = "Emotion:") -> ChatPrompt:
     return rt.chat_template.split(SYSTEM, INSTRUCTION, clues, answer_prefix=answer_prefix)
 
 
-def brute_force_logprob(rt: LlamaCppRuntime, prefix: str, suffix: str, label: str) -> float:
+def brute_force_logprob(rt: LlamaCppRuntime, prefix: str, suffix: str, label: str | list[int]) -> float:
     """One full evaluation of prefix + suffix + label in a fresh sequence."""
     ctx = rt.tokenize(prefix, add_bos=rt.add_bos) + rt.tokenize(suffix)
-    lab = rt.tokenize(label, special=False)
+    lab = rt.tokenize(label, special=False) if isinstance(label, str) else list(label)
     logits = rt.logits_for_inputs([np.asarray(ctx + lab, dtype=np.int32)], all_positions=True).astype(np.float64)
     total = 0.0
     for j, tok in enumerate(lab):
@@ -239,6 +241,22 @@ def test_empty_suffix_uses_the_cached_prefix_logits(rt: LlamaCppRuntime) -> None
     s = rt.score_labels(p.text, "", labels)
     brute = np.array([brute_force_logprob(rt, p.text, "", lab) for lab in labels])
     np.testing.assert_allclose(s.logprobs, brute, atol=1e-4, rtol=0)
+
+
+def test_labels_given_as_token_ids(rt: LlamaCppRuntime) -> None:
+    """Ids are used as is: same scores as the text, and an end-of-turn id can be appended."""
+    p = window(rt, SAD)
+    ids = [rt.tokenize(lab, special=False) for lab in MER2023]
+    by_text = rt.score_labels(p.prefix, p.suffix, MER2023)
+    by_ids = rt.score_labels(p.prefix, p.suffix, [np.asarray(i) for i in ids])
+    assert by_ids.labels == tuple(tuple(i) for i in ids)
+    np.testing.assert_array_equal(by_text.logprobs, by_ids.logprobs)
+    end = rt.tokenize("<|im_end|>")
+    assert len(end) == 1
+    with_end = rt.score_labels(p.prefix, p.suffix, [i + end for i in ids])
+    brute = [brute_force_logprob(rt, p.prefix, p.suffix, ids[k] + end) for k in (0, 4)]
+    assert np.all(with_end.logprobs < by_text.logprobs)
+    assert brute == pytest.approx(list(with_end.logprobs[[0, 4]]), abs=1e-4)
 
 
 def test_bad_label_inputs(rt: LlamaCppRuntime) -> None:
