@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from emo_stream.durable import fsync_path
 from emo_stream.errors import ModelFileError
 
 FORMAT = "emo_stream.export"
@@ -57,19 +58,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
                 break
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def partial_path(final: str | Path) -> Path:
@@ -97,7 +85,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -156,7 +144,7 @@ class ExportWriter:
         """Mark the directory incomplete (remove the manifest) before changing listed files."""
         if not self._invalidated:
             (self.root / MANIFEST_NAME).unlink(missing_ok=True)
-            _fsync_dir(self.root)
+            fsync_path(self.root)
             self._invalidated = True
 
     def path_for(self, rel: str) -> Path:

@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from emo_stream.durable import fsync_path
 from emo_stream.config import StreamConfig
 from emo_stream.engines.base import Engine, EngineOutput
 from emo_stream.errors import ConfigError, EmoStreamError
@@ -502,19 +503,6 @@ def read_index(path: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class _CacheWriter:
     def __init__(self, root: Path, meta: dict[str, Any]) -> None:
         self.root = root
@@ -568,7 +556,7 @@ class _CacheWriter:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         with open(self.root / "index.jsonl", "a", encoding="utf-8") as fh:
             fh.write("".join(line + "\n" for line in lines))
             fh.flush()

@@ -84,6 +84,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from emo_stream.durable import fsync_path
 from emo_stream.errors import ConfigError
 from emo_stream.train.config import ModelSection, StageSection, TrainConfig
 from emo_stream.train.dataset import DatasetError, Manifest, Sample, read_manifest
@@ -374,19 +375,6 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
     tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -600,17 +588,17 @@ class Trainer:
         }
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         for f in tmp.iterdir():
-            _fsync(f)
+            fsync_path(f)
         final = ck / name
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync(ck)
+        fsync_path(ck)
         ptr_tmp = ck / "latest.partial"
         ptr_tmp.write_text(name, encoding="utf-8")
-        _fsync(ptr_tmp)
+        fsync_path(ptr_tmp)
         os.replace(ptr_tmp, ck / "latest")
-        _fsync(ck)
+        fsync_path(ck)
         olds = sorted(d for d in ck.iterdir() if d.is_dir() and d.name.startswith("step-") and d.name != name)
         for d in olds[: max(0, len(olds) - (self.cfg.checkpoint.keep_last - 1))]:
             shutil.rmtree(d, ignore_errors=True)
