@@ -151,7 +151,7 @@ class StreamConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "StreamConfig":
-        return _build(cls, data or {}, "")
+        return build_dataclass(cls, data or {}, "")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StreamConfig":
@@ -179,47 +179,58 @@ class StreamConfig:
         return StreamConfig.from_dict(merged)
 
 
-def _build(tp: type, data: Any, where: str) -> Any:
-    """Build dataclass ``tp`` from a mapping, recursing into nested dataclasses."""
+def build_dataclass(tp: Any, data: Any, where: str = "") -> Any:
+    """Build (nested) dataclass ``tp`` from a YAML mapping with clear errors.
+
+    Unknown keys are rejected with their dotted path; scalars are type-checked
+    (ints are accepted for floats, and YAML 1.1's "1e-3" strings are read as
+    numbers); tuples, optionals and nested dataclasses recurse. Shared by every
+    YAML config of the project (stream, training).
+    """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(tp)
     names = {f.name for f in dataclasses.fields(tp)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(where + k for k in unknown)}; valid: {sorted(names)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, f"{where}{key}.")
-        else:
-            kwargs[key] = _coerce(value, hint, f"{where}{key}")
+    kwargs = {key: _coerce(value, hints[key], f"{where}{key}") for key, value in data.items()}
     try:
         return tp(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: {exc}") from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check a YAML scalar against the field's type; ints are accepted for floats."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
             return None
-        hint = next(a for a in args if a is not type(None))
+        hint = args[0]
         origin = typing.get_origin(hint)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, where + ".")
+    if origin is tuple:
+        (inner, *_rest) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
         return float(value)
     if hint in (int, str, bool):
         if type(value) is not hint:
             raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
         return value
-    if origin in (Mapping, dict) or hint in (dict,):
+    if origin in (Mapping, dict) or hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
-    if hint is float:
-        raise ConfigError(f"{where} must be a number, got {value!r}")
     return value

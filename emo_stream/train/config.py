@@ -12,13 +12,13 @@ and ``run_dir``.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from emo_stream.config import build_dataclass
 from emo_stream.errors import ConfigError
 
 TRAINABLE = ("projector", "lora")
@@ -312,7 +312,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: Path | None = None) -> "TrainConfig":
-        cfg = _build(cls, data, "")
+        cfg = build_dataclass(cls, data, "")
         return cfg if base is None else cfg.resolve_paths(base)
 
     @classmethod
@@ -356,57 +356,3 @@ def _plain(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
     return x
-
-
-def _build(tp: Any, data: Any, where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(tp)
-    names = {f.name for f in dataclasses.fields(tp)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(where + k for k in unknown)}; valid: {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(value, hints[key], f"{where}{key}")
-    try:
-        return tp(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    import types
-
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        hint = args[0]
-        origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where + ".")
-    if origin is tuple:
-        (inner, *_rest) = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{where} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if hint in (int, str, bool):
-        if type(value) is not hint:
-            raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
-        return value
-    if origin in (Mapping, dict) or hint is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
-    return value
