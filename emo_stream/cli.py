@@ -51,22 +51,29 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
 
 
+def parse_assignments(items: Sequence[str], flag: str, key_name: str = "KEY", parse: Callable[[str], object] = str) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": parse("1"), "b": parse("x")}``; malformed items are a one-line error."""
+    from emo_stream.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects {key_name}=VALUE, got {item!r}")
+        out[key.strip()] = parse(value)
+    return out
+
+
 def config_from_args(args: argparse.Namespace):
     """The stream config from ``--config`` plus command-line overrides (shared by run, demo ...)."""
     import yaml
 
     from emo_stream.config import StreamConfig
-    from emo_stream.errors import ConfigError
 
     cfg = StreamConfig.from_yaml(args.config) if args.config else StreamConfig()
     window = {k: v for k, v in (("length_s", args.window), ("hop_s", args.hop)) if v is not None}
     engine = {k: v for k, v in (("name", args.engine), ("label_set", args.label_set)) if v is not None}
-    options = dict(cfg.engine.options)
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
-        options[key.strip()] = yaml.safe_load(value)
+    options = {**cfg.engine.options, **parse_assignments(args.option, "--option", parse=yaml.safe_load)}
     if getattr(args, "weights", None):
         options["weights"] = args.weights
     if getattr(args, "export", None):
@@ -137,15 +144,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_import_emotion_llama(args: argparse.Namespace) -> int:
-    from emo_stream.errors import ConfigError
     from emo_stream.model.checkpoint_import import import_emotion_llama
 
-    encoders = {}
-    for item in args.encoder:
-        view, sep, path = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--encoder expects VIEW=DIR, got {item!r}")
-        encoders[view] = path
+    encoders = parse_assignments(args.encoder, "--encoder", "VIEW")
     out = import_emotion_llama(
         args.checkpoint, args.llama_dir, args.out, encoder_dirs=encoders or None, eva_checkpoint=args.eva_checkpoint, dtype=args.dtype
     )

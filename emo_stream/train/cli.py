@@ -325,12 +325,9 @@ def cmd_dataset_check(a: argparse.Namespace) -> int:
 def cmd_convert_merr(a: argparse.Namespace) -> int:
     from emo_stream.train.dataset import convert_merr
 
-    dirs = {}
-    for item in a.feature_dir:
-        view, sep, path = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--feature-dir expects VIEW=DIR, got {item!r}")
-        dirs[view] = path
+    from emo_stream.cli import parse_assignments
+
+    dirs = parse_assignments(a.feature_dir, "--feature-dir", "VIEW")
     m = convert_merr(a.annotation, a.out, video_dir=a.video_dir, transcription=a.transcription, coarse_json=a.coarse_json,
                      fine_json=a.fine_json, feature_dirs=dirs or None, label_set=a.label_set)
     print(f"emo-stream: dataset: {len(m)} samples -> {m.path}", file=sys.stderr)
