@@ -307,12 +307,7 @@ class EmotionLlamaLM(nn.Module):
     def build_prefix(self, prompt: str, slots: Mapping[str, SlotTokens]) -> PrefixBatch:
         """BOS + prompt with each slot replaced by its unmasked tokens, left-padded over the batch."""
         seg = split_prompt(prompt)
-        missing = [s for s in seg.slots if s not in slots]
-        if missing:
-            raise ConfigError(f"prompt has slot(s) {missing} but no tokens were given for them")
-        unused = [s for s in slots if s not in seg.slots]
-        if unused:
-            raise ConfigError(f"tokens given for slot(s) {unused} that the prompt does not contain")
+        seg.check_tokens_for(slots)
         b = next(iter(slots.values())).tokens.shape[0] if slots else 1
         dtype = self.embedding.weight.dtype
         text_embs = [self.embed_ids([self.bos_id] + self.encode(seg.texts[0]))] + [self.embed_ids(self.encode(t)) for t in seg.texts[1:]]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from emo_stream.errors import ConfigError
 from emo_stream.labels import LabelSet
@@ -155,6 +155,16 @@ class PromptSegments:
 
     texts: tuple[str, ...]
     slots: tuple[str, ...]
+
+    def check_tokens_for(self, given: Iterable[str]) -> None:
+        """Raise ConfigError unless tokens were given for exactly this prompt's slots."""
+        given = list(given)
+        missing = [s for s in self.slots if s not in given]
+        if missing:
+            raise ConfigError(f"prompt has slot(s) {missing} but no tokens were given for them")
+        unused = [s for s in given if s not in self.slots]
+        if unused:
+            raise ConfigError(f"tokens given for slot(s) {unused} that the prompt does not contain")
 
 
 def split_prompt(prompt: str, slots: Sequence[str] = SLOTS) -> PromptSegments:

@@ -167,12 +167,7 @@ class LlamaCppLM(LanguageModelRuntime):
         from emo_stream.model.prompts import split_prompt
 
         seg = split_prompt(prompt)
-        missing = [s for s in seg.slots if s not in slots]
-        if missing:
-            raise ConfigError(f"prompt has slot(s) {missing} but no tokens were given for them")
-        unused = [s for s in slots if s not in seg.slots]
-        if unused:
-            raise ConfigError(f"tokens given for slot(s) {unused} that the prompt does not contain")
+        seg.check_tokens_for(slots)
         prefix = [self.bos_id] + self.encode(seg.texts[0])
         parts: list[np.ndarray] = []
         for k, name in enumerate(seg.slots):

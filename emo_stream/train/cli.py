@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from emo_stream.errors import ConfigError, EmoStreamError
+from emo_stream.errors import ConfigError
 
 
 def _threads(n: int | None) -> None:
@@ -354,24 +354,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     _add_dataset(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emo-stream", description="emo_stream offline trainer and evaluation")
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parsers(sub)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    import logging
+    """``python -m emo_stream.train.cli ...`` (what torchrun launches): the one ``emo-stream`` entry point."""
+    from emo_stream.cli import main as emo_stream_main
 
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except EmoStreamError as exc:
-        print(f"emo-stream: error: {exc}", file=sys.stderr)
-        return 2
+    return emo_stream_main(argv)
 
 
 if __name__ == "__main__":
