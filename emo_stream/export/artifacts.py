@@ -37,7 +37,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from emo_stream.durable import fsync_path
+from emo_stream.durable import PARTIAL_MARK as _PARTIAL
+from emo_stream.durable import atomic_path, fsync_path, partial_path  # noqa: F401 - re-exported
 from emo_stream.errors import ModelFileError
 
 FORMAT = "emo_stream.export"
@@ -45,7 +46,6 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_CONFIG_NAME = "model_config.json"
 TOKENIZER_DIR = "tokenizer"
-_PARTIAL = ".partial-"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -58,36 +58,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
                 break
             h.update(block)
     return h.hexdigest()
-
-
-def partial_path(final: str | Path) -> Path:
-    """The temporary name :func:`atomic_path` writes ``final`` under (hidden, same directory)."""
-    p = Path(final)
-    return p.with_name(f".{p.name}{_PARTIAL}{os.getpid()}")
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it is fsynced and renamed to ``final``.
-
-    On any exception (or KeyboardInterrupt) the temporary file is removed and
-    ``final`` is untouched.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(final)
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        if not tmp.is_file():
-            raise FileNotFoundError(f"nothing was written to {tmp}")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-        fsync_path(final.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
