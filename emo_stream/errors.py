@@ -22,3 +22,8 @@ class SourceError(EmoStreamError):
 
 class ModelFileError(EmoStreamError):
     """A model file is missing, truncated or of the wrong format."""
+
+
+class OutputError(EmoStreamError):
+    """An output (states file, report, checkpoint, bench JSON) cannot be written,
+    or would overwrite one of the inputs."""
