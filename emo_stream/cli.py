@@ -1,19 +1,23 @@
 """``emo-stream``: the command-line entry point.
 
-User errors (bad paths, bad configs, missing model packages) print one line
+User errors (bad paths, bad configs, missing model packages, outputs that would
+overwrite an input, writes the disk refuses) print one line
 ``emo-stream: error: ...`` and exit 2; Ctrl-C / SIGTERM end the stream cleanly
-(exit 130 / 143 after the sinks are closed). Anything else is a bug and keeps
-its traceback.
+(exit 130 / 143 after the sinks are closed), and while models load they stop the
+command with one line (the handlers are installed before anything loads).
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from emo_stream import __version__
 from emo_stream.errors import EmoStreamError
@@ -93,10 +97,15 @@ def config_from_args(args: argparse.Namespace):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from emo_stream.engines import make_engine
+    from emo_stream.outputs import check_writable, refuse_alias
     from emo_stream.stream.pipeline import Pipeline
     from emo_stream.stream.sinks import JsonlSink, StdoutSink
     from emo_stream.stream.sources.factory import open_sources
 
+    # Before anything is opened for writing: --jsonl X must never truncate the input X.
+    refuse_alias({"--jsonl": args.jsonl}, {"--input": args.input, "--config": args.config})
+    if args.jsonl:
+        check_writable(args.jsonl)  # an unwritable path fails now, not after the models load
     cfg = config_from_args(args)
     sources = open_sources(args.input, cfg, mic=args.mic, mic_backend=args.mic_backend)
     engine = make_engine(cfg)
@@ -104,19 +113,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.jsonl:
         sinks.append(JsonlSink(args.jsonl))
     pipeline = Pipeline(sources, engine, sinks, cfg)
-    stopped_by: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stopped_by.append(signum)
-        pipeline.stop()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    # From here a signal asks the stream to end (sinks flushed); before, it aborted loading.
+    with SIGNALS.stopping(pipeline.stop) as stopped_by:
         with engine:
             stats = pipeline.run(max_states=args.max_states)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
     print(f"emo-stream: {stats.summary()}" + (f"; states written to {args.jsonl}" if args.jsonl else ""), file=sys.stderr)
     if stopped_by:
         return 128 + stopped_by[0]
@@ -173,17 +173,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM arrived while nothing could be stopped gently (models loading,
+    a training step). A BaseException like KeyboardInterrupt, so a broad
+    ``except Exception`` in loading code cannot swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SignalGuard:
+    """SIGINT/SIGTERM handling for the whole command, installed before anything loads.
+
+    By default a signal raises :class:`Interrupted` (``main`` prints one line and
+    exits 128 + signal number, no traceback). Inside :meth:`stopping` it calls a
+    stop function instead (a running stream ends after the current window, sinks
+    flushed) and records the signal.
+    """
+
+    def __init__(self) -> None:
+        self._stop: Callable[[], None] | None = None
+        self.received: list[int] = []
+        self._old: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # main() called from a worker thread (tests): signals stay as they are
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+
+    def uninstall(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+        self._old.clear()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+        if self._stop is None:
+            raise Interrupted(signum)
+        self._stop()
+
+    @contextlib.contextmanager
+    def stopping(self, stop: Callable[[], None]) -> Iterator[list[int]]:
+        """While inside, signals call ``stop``; yields the signals received meanwhile."""
+        got: list[int] = []
+        prev, prev_count = self._stop, len(self.received)
+        self._stop = stop
+        try:
+            yield got
+        finally:
+            self._stop = prev
+            got.extend(self.received[prev_count:])
+
+
+SIGNALS = SignalGuard()
+
+
+def _one_line(message: str) -> int:
+    print(f"emo-stream: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    SIGNALS.install()
     try:
         return args.func(args)
     except EmoStreamError as exc:
-        print(f"emo-stream: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `emo-stream run ... | head`
-        return 0
+        return _one_line(str(exc))
+    except BrokenPipeError:  # `emo-stream dataset check ... | head`: stdout went away
+        from emo_stream.stream.sinks import _detach_stdout
+
+        _detach_stdout()
+        return _one_line("cannot write stdout: Broken pipe")
+    except OSError as exc:
+        # The environment refused (full disk, permissions, I/O error) somewhere no
+        # caller wrapped: still one line; --log-level DEBUG keeps the traceback.
+        logging.getLogger("emo_stream").debug("unwrapped OSError", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _one_line(f"{where}{exc.strerror or exc}")
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"emo-stream: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        SIGNALS.uninstall()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ overlay are sinks too (they live with their own packages).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -14,7 +15,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, TextIO
 
-from emo_stream.errors import EmoStreamError
+from emo_stream.errors import OutputError
+from emo_stream.outputs import write_error, writing
 from emo_stream.state import EmotionState
 
 log = logging.getLogger(__name__)
@@ -29,28 +31,35 @@ class Sink(ABC):
 
 
 class JsonlSink(Sink):
-    """One JSON object per line, flushed per state.
+    """One JSON object per line, written through to the file per state.
 
-    Each line is written with one ``write`` call and flushed, so a killed stream
-    leaves every earlier state intact and readable.
+    The file is unbuffered and each line goes out in ``write`` calls before the
+    next state, so a killed stream leaves every earlier state intact and
+    readable, and a failing write (full disk, removed mount) is reported at the
+    state that hit it as ``cannot write PATH: <reason>``
+    (:class:`~emo_stream.errors.OutputError`) with the complete lines before it
+    kept. Check the path against the inputs with
+    :func:`emo_stream.outputs.refuse_alias` before constructing the sink: opening
+    truncates.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        try:
+        with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("w", encoding="utf-8")
-        except OSError as exc:
-            raise EmoStreamError(f"cannot write states to {self.path}: {exc.strerror}") from None
+            self._fh = self.path.open("wb", buffering=0)
         self.count = 0
 
     def write(self, state: EmotionState) -> None:
-        self._fh.write(state.to_json() + "\n")
-        self._fh.flush()
+        data = memoryview((state.to_json() + "\n").encode("utf-8"))
+        with writing(self.path):
+            while data:
+                n = self._fh.write(data)
+                data = data[n:]
         self.count += 1
 
     def close(self) -> None:
-        if not self._fh.closed:
+        with contextlib.suppress(OSError):
             self._fh.close()
 
 
@@ -71,13 +80,35 @@ def format_state(state: EmotionState) -> str:
 
 
 class StdoutSink(Sink):
-    """Prints :func:`format_state` lines (to any text stream)."""
+    """Prints :func:`format_state` lines (to any text stream).
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stdout
+    A stream that cannot take the line (closed, a broken pipe after ``| head``,
+    ``> /dev/full``) ends the run with one ``cannot write stdout: <reason>``
+    line; the process's own stdout is then pointed at ``/dev/null`` so Python's
+    exit-time flush cannot print a second error.
+    """
+
+    def __init__(self, stream: TextIO | None = None, name: str = "stdout") -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.name = name
+        if self.stream is None or getattr(self.stream, "closed", False):
+            raise OutputError(f"cannot write {name}: it is closed (add --quiet to print no state lines)")
 
     def write(self, state: EmotionState) -> None:
-        print(format_state(state), file=self.stream, flush=True)
+        try:
+            print(format_state(state), file=self.stream, flush=True)
+        except (OSError, ValueError) as exc:  # ValueError: "I/O operation on closed file"
+            if self.stream is sys.stdout:
+                _detach_stdout()
+            raise write_error(self.name, exc) from None
+
+
+def _detach_stdout() -> None:
+    """Point fd 1 at /dev/null so a failed stdout does not fail again at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
 
 
 class CallbackSink(Sink):
