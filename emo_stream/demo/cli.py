@@ -117,6 +117,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SourceError(f"a microphone can only be combined with camera input; {args.input!r} is a file with its own audio")
     out = check_output_path(args.out) if args.out is not None else None
     jsonl = args.jsonl if args.jsonl is not None else (out.with_suffix(".jsonl") if out is not None else None)
+    from emo_stream.outputs import refuse_alias
+
+    refuse_alias({"--out": out, "--jsonl": jsonl}, {"--input": args.input, "--config": args.config})
     from emo_stream.cli import config_from_args
 
     cfg = config_from_args(args)
