@@ -10,6 +10,7 @@ leaves the previous file, if any, untouched and no half file under the name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Iterator
@@ -44,9 +45,17 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 
     On any exception (or KeyboardInterrupt) the temporary file is removed and
     ``final`` is untouched. The temporary file lives in ``final``'s directory so
-    the rename never crosses file systems.
+    the rename never crosses file systems. An existing non-regular ``final``
+    (device, fifo) is yielded as it is and written in place.
     """
     final = Path(final)
+    if final.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
+    if final.exists() and not final.is_file():
+        # A device or fifo (/dev/stdout, /dev/full, a pipe): write through it. Renaming a
+        # temporary file over it would replace the device node itself (as root).
+        yield final
+        return
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(final)
     tmp.unlink(missing_ok=True)
