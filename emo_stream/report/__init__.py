@@ -28,6 +28,7 @@ from emo_stream.report.analysis import (
     sort_states,
     spans,
 )
+from emo_stream.outputs import refuse_alias, same_file
 from emo_stream.state import EmotionState
 
 __all__ = [
@@ -80,20 +81,23 @@ def make_report(
     from emo_stream.report.plot import plot_timeline
     from emo_stream.report.summary import write_summary
 
+    out = Path(out).expanduser()
+    summary_path = Path(summary).expanduser() if summary is not None else default_summary_path(out)
     if isinstance(states, (str, Path)):
+        # Neither output may be the states file itself (it is read in full first, but a
+        # report must never replace its own input).
+        refuse_alias({"--out": out, "--summary": summary_path}, {"--jsonl": states})
         source_name = Path(states).name
         states = load_states(states)
     else:
         source_name = None
         if not states:
             raise ReportError("no states to report on")
-    out = Path(out).expanduser()
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise ReportError(f"--out must be a .png file, got {out}")
     if out.is_dir():
         raise ReportError(f"{out} is a directory; give a file name such as timeline.png")
-    summary_path = Path(summary).expanduser() if summary is not None else default_summary_path(out)
-    if summary_path.resolve() == out.resolve():
+    if same_file(summary_path, out):
         raise ReportError("the summary and the image must be different files")
     if summary_path.suffix.lower() not in (".md", ".markdown", ".html", ".htm"):
         raise ReportError(f"the summary must be a .md or .html file, got {summary_path}")
@@ -104,13 +108,9 @@ def make_report(
     ov = overview(ordered, segs, hop)
     origin = 0.0 if ordered[0].clock == "media" else min(s.window_start for s in ordered)
     heading = title or (f"Emotion timeline: {source_name}" if source_name else "Emotion timeline")
-    try:
-        plot = plot_timeline(ordered, out, segments=segs, origin=origin, title=heading)
-    except OSError as exc:
-        raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from None
+    # Both files are written atomically: a failed write (full disk, read-only folder) is
+    # one ``cannot write X: <reason>`` error and leaves any earlier report in place.
+    plot = plot_timeline(ordered, out, segments=segs, origin=origin, title=heading)
     image_ref = os.path.relpath(out.resolve(), summary_path.resolve().parent)
-    try:
-        write_summary(summary_path, ov, segs, origin=origin, image=image_ref, title=heading)
-    except OSError as exc:
-        raise ReportError(f"cannot write {summary_path}: {exc.strerror or exc}") from None
+    write_summary(summary_path, ov, segs, origin=origin, image=image_ref, title=heading)
     return Report(png=out, summary=summary_path, width=plot.width, height=plot.height, axes=plot.axes, segments=segs, overview=ov)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emo_stream.outputs import atomic_output
 from emo_stream.report.analysis import Segment, covers, hop_of, modality_spans
 from emo_stream.report.palette import emotion_mpl, modality_mpl
 from emo_stream.state import MODALITIES, EmotionState
@@ -146,14 +147,14 @@ def plot_timeline(
             ax.grid(axis="x", color="0.85", lw=0.6)
             ax.set_axisbelow(True)
         fig.subplots_adjust(left=0.07, right=0.87, top=0.92, bottom=0.08)
-        out.parent.mkdir(parents=True, exist_ok=True)
         fig.canvas.draw()
         width, height = (round(v) for v in fig.canvas.get_width_height())
         boxes = {}
         for name, ax in (("probabilities", ax_p), ("valence_arousal", ax_va), ("modalities", ax_m)):
             bb = ax.get_window_extent()
             boxes[name] = (int(np.ceil(bb.x0)), int(np.ceil(height - bb.y1)), int(np.floor(bb.x1)), int(np.floor(height - bb.y0)))
-        fig.savefig(out, dpi=DPI, format="png")
+        with atomic_output(out) as tmp:  # never half a PNG under the final name
+            fig.savefig(tmp, dpi=DPI, format="png")
     finally:
         plt.close(fig)
     return PlotResult(path=out, width=width, height=height, axes=boxes)

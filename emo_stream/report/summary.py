@@ -14,6 +14,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+from emo_stream.outputs import write_text
 from emo_stream.report.analysis import UNIFORM, Overview, Segment
 
 #: Segments listed at most (a flickering stream can have hundreds); the rest are counted.
@@ -123,9 +124,8 @@ def render_html(ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, i
 
 
 def write_summary(path: str | Path, ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None, title: str = "Emotion timeline") -> Path:
-    """Write markdown, or HTML when ``path`` ends in .html/.htm."""
+    """Write markdown, or HTML when ``path`` ends in .html/.htm (atomically; a failed
+    write raises ``cannot write PATH: <reason>``)."""
     p = Path(path)
     render = render_html if p.suffix.lower() in (".html", ".htm") else render_markdown
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(render(ov, segs, origin=origin, image=image, title=title), encoding="utf-8")
-    return p
+    return write_text(p, render(ov, segs, origin=origin, image=image, title=title))
