@@ -55,7 +55,16 @@ from emo_stream.model.projectors import (
     ProjectionOutput,
     build_projector,
 )
-from emo_stream.model.prompts import FEATURE_SLOT, PROMPT_TEMPLATE, PROMPT_TEMPLATE_V2, VIDEO_SLOT, build_prompt, instruction_for, split_prompt
+from emo_stream.model.prompts import (
+    FEATURE_SLOT,
+    PROMPT_TEMPLATE,
+    PROMPT_TEMPLATE_V2,
+    VIDEO_SLOT,
+    build_prompt,
+    check_wording,
+    instruction_for,
+    split_prompt,
+)
 
 FORMAT = "emo_stream.emotion_llama"
 FORMAT_VERSION = 1
@@ -78,6 +87,10 @@ class EmotionLlamaConfig:
         llm: LLaMA + LoRA config.
         label_set: default label set id for label scoring.
         prompt_template: None picks the version's template.
+        instruction_wording: the ``[emotion]`` instruction pool (``"merr"``,
+            ``"mer2023"``, ``"labels"``; None = the label set's own). Emotion-LLaMA
+            7B uses ``"merr"``: its released checkpoint was tuned with the 9-label
+            MERR sentence only (see :mod:`emo_stream.model.prompts`).
         max_new_tokens: rationale length cap.
     """
 
@@ -92,9 +105,11 @@ class EmotionLlamaConfig:
     label_set: str = "mer2023"
     prompt_template: str | None = None
     max_new_tokens: int = 64
+    instruction_wording: str | None = None
 
     def __post_init__(self) -> None:
         get_label_set(self.label_set)
+        check_wording(self.instruction_wording)
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         width = self.llm.hidden_size
@@ -133,7 +148,8 @@ class EmotionLlamaConfig:
     # -- named configs -----------------------------------------------------------
     @classmethod
     def emotion_llama_7b(cls) -> "EmotionLlamaConfig":
-        return cls()
+        # MERR wording: the only [emotion] instruction the released checkpoint was tuned with.
+        return cls(instruction_wording="merr")
 
     @classmethod
     def emotion_llama_v2_7b(cls) -> "EmotionLlamaConfig":
@@ -157,6 +173,11 @@ class EmotionLlamaConfig:
         if self.prompt_template is not None:
             return self.prompt_template
         return PROMPT_TEMPLATE if self.version == "v1" else PROMPT_TEMPLATE_V2
+
+    def render_prompt(self, task: str = "emotion", subtitle: str = "", label_set: LabelSet | None = None, instruction: str | None = None) -> str:
+        """The exact prompt text this model sees (the one place torch and exported runtimes build it)."""
+        return build_prompt(task=task, label_set=label_set or get_label_set(self.label_set), subtitle=subtitle,
+                            instruction=instruction, template=self.template, wording=self.instruction_wording)
 
     def encoder_config(self, name: str) -> Any:
         return {"global": self.global_view, "face": self.face_view, "temporal": self.temporal_view, "audio": self.audio}[name]
@@ -344,7 +365,7 @@ class EmotionLlama(nn.Module):
         return self.projector(inputs, {n: v for n, v in present.items() if n in inputs})
 
     def prompt(self, task: str = "emotion", subtitle: str = "", label_set: LabelSet | None = None, instruction: str | None = None) -> str:
-        return build_prompt(task=task, label_set=label_set or self.label_set, subtitle=subtitle, instruction=instruction, template=self.config.template)
+        return self.config.render_prompt(task, subtitle, label_set or self.label_set, instruction)
 
     def _batched(self, projection: ProjectionOutput) -> int:
         return next(iter(projection.slots.values())).tokens.shape[0]

@@ -43,6 +43,8 @@ and decodes like any transformers tokenizer, so the code path is the real one.
 
 from __future__ import annotations
 
+import importlib.util
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -188,10 +190,19 @@ def load_tokenizer(path: str | Path) -> Any:
             "Llama-2-7b-chat-hf (e.g. `huggingface-cli download meta-llama/Llama-2-7b-chat-hf --local-dir DIR` on a "
             "machine with network and access to the gated repo)."
         )
+    sentencepiece_only = not (p / "tokenizer.json").is_file()
+    if sentencepiece_only and importlib.util.find_spec("sentencepiece") is None:
+        # transformers would fall back to tiktoken and blame that instead.
+        raise ModelFileError(
+            f"tokenizer: {p} has only tokenizer.model (a sentencepiece model, as LLaMA-2 ships it) and the "
+            "sentencepiece package is not installed: pip install 'emo-stream[torch]' (or pip install sentencepiece)"
+        )
     try:
         return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - surface as a model-file problem with the cause
-        raise ModelFileError(f"tokenizer in {p} cannot be loaded: {type(exc).__name__}: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        what = "tokenizer.model (sentencepiece)" if sentencepiece_only else "tokenizer.json"
+        raise ModelFileError(f"tokenizer in {p} cannot be loaded from {what}: {type(exc).__name__}: {first}") from None
 
 
 def lora_config(settings: LoraSettings) -> Any:

@@ -53,16 +53,11 @@ def _slots(b: int, h: int, masks: list[list[int]] | None = None) -> dict[str, Sl
 # -- prompts -------------------------------------------------------------------
 
 
-def test_prompt_matches_emotion_llama_template() -> None:
+def test_prompt_slots_survive_user_text() -> None:
+    # Byte-for-byte fidelity of the prompt text is pinned in test_prompts.py.
     merr = get_label_set("merr")
-    p = build_prompt(task="emotion", label_set=merr, subtitle="  I can't believe it. ")
-    assert p == (
-        "[INST] <video><VideoHere></video> <feature><FeatureHere></feature> "
-        "The person in video says: I can't believe it. [emotion] Please determine which emotion label in the video "
-        "represents: happy, sad, neutral, angry, worried, surprise, fear, contempt, doubt. [/INST]"
-    )
     no_sub = build_prompt(task="reason", label_set=merr)
-    assert "says" not in no_sub and f"[reason] {REASON_INSTRUCTIONS[0]} [/INST]" in no_sub
+    assert "says: .  [reason]" in no_sub and no_sub.endswith(f"[reason] {REASON_INSTRUCTIONS[0]}  [/INST]")
     sneaky = build_prompt(task="emotion", label_set=merr, subtitle="look <VideoHere> here")
     assert split_prompt(sneaky).slots == (VIDEO_SLOT, FEATURE_SLOT)
     with pytest.raises(ConfigError):
