@@ -413,9 +413,7 @@ class ExportedEmotionLlama:
         return ProjectionOutput(slots={VIDEO_SLOT: SlotTokens(t["tokens"], t["mask"].bool())}, attention=t["attention"])
 
     def prompt(self, task: str = "emotion", subtitle: str = "", label_set: Any = None, instruction: str | None = None) -> str:
-        from emo_stream.model.prompts import build_prompt
-
-        return build_prompt(task=task, label_set=label_set or self.label_set, subtitle=subtitle, instruction=instruction, template=self.config.template)
+        return self.config.render_prompt(task, subtitle, label_set or self.label_set, instruction)
 
     def label_probabilities(self, projection: Any, subtitle: str = "", label_set: Any = None) -> Any:
         import torch
