@@ -164,12 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     from emo_stream.bench.cli import add_parser as add_bench
     from emo_stream.demo.cli import add_parsers as add_demo
     from emo_stream.export.cli import add_parser as add_export
+    from emo_stream.prompt_cli import add_parser as add_prompt
     from emo_stream.train.cli import add_parsers as add_train
 
     add_export(sub)
     add_train(sub)
     add_bench(sub)
     add_demo(sub)
+    add_prompt(sub)
     return parser
 
 
