@@ -1,4 +1,4 @@
-"""Durable, atomic file writes (exports, feature caches, checkpoints, reports, bench JSON).
+"""Durable, atomic, checksummed file writes (exports, feature caches, checkpoints, reports, bench JSON).
 
 ``os.replace`` makes a rename atomic, but only an ``fsync`` of the file and of
 its directory makes it survive a power cut: without it a "complete" checkpoint
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from pathlib import Path
 from typing import Iterator
@@ -78,3 +79,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from emo_stream.durable import PARTIAL_MARK as _PARTIAL
-from emo_stream.durable import atomic_path, fsync_path, partial_path  # noqa: F401 - re-exported
+from emo_stream.durable import atomic_path, fsync_path, partial_path, sha256_file  # noqa: F401 - re-exported
 from emo_stream.errors import ModelFileError
 
 FORMAT = "emo_stream.export"
@@ -46,18 +46,6 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_CONFIG_NAME = "model_config.json"
 TOKENIZER_DIR = "tokenizer"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
