@@ -28,7 +28,6 @@ an ONNX export) keeps the old manifest valid until the merged one replaces it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
