@@ -182,37 +182,59 @@ class Scheduler:
         return self.timeline.newest
 
     # -- cutting -------------------------------------------------------------------
-    def ready_windows(self) -> list[Window]:
-        """All windows whose end is at or before the watermark, oldest first.
+    @property
+    def _slack(self) -> float:
+        """How far past the last sample the end of stream reaches (a frame covers ~one period)."""
+        return min(self.cfg.hop_s / 2, FINAL_WINDOW_SLACK_S)
 
-        Once every stream has ended, the last window is marked ``final``; if the
-        input ran on past the last grid point (an 11.26 s clip with a 0.5 s hop),
-        one more window ending at the last sample is cut, so the end of the
-        input is never left without a state.
+    def ready_windows(self) -> list[Window]:
+        """All windows that are complete now, oldest first; at the end of the input, the rest.
+
+        The end-of-stream rule: once every expected stream has ended, exactly one
+        window is marked ``final`` and it is the last window ever returned:
+
+        * grid windows ending up to ``slack`` past the last sample are cut (the
+          last frame still covers about a frame period after its timestamp) and
+          the last of them is final, if the input ends within ``slack`` of it;
+        * otherwise one more window ending at the last sample is cut and is
+          final (an 11.26 s clip with a 0.5 s hop gets a state at 11.26 s).
+
+        That rule needs the window that will be final still *unsent* when the
+        end is seen, so before the end a window ending at ``T`` is cut only once
+        data exists strictly beyond ``T`` (beyond ``T + slack`` for files read
+        as fast as possible, where waiting costs nothing and the final window
+        then never trails the previous one by less than ``slack``). Without it,
+        an input whose end fell 0-0.1 s after a hop multiple had already been
+        sent that window, non-final, and had nothing left to mark (issue 13).
+        Live and paced input waits only until the next sample after ``T`` (one
+        frame or audio chunk, and only when a sample lands exactly on ``T``).
         """
         out: list[Window] = []
         if self.t0 is None or self._final_sent:
             return out
         ended = self._ended >= self.streams_expected
         mark = self.watermark()
-        if ended:
-            # The last sample still covers about a frame period after its timestamp.
-            mark += min(self.cfg.hop_s / 2, FINAL_WINDOW_SLACK_S)
         stalled = self.stalled()
+        holdback = 0.0 if self.live else self._slack
         while True:
             end = self.next_end
             assert end is not None
-            if end > mark + 1e-9:
+            if ended:
+                if end > mark + self._slack + 1e-9:
+                    break
+            elif end >= mark - holdback - 1e-9:
                 break
             out.append(self._cut(end, stalled))
             self._k = round((end - self.t0) / self.cfg.hop_s) + 1
         if ended:
             self._final_sent = True
             newest = self.timeline.newest
-            last_end = out[-1].end if out else self._last_end
-            if last_end is None or newest > last_end + FINAL_WINDOW_SLACK_S:
-                out.append(self._cut(newest, stalled, index=self._k - 1))
-            out[-1] = dataclasses.replace(out[-1], final=True)
+            if out and newest <= out[-1].end + self._slack + 1e-9:
+                out[-1] = dataclasses.replace(out[-1], final=True)
+            else:
+                # Data runs on past the last window (sent now or earlier): by the
+                # hold-back above it ends strictly after it, so this never repeats one.
+                out.append(dataclasses.replace(self._cut(newest, stalled, index=self._k - 1), final=True))
         if out:
             self._last_end = out[-1].end
             self.timeline.forget_before(self.next_end - self.cfg.length_s - self.cfg.hop_s)

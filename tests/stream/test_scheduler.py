@@ -79,7 +79,10 @@ def test_watermark_waits_for_the_slowest_stream():
     feed(tl, sch, 0.0, 2.0, audio=False)  # video up to 1.9 s, no audio yet
     assert sch.ready_windows() == []
     feed(tl, sch, 0.0, 1.0, video=False)  # audio up to 1.0 s
-    assert [w.end for w in sch.ready_windows()] == pytest.approx([0.5, 1.0])
+    # A file's window ending at 1.0 waits for data beyond 1.0 + slack (it may be the final one).
+    assert [w.end for w in sch.ready_windows()] == pytest.approx([0.5])
+    feed(tl, sch, 1.0, 1.2, video=False)
+    assert [w.end for w in sch.ready_windows()] == pytest.approx([1.0])
 
 
 def test_stalled_live_stream_stops_blocking_and_is_flagged():
@@ -125,3 +128,68 @@ def test_grid_origin_is_frozen_after_the_first_window():
     assert tl.first_t == pytest.approx(0.2)
     feed(tl, sch, 2.0, 3.0, audio=False)
     assert [w.end for w in sch.ready_windows()] == pytest.approx([2.0, 2.5])  # same grid
+
+
+def _drive(tl, sch, samples, poll_every=1):
+    """Push samples as the lossless pipeline does: cut after every push, then end and cut the rest."""
+    out = []
+    for i, sample in enumerate(samples):
+        tl.push(sample)
+        if i % poll_every == 0:
+            out += sch.ready_windows()
+    sch.end_all()
+    out += sch.ready_windows()
+    assert sch.ready_windows() == []
+    return out
+
+
+def _check_end(ws, hop):
+    assert ws, "no window at all"
+    assert [w.final for w in ws].count(True) == 1 and ws[-1].final
+    ends = [w.end for w in ws]
+    assert all(b > a for a, b in zip(ends, ends[1:])), ends  # in order, nothing twice
+    assert [w.index for w in ws] == sorted(set(w.index for w in ws))
+    for w in ws[:-1]:
+        assert (w.end / hop) == pytest.approx(round(w.end / hop))  # on the grid
+
+
+@pytest.mark.parametrize("live", [False, True])
+@pytest.mark.parametrize("duration", [2.99, 3.0, 3.02, 3.05, 3.1, 3.29, 5.3, 6.05, 7.1, 0.04, 0.5, 0.55])
+@pytest.mark.parametrize("chunk_s", [0.01, 0.032, 0.05, 0.1])
+def test_audio_only_end_just_past_a_hop_multiple_gets_one_final_window(duration, chunk_s, live):
+    # Issue 13: ends 0-0.1 s after a hop multiple (LibriVox 6.05 s, 7.1 s) raised IndexError.
+    tl, sch, _ = setup(streams=("audio",), live=live, hop_s=0.5)
+    n_total = int(round(duration * RATE))
+    step = int(round(chunk_s * RATE))
+    chunks = [AudioChunk(i / RATE, np.ones(min(step, n_total - i), np.float32), RATE) for i in range(0, n_total, step)]
+    ws = _drive(tl, sch, chunks)
+    _check_end(ws, 0.5)
+    assert ws[-1].end >= duration - 0.1 - 1e-9  # the end of the input has a state
+    on_grid = ws[-1].end / 0.5 == pytest.approx(round(ws[-1].end / 0.5))
+    if not live and len(ws) > 1 and not on_grid:  # files: a tail never trails the previous window by < slack
+        assert ws[-1].end - ws[-2].end > 0.1 - 1e-9
+
+
+@pytest.mark.parametrize("duration", [3.0, 3.04, 3.08, 3.12, 2.96])
+def test_video_and_audio_ending_near_the_grid(duration):
+    tl, sch, _ = setup(hop_s=0.5)
+    feed(tl, sch, 0.0, duration, fps=25, chunk_s=0.04)
+    sch.end_all()
+    ws = sch.ready_windows()
+    assert ws and ws[-1].final
+
+
+@pytest.mark.parametrize("name", ["librivox_0870.wav", "librivox_0880.wav", "librivox_0890.wav", "librivox_0920.wav",
+                                  "librivox_0930.wav", "speech_stereo_44k.wav", "astronaut_speech.mp4", "astronaut_3s_noaudio.mp4"])
+def test_project_media_end_with_exactly_one_final_window(name, media):
+    """The real files and their real durations, through the real file sources (decode only, no engine)."""
+    from emo_stream.config import StreamConfig
+    from emo_stream.stream.sources.factory import open_sources
+
+    cfg = StreamConfig()
+    (src,) = open_sources(str(media / name), cfg)
+    with src:
+        tl = Timeline(cfg.buffers.history_s, cfg.buffers.max_frames, cfg.audio.sample_rate)
+        sch = Scheduler(tl, cfg.window, cfg.buffers, src.streams)
+        ws = _drive(tl, sch, src.samples())
+    _check_end(ws, cfg.window.hop_s)
