@@ -1,0 +1,215 @@
+"""What every modality encoder shares: the output type, config checks, image
+preprocessing and reading local weight directories."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from emo_stream.errors import ConfigError, ModelFileError
+
+#: OpenAI CLIP normalisation (EVA-CLIP / BLIP-2 image processors use it).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: ImageNet normalisation (MAE / VideoMAE).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder produces for a batch.
+
+    Attributes:
+        tokens: (B, T, D) token sequence.
+        mask: (B, T) bool, True where a token carries data (padding and absent
+            frames are False).
+        pooled: (B, D) utterance-level feature: the mean of the valid tokens
+            (zeros where a row has none).
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    pooled: Tensor
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` (B, T, D) over the tokens where ``mask`` (B, T) is True; 0 if none."""
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+
+
+def _check_norm(mean: Sequence[float], std: Sequence[float], what: str) -> None:
+    if len(mean) != 3 or len(std) != 3:
+        raise ConfigError(f"{what}: image_mean and image_std need 3 values (RGB), got {mean} / {std}")
+    if any(not s > 0 for s in std):
+        raise ConfigError(f"{what}: image_std must be positive, got {std}")
+
+
+def canonical_mapping(obj: Any, what: str) -> Any:
+    """``obj`` as JSON would return it (tuples -> lists), so configs compare equal after a save/load.
+
+    Raises ConfigError when ``obj`` is not JSON-serialisable.
+    """
+    try:
+        return json.loads(json.dumps(dict(obj)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def _check_transformer(bb: Mapping[str, Any], what: str, keys: Sequence[str] = ("hidden_size", "num_attention_heads")) -> None:
+    for key in keys:
+        if key not in bb:
+            raise ConfigError(f"{what}: backbone needs {key!r}")
+    if bb["hidden_size"] % bb["num_attention_heads"]:
+        raise ConfigError(f"{what}: hidden_size {bb['hidden_size']} is not divisible by num_attention_heads {bb['num_attention_heads']}")
+
+
+# ---------------------------------------------------------------------------
+# image preprocessing
+# ---------------------------------------------------------------------------
+
+
+def center_square_box(height: int, width: int, fraction: float = 1.0) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the centred square whose side is ``fraction`` x the shorter side."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"crop fraction must be in (0, 1], got {fraction}")
+    side = max(1, int(round(min(height, width) * fraction)))
+    x0 = (width - side) // 2
+    y0 = (height - side) // 2
+    return x0, y0, x0 + side, y0 + side
+
+
+def images_to_tensor(
+    images: Sequence[np.ndarray],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+) -> Tensor:
+    """BGR uint8 (H, W, 3) frames -> (N, 3, size, size) float32, RGB, normalised.
+
+    Each image is optionally cropped to its box (x0, y0, x1, y1; clipped to the
+    image), resized to ``size`` x ``size`` with antialiased bicubic
+    interpolation (BLIP-2's eval processor resizes without keeping the aspect
+    ratio; so do we), scaled to [0, 1] and normalised with ``mean``/``std``.
+    """
+    if boxes is not None and len(boxes) != len(images):
+        raise ValueError(f"{len(boxes)} boxes for {len(images)} images")
+    out = []
+    for i, img in enumerate(images):
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+            raise ValueError(f"image {i} must be a uint8 (H, W, 3) BGR array, got {getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}")
+        if boxes is not None and boxes[i] is not None:
+            x0, y0, x1, y1 = boxes[i]
+            h, w = img.shape[:2]
+            x0, x1 = max(0, int(x0)), min(w, int(x1))
+            y0, y1 = max(0, int(y0)), min(h, int(y1))
+            if x1 <= x0 or y1 <= y0:
+                raise ValueError(f"crop box {boxes[i]} is empty for an image of {w}x{h}")
+            img = img[y0:y1, x0:x1]
+        t = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).permute(2, 0, 1).unsqueeze(0).float()
+        if t.shape[-2:] != (size, size):
+            t = F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 255.0)
+        out.append(t[0])
+    if not out:
+        return torch.zeros(0, 3, size, size)
+    x = torch.stack(out) / 255.0
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+# ---------------------------------------------------------------------------
+# local weight directories
+# ---------------------------------------------------------------------------
+
+
+def check_pretrained_dir(path: str | Path, what: str, how: str) -> Path:
+    """Check ``path`` is a local transformers model dir (config.json + weights).
+
+    Raises one :class:`ModelFileError` naming everything that is missing and how
+    to get it.
+    """
+    p = Path(path)
+    missing = []
+    if not p.is_dir():
+        raise ModelFileError(f"{what}: directory {p} does not exist. {how}")
+    if not (p / "config.json").is_file():
+        missing.append("config.json")
+    if not any((p / f).is_file() for f in _WEIGHT_FILES):
+        missing.append("weights (" + " or ".join(_WEIGHT_FILES) + ")")
+    if missing:
+        raise ModelFileError(f"{what}: {p} lacks {', '.join(missing)}. {how}")
+    return p
+
+
+def _read_config_json(p: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{what}: {p / 'config.json'} is not readable JSON ({exc})") from None
+
+
+def load_state_dict_dir(p: Path) -> dict[str, Tensor]:
+    """All tensors of a local model dir (single or sharded safetensors, or a torch .bin read with weights_only)."""
+    from safetensors.torch import load_file
+
+    if (p / "model.safetensors").is_file():
+        return load_file(str(p / "model.safetensors"))
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (p / index_name).is_file():
+            index = json.loads((p / index_name).read_text(encoding="utf-8"))
+            sd: dict[str, Tensor] = {}
+            for shard in sorted(set(index["weight_map"].values())):
+                f = p / shard
+                if not f.is_file():
+                    raise ModelFileError(f"{p}: shard {shard} named in {index_name} is missing")
+                sd.update(load_file(str(f)) if shard.endswith(".safetensors") else torch.load(f, map_location="cpu", weights_only=True))
+            return sd
+    if (p / "pytorch_model.bin").is_file():
+        return torch.load(p / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise ModelFileError(f"{p}: no weights file ({', '.join(_WEIGHT_FILES)})")
+
+
+def _config_kwargs(cfg: Any) -> dict[str, Any]:
+    """A transformers config as the plain kwargs a ``backbone`` mapping holds."""
+    d = cfg.to_dict()
+    for key in ("architectures", "transformers_version", "dtype", "torch_dtype", "_name_or_path", "model_type", "id2label", "label2id"):
+        d.pop(key, None)
+    return d
+
+
+_HOW = {
+    "global": (
+        "Get EVA-CLIP-g as MiniGPT-v2/Emotion-LLaMA use it (eva_vit_g.pth from the LAVIS BLIP-2 release) and load it "
+        "with GlobalViewEncoder.from_eva_checkpoint(path), or point to a transformers ViT directory "
+        "(e.g. `huggingface-cli download google/vit-large-patch16-224-in21k --local-dir DIR` on a machine with network)."
+    ),
+    "face": (
+        "Point to a transformers ViTMAE directory (config.json + model.safetensors), e.g. "
+        "`huggingface-cli download facebook/vit-mae-large --local-dir DIR` on a machine with network "
+        "(Emotion-LLaMA used MER2023's face-trained MAE ViT-L, converted to this format)."
+    ),
+    "temporal": (
+        "Point to a transformers VideoMAE directory, e.g. "
+        "`huggingface-cli download MCG-NJU/videomae-large --local-dir DIR` on a machine with network."
+    ),
+    "hubert": (
+        "Point to a transformers HuBERT directory, e.g. `huggingface-cli download TencentGameMate/chinese-hubert-large "
+        "--local-dir DIR` (the HuBERT-large Emotion-LLaMA/MER2023 used) or facebook/hubert-large-ll60k, on a machine with network."
+    ),
+    "whisper": (
+        "Point to a transformers Whisper directory, e.g. `huggingface-cli download openai/whisper-large-v3 "
+        "--local-dir DIR` on a machine with network (only the encoder weights are read)."
+    ),
+}
