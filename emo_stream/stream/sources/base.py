@@ -18,12 +18,26 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from emo_stream.config import MIN_HOP_S
 from emo_stream.stream.samples import Sample, SourceEvent
+
+#: A condition that lasts (rotation applied, channels cancelling, a DC offset)
+#: is reported again at most this often, in capture seconds. Below the smallest
+#: window (``MIN_HOP_S``), so every window the condition covers gets its flag,
+#: while a 120 fps video adds ~22 events a second, not 120, to the timeline's
+#: bounded event buffer (where they would push out rare ones like ``corrupt_input``).
+CONDITION_EVERY_S = 0.9 * MIN_HOP_S
 
 
 @dataclass
 class SourceStats:
-    """Counters a source keeps; read by diagnostics and benchmarks."""
+    """Counters a source keeps; read by diagnostics and benchmarks.
+
+    ``conditions`` counts the input conditions a source repaired or flagged
+    (``rotated`` frames, ``audio_overrange`` / ``audio_clipped`` samples,
+    ``audio_channels_cancel`` / ``audio_dc_offset`` blocks ...); ``truncated``
+    says the input ended before its container said it would.
+    """
 
     frames: int = 0
     audio_chunks: int = 0
@@ -32,13 +46,39 @@ class SourceStats:
     dropped_samples: int = 0
     reconnects: int = 0
     reconnect_attempts: int = 0
+    truncated: bool = False
+    conditions: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+
+    def note_condition(self, kind: str, n: int = 1) -> None:
+        self.conditions[kind] = self.conditions.get(kind, 0) + n
 
     def note_error(self, msg: str, keep: int = 20) -> None:
         """Remember the last ``keep`` distinct error messages (bounded)."""
         if msg not in self.errors:
             self.errors.append(msg)
             del self.errors[:-keep]
+
+
+class ConditionEvents:
+    """Turns "this sample had condition X" into :class:`SourceEvent` flags, rate-limited per kind.
+
+    An event flags the windows containing its time, so a condition present in
+    every frame or audio block must be reported throughout, but one event per
+    :data:`CONDITION_EVERY_S` is enough for every window to carry it.
+    """
+
+    def __init__(self, every_s: float = CONDITION_EVERY_S) -> None:
+        self.every_s = float(every_s)
+        self._last: dict[str, float] = {}
+
+    def event(self, t: float, kind: str, detail: str) -> SourceEvent | None:
+        """The event to emit for ``kind`` at capture time ``t``, or None when one was emitted just before."""
+        last = self._last.get(kind)
+        if last is not None and 0.0 <= t - last < self.every_s:
+            return None
+        self._last[kind] = t
+        return SourceEvent(t, kind, detail)
 
 
 class Source(ABC):

@@ -18,6 +18,16 @@ must behave like real input without pretending to be perfect:
 * A file that cannot be used fails at :meth:`MediaFileSource.open` with one
   :class:`SourceError` line saying what is wrong with it, never a traceback
   from deep inside FFmpeg.
+* Pictures are turned the way a player shows them (a phone clip's display
+  matrix, see :mod:`.orientation`), and frames that were turned carry a
+  ``rotated`` flag. Audio is conditioned by the one
+  :class:`~.audio_convert.AudioStamper` (over-range float audio, recorded
+  clipping, cancelling channels, DC offset and non-finite samples are
+  repaired where possible and flagged).
+* A file that ends before its container says it should (cut off by a full
+  disk, an interrupted copy, ``head -c``) streams what it has and then reports
+  a ``truncated`` event (and ``stats.truncated``), so the last states say the
+  input stopped early rather than that the person fell silent.
 
 Decoding runs on the consumer's thread (the caller of ``samples()``), so an
 unpaced file streams losslessly at whatever speed the engine goes; wrap it in
@@ -35,14 +45,16 @@ import numpy as np
 
 from emo_stream.errors import SourceError
 from emo_stream.stream.samples import AUDIO, VIDEO, AudioChunk, Sample, SourceEvent, VideoFrame
-from emo_stream.stream.sources.audio_convert import AudioConverter
-from emo_stream.stream.sources.base import Source
+from emo_stream.stream.sources.audio_convert import AUDIO_GAP_S, AudioStamper
+from emo_stream.stream.sources.base import ConditionEvents, Source
+from emo_stream.stream.sources.orientation import frame_orientation
 
-#: A jump of audio packet time beyond the samples decoded so far larger than
-#: this is a real gap (lost packets, a cut in the file): the audio clock resyncs.
-#: Smaller deviations are container jitter (or one skipped corrupt frame) and
-#: are absorbed, keeping timestamps continuous.
-AUDIO_GAP_S = 0.05
+__all__ = ["AUDIO_GAP_S", "MediaFileSource", "WavFileSource", "read_audio", "PtsGuesser"]
+
+#: The input is called truncated when its samples end this much (seconds) or
+#: more before the container's declared duration: more than the last frame's
+#: or audio packet's length, which is all intact files fall short by.
+TRUNCATION_SLACK_S = 0.25
 
 #: ``open`` decodes until the first picture or sound appears; a file that has
 #: produced nothing after this many packets is reported as undecodable.
@@ -109,11 +121,12 @@ class MediaFileSource(Source):
         # decoding state
         self._start = 0.0
         self._packets = 0
-        self._conv = AudioConverter(self.sample_rate)
-        self._a_base: float | None = None  # media time of the first sample since the last resync
-        self._a_count = 0  # output samples emitted since the last resync
-        self._a_expect = 0.0  # media time where the next input audio frame should start
+        self._stamper = AudioStamper(self.sample_rate, stats=self.stats)
+        self._conditions = ConditionEvents()
         self._v_last: float | None = None
+        self._a_last: float | None = None  # start of the last audio chunk emitted
+        self._declared_end: float | None = None  # where the container says the selected tracks end
+        self._riff_short: str | None = None  # a RIFF (WAV/AVI) header promising more bytes than the file has
         self._pts_guess = PtsGuesser()
         self._v_step = 0.04
         self._v_size: dict[tuple[int, int], tuple[int, int]] = {}
@@ -202,6 +215,8 @@ class MediaFileSource(Source):
         else:
             durs = [float(s.duration * s.time_base) for s in selected.values() if s.duration and s.time_base]
             self.duration = max(durs) if durs else None
+        self._declared_end = self._expected_end(container, selected)
+        self._riff_short = _riff_shortfall(self.path)
         video = selected.get(VIDEO)
         if video is not None:
             video.thread_type = "AUTO"  # frame threads: ~2x faster h264 on 2 cores, same output
@@ -209,6 +224,17 @@ class MediaFileSource(Source):
             if rate:
                 self.fps = float(rate)
                 self._v_step = 1.0 / self.fps
+
+    def _expected_end(self, container: av.container.InputContainer, selected: dict[str, av.stream.Stream]) -> float | None:
+        """Media time (from the start) at which the selected tracks should end, if the container says."""
+        ends = [float(s.duration * s.time_base) + float((s.start_time or 0) * s.time_base) - self._start
+                for s in selected.values() if s.duration and s.time_base]  # fmt: skip
+        if ends:
+            return max(ends)
+        av_streams = [s for s in container.streams if s.type in _KINDS and not _is_cover_art(s)]
+        if self.duration is not None and len(av_streams) == len(selected):  # (mkv: per-track durations unknown)
+            return self.duration
+        return None
 
     def _prime(self) -> None:
         """Decode up to the first real sample, so a file FFmpeg opens but cannot decode fails here."""
@@ -247,8 +273,7 @@ class MediaFileSource(Source):
                     demux, demux_errors = None, demux_errors + 1
                     out = [self._corrupt(None, None, exc)]
                     if demux_errors >= MAX_DEMUX_ERRORS:
-                        self.stats.note_error(f"{self.path}: gave up after {demux_errors} demuxer errors")
-                        out += self._finish()
+                        out += self._finish(f"gave up after {demux_errors} demuxer errors; the rest of the file is unreadable")
                         done = True
                 else:
                     demux_errors = 0
@@ -267,14 +292,40 @@ class MediaFileSource(Source):
         out: list[Sample] = []
         for frame in frames:
             if kind == VIDEO:
-                out.append(self._video(frame))
+                out.extend(self._video(frame))
             else:
                 out.extend(self._audio(frame))
         return out
 
-    def _finish(self) -> list[Sample]:
-        """End of input: the resampler's last samples."""
-        return self._audio_out(self._conv.flush()) if AUDIO in self._selected else []
+    def _finish(self, why: str | None = None) -> list[Sample]:
+        """End of input: the resampler's last samples, then a ``truncated`` event if the file stopped early."""
+        out = self._audio_chunks(self._stamper.flush()) if AUDIO in self._selected else []
+        if why is None:
+            why = self._truncation()
+        if why is not None:
+            self.stats.truncated = True
+            self.stats.note_error(f"{self.path}: {why}")
+            lasts = [x for x in (self._v_last, self._a_last) if x is not None]
+            # at the start of the last sample of the stream that ended first: inside the last windows
+            out.append(SourceEvent(min(lasts) if lasts else 0.0, "truncated", why))
+        return out
+
+    def _truncation(self) -> str | None:
+        """Why the file ended early, or None when it ended where it should."""
+        if self._riff_short is not None:
+            return self._riff_short
+        if self._declared_end is None or self._closed:
+            return None
+        ends = []
+        if self._v_last is not None:
+            ends.append(self._v_last + self._v_step)
+        a_end = self._stamper.next_t
+        if a_end is not None:
+            ends.append(a_end)
+        got = max(ends, default=0.0)
+        if got < self._declared_end - TRUNCATION_SLACK_S:
+            return f"input ends at {got:.2f}s but the container says {self._declared_end:.2f}s (truncated file?)"
+        return None
 
     def _corrupt(self, kind: str | None, packet: av.Packet | None, exc: BaseException) -> SourceEvent:
         self.stats.corrupt_packets += 1
@@ -289,7 +340,7 @@ class MediaFileSource(Source):
         return SourceEvent(t, "corrupt_input", f"{what} at {t:.3f}s skipped: {reason}")
 
     def _last_time(self, kind: str | None) -> float:
-        a = self._a_base + self._a_count / self.sample_rate if self._a_base is not None else None
+        a = self._stamper.next_t
         if kind == VIDEO:
             return self._v_last if self._v_last is not None else 0.0
         if kind == AUDIO:
@@ -301,7 +352,7 @@ class MediaFileSource(Source):
             return None
         return float(pts * time_base) - self._start
 
-    def _video(self, frame: av.VideoFrame) -> VideoFrame:
+    def _video(self, frame: av.VideoFrame) -> list[Sample]:
         t = self._time(self._pts_guess.guess(frame.pts, frame.dts), frame.time_base)
         if t is None or (self._v_last is not None and t <= self._v_last):
             # missing or non-increasing pts (broken files): one nominal frame later,
@@ -313,9 +364,17 @@ class MediaFileSource(Source):
             img = frame.to_ndarray(format="bgr24")
         else:
             img = frame.reformat(width=w, height=h, format="bgr24", interpolation="AREA").to_ndarray()
-        sample = VideoFrame(t=t, image=np.ascontiguousarray(img), index=self.stats.frames)
+        turn = frame_orientation(frame, self._selected.get(VIDEO))
+        out: list[Sample] = []
+        if not turn.identity:
+            img = turn.apply(img)
+            self.stats.note_condition("rotated")
+            ev = self._conditions.event(t, "rotated", f"display matrix applied: {turn.describe()}")
+            if ev is not None:
+                out.append(ev)
+        out.append(VideoFrame(t=t, image=np.ascontiguousarray(img), index=self.stats.frames))
         self.stats.frames += 1
-        return sample
+        return out
 
     def _target_size(self, w: int, h: int) -> tuple[int, int]:
         size = self._v_size.get((w, h))
@@ -330,33 +389,13 @@ class MediaFileSource(Source):
         return size
 
     def _audio(self, frame: av.AudioFrame) -> list[Sample]:
-        out: list[Sample] = []
-        t_in = self._time(frame.pts, frame.time_base)
-        if self._a_base is None:
-            self._a_base = t_in if t_in is not None else 0.0
-            self._a_count = 0
-            self._a_expect = self._a_base
-        elif t_in is not None and t_in - self._a_expect > AUDIO_GAP_S:
-            out += self._audio_out(self._conv.flush())  # finish the old stretch on its own clock
-            self._a_base, self._a_count, self._a_expect = t_in, 0, t_in
-        if frame.sample_rate:
-            self._a_expect += frame.samples / frame.sample_rate
-        bad_before = self._conv.nonfinite_samples
-        y = self._conv.convert_frame(frame)
-        bad = self._conv.nonfinite_samples - bad_before
-        if bad:
-            out.append(SourceEvent(self._last_time(AUDIO), "corrupt_input", f"{bad} non-finite audio samples replaced by silence"))
-        out += self._audio_out(y)
-        return out
+        return self._audio_chunks(self._stamper.push_frame(frame, self._time(frame.pts, frame.time_base)))
 
-    def _audio_out(self, y: np.ndarray) -> list[Sample]:
-        if y.shape[0] == 0 or self._a_base is None:
-            return []
-        chunk = AudioChunk(t=self._a_base + self._a_count / self.sample_rate, samples=y, sample_rate=self.sample_rate)
-        self._a_count += y.shape[0]
-        self.stats.audio_chunks += 1
-        self.stats.audio_seconds += chunk.duration
-        return [chunk]
+    def _audio_chunks(self, items: list[Sample]) -> list[Sample]:
+        for item in items:
+            if isinstance(item, AudioChunk):
+                self._a_last = item.t
+        return items
 
 
 class WavFileSource(MediaFileSource):
@@ -423,3 +462,26 @@ def _is_cover_art(stream: av.stream.Stream) -> bool:
         return bool(stream.disposition & av.stream.Disposition.attached_pic)
     except (AttributeError, TypeError):
         return False
+
+
+def _riff_shortfall(path: Path) -> str | None:
+    """For RIFF files (WAV, AVI): the header's promised size when the file is shorter, else None.
+
+    FFmpeg sizes a WAV's data by what is on disk, so a cut WAV would look whole
+    by its duration; the RIFF header still says how long it was written.
+    Streamed WAVs write 0 or 0xFFFFFFFF there ("unknown") and are not judged.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(12)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF":
+        return None
+    declared = int.from_bytes(head[4:8], "little") + 8
+    if declared <= 12 or declared >= 0xFFFFFFFF:
+        return None
+    if size < declared:
+        return f"the file has {size} bytes but its RIFF header says {declared} (truncated file?)"
+    return None

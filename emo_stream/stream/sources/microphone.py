@@ -15,9 +15,10 @@ at its own default rate and channel count, and converted.
 
 Timestamps are the monotonic clock (comparable with camera frames): the first
 sample of a block was recorded one block duration before the callback ran.
-Within a run of blocks they are continuous (first time + samples delivered), so
-a window boundary never splits a block inconsistently; a real gap (> 50 ms,
-e.g. after an overflow) restarts the count at the observed time.
+Stamping and conditioning are the file source's (one
+:class:`~emo_stream.stream.sources.audio_convert.AudioStamper`): continuous
+within a run of blocks, restarted at a real gap (> ``AUDIO_GAP_S``, e.g. after
+an overflow), and clipping, cancelling channels or a DC offset are flagged.
 
 A device that stops calling back (unplugged, driver error) becomes a
 ``disconnected`` event; the capture thread then retries every ``reconnect_s``
@@ -38,14 +39,13 @@ from typing import Any
 import numpy as np
 
 from emo_stream.errors import SourceError
-from emo_stream.stream.samples import AUDIO, AudioChunk, SourceEvent
-from emo_stream.stream.sources.audio_convert import AudioConverter
+from emo_stream.stream.samples import AUDIO, SourceEvent
+from emo_stream.stream.sources.audio_convert import AUDIO_GAP_S, AudioStamper
 from emo_stream.stream.sources.base import DropOldestQueue, LiveSource
 
-BACKENDS = ("pyaudio", "sounddevice")
+__all__ = ["AUDIO_GAP_S", "BACKENDS", "InputDevice", "MicrophoneSource", "list_input_devices", "parse_mic"]
 
-#: A block arriving later than the samples counted so far by more than this is a gap.
-AUDIO_GAP_S = 0.05
+BACKENDS = ("pyaudio", "sounddevice")
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,7 @@ class MicrophoneSource(LiveSource):
         self._backend: _Backend | None = None
         self._stream: Any = None
         self._blocks = DropOldestQueue(queue_size)
-        self._conv = AudioConverter(self.sample_rate)
+        self._stamper = AudioStamper(self.sample_rate, stats=self.stats)
 
     @property
     def streams(self) -> frozenset[str]:
@@ -399,9 +399,6 @@ class MicrophoneSource(LiveSource):
     def _capture_loop(self) -> None:
         stream = self._stream
         self._stream = None
-        base: float | None = None  # time of the first sample since the last (re)sync
-        n_out = 0  # output samples since base
-        expect = 0.0  # time the next input block should start at
         last_data = self._clock()
         try:
             while not self._stop.is_set():
@@ -409,13 +406,13 @@ class MicrophoneSource(LiveSource):
                     if self._stop.wait(self.reconnect_s):
                         break
                     stream = self._reconnect()
-                    base, last_data = None, self._clock()
+                    last_data = self._clock()
                     continue
                 item = self._blocks.get(timeout=0.05)
                 if item is None:
                     now = self._clock()
                     if now - last_data > self.stall_s or not self._backend.active(stream):
-                        self._emit_tail(base, n_out)
+                        self._emit_all(self._stamper.flush(restart=True))  # the tail, on the old clock
                         self._emit(SourceEvent(now, "disconnected", f"{self.name}: no audio for {now - last_data:.1f}s; retrying every {self.reconnect_s:g}s"))
                         self.stats.note_error(f"{self.name}: stream stopped")
                         self._backend.close_stream(stream)
@@ -425,30 +422,15 @@ class MicrophoneSource(LiveSource):
                 last_data = self._clock()
                 if overflow:
                     self._emit(SourceEvent(t_first, "capture_overflow", "PortAudio input overflow: audio lost at the driver"))
-                if base is None or t_first - expect > AUDIO_GAP_S:
-                    n_out = self._emit_tail(base, n_out)
-                    base, n_out, expect = t_first, 0, t_first
-                expect += data.shape[0] / rate
-                y = self._conv.convert(data, rate)
-                if y.shape[0]:
-                    self._emit(AudioChunk(t=base + n_out / self.sample_rate, samples=y, sample_rate=self.sample_rate))
-                    n_out += y.shape[0]
-                    self.stats.audio_chunks += 1
-                    self.stats.audio_seconds += y.shape[0] / self.sample_rate
+                self._emit_all(self._stamper.push(data, rate, t_first))
         finally:
             if stream is not None:
                 self._backend.close_stream(stream)
             self._backend.terminate()
 
-    def _emit_tail(self, base: float | None, n_out: int) -> int:
-        """Flush the resampler at a discontinuity, stamping its tail on the old timeline."""
-        tail = self._conv.flush()
-        if base is not None and tail.shape[0]:
-            self._emit(AudioChunk(t=base + n_out / self.sample_rate, samples=tail, sample_rate=self.sample_rate))
-            self.stats.audio_chunks += 1
-            self.stats.audio_seconds += tail.shape[0] / self.sample_rate
-            n_out += tail.shape[0]
-        return n_out
+    def _emit_all(self, items) -> None:
+        for item in items:
+            self._emit(item)
 
     def _reconnect(self) -> Any:
         """One attempt to find and reopen the device; None if it is still gone."""

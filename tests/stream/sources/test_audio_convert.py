@@ -49,10 +49,25 @@ def test_stereo_downmix_is_the_channel_mean() -> None:
     conv = AudioConverter(16000)
     same = conv.convert(np.stack([s, s], axis=1), 16000)  # centred voice keeps its level
     np.testing.assert_allclose(same, s / 32768.0, atol=1e-7)
-    opposite = conv.convert(np.stack([s, -s], axis=1), 16000)
-    assert np.abs(opposite).max() <= 1 / 32768.0  # L and -R cancel (up to -32768 asymmetry)
     left_only = conv.convert(np.stack([s, np.zeros_like(s)], axis=1), 16000)
     np.testing.assert_allclose(left_only, s / 65536.0, atol=1e-7)
+    assert conv.cancel_blocks == 0 and conv.single_channel is None
+
+
+def test_cancelling_channels_fall_back_to_one_channel() -> None:
+    """L = -R: the mean is silence although both channels are loud; use one channel, count it."""
+    s = (_sine(300, 16000, 0.1) * 32767).astype(np.int16)
+    conv = AudioConverter(16000)
+    y = conv.convert(np.stack([s, -s], axis=1), 16000)
+    np.testing.assert_allclose(y, s / 32768.0, atol=1e-7)
+    assert conv.cancel_blocks == 1 and conv.single_channel == 0
+    # sticky: the level must not jump when a later block happens to be less cancelling
+    y2 = conv.convert(np.stack([s, s // 2], axis=1), 16000)
+    np.testing.assert_allclose(y2, s / 32768.0, atol=1e-7)
+    # silence is never judged (no energy, nothing cancels)
+    quiet = AudioConverter(16000)
+    quiet.convert(np.zeros((1600, 2), np.int16), 16000)
+    assert quiet.cancel_blocks == 0
 
 
 def test_interleaved_planar_and_flat_layouts_agree() -> None:
@@ -140,9 +155,48 @@ def test_pyav_frames_packed_and_planar() -> None:
     np.testing.assert_allclose(conv.convert_frame(planar), expect, atol=1e-7)
 
 
-def test_overshoot_is_clipped_to_unit_range() -> None:
-    y = AudioConverter(16000).convert(np.array([1.5, -2.0, 0.25], np.float32), 16000)
-    np.testing.assert_array_equal(y, np.array([1.0, -1.0, 0.25], np.float32))
+def test_float_audio_beyond_unit_range_is_scaled_not_clipped() -> None:
+    """Clipping would flatten the loud parts into a square wave (read as shouting); scaling keeps the shape."""
+    conv = AudioConverter(16000)
+    x = _sine(200, 16000, 0.2, amp=2.0)
+    y = conv.convert(x, 16000)
+    assert conv.overrange_samples > 0 and conv.gain == pytest.approx(0.5, abs=1e-3)
+    np.testing.assert_allclose(y, x * conv.gain, atol=1e-6)  # same waveform, no flat tops
+    assert conv.clipped_samples == 0
+    # the gain only ever falls, so the level stays put after the peak
+    later = conv.convert(_sine(200, 16000, 0.1, amp=1.0), 16000)
+    assert np.abs(later).max() == pytest.approx(0.5, abs=1e-3)
+
+
+def test_recorded_clipping_is_counted() -> None:
+    """A saturated int16 recording (flat runs at full scale) cannot be repaired, only reported."""
+    x = np.clip(_sine(200, 16000, 0.2, amp=3.0), -1, 1)
+    conv = AudioConverter(16000)
+    conv.convert((x * 32767).astype(np.int16), 16000)
+    assert conv.clipped_samples > 100
+    clean = AudioConverter(16000)
+    clean.convert((_sine(200, 16000, 0.2, amp=0.99) * 32767).astype(np.int16), 16000)
+    assert clean.clipped_samples == 0
+
+
+def test_dc_offset_is_removed_once_found_and_clean_audio_is_untouched() -> None:
+    x = _sine(200, 16000, 1.0, amp=0.3)
+    conv = AudioConverter(16000)
+    y = np.concatenate([conv.convert(c, 16000) for c in np.array_split(x + 0.2, 20)])
+    assert conv.dc_offset == pytest.approx(0.2, abs=0.01) and conv.dc_blocks > 0
+    assert abs(float(y[len(y) // 2 :].mean())) < 0.01  # after detection the offset is gone
+    clean = AudioConverter(16000)
+    out = np.concatenate([clean.convert(c, 16000) for c in np.array_split(x, 20)])
+    assert clean.dc_offset is None
+    np.testing.assert_array_equal(out, x)  # bit-exact pass-through
+
+
+def test_resampler_overshoot_is_clipped_to_unit_range() -> None:
+    """Filter ringing on full-scale input may overshoot +-1; the AudioChunk contract still holds."""
+    conv = AudioConverter(16000)
+    square = np.sign(_sine(1000, 48000, 0.2)).astype(np.float32)
+    y = np.concatenate([conv.convert(square, 48000), conv.flush()])
+    assert np.abs(y).max() <= 1.0
 
 
 def test_bad_shapes_are_rejected() -> None:
