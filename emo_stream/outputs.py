@@ -39,6 +39,9 @@ def reason(exc: BaseException) -> str:
 
 def write_error(what: PathLike, exc: BaseException) -> OutputError:
     """The one-line error for a failed write of ``what`` (a path or a name like ``stdout``)."""
+    if isinstance(exc, FileExistsError) and exc.filename:
+        # mkdir -p through a regular file: "File exists" would hide what is wrong.
+        return OutputError(f"cannot write {what}: {exc.filename} exists and is not a directory")
     return OutputError(f"cannot write {what}: {reason(exc)}")
 
 
@@ -79,13 +82,18 @@ def refuse_alias(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, Pa
 
 
 @contextlib.contextmanager
-def writing(what: PathLike) -> Iterator[None]:
-    """Turn an ``OSError`` raised inside the block into ``cannot write WHAT: <reason>``."""
+def writing(what: PathLike, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into ``cannot write WHAT: <reason>``.
+
+    ``also`` adds writer-specific error types that wrap an I/O failure without
+    being an ``OSError`` (safetensors' ``SafetensorError``); prefer serialising
+    to bytes and writing them with plain file I/O, which keeps the real reason.
+    """
     try:
         yield
     except OutputError:
         raise
-    except OSError as exc:
+    except (OSError, *also) as exc:
         raise write_error(what, exc) from None
 
 

@@ -35,6 +35,13 @@ source key (media path, size, mtime, start/end, feature files) is unchanged and
 overwrites any shard the index does not reference. A torn last index line is
 ignored.
 
+Every index line records its shard's sha256 (``shard_sha256``). Reading a
+shard verifies it first, so a shard damaged on disk (bit rot, a bad copy, a
+truncation) is an error naming it instead of NaN features that train to NaN
+weights; ``emo-stream features`` on the same cache finds such shards, removes
+them and re-encodes their samples. A full disk while writing is one
+``cannot write ...`` error; what was indexed before stays valid.
+
 What is stored: the pooled utterance vector of every modality; the token
 sequence (valid tokens only) of the modalities the model's projector reads as
 tokens (v1: the global view; v2: all). Precomputed features from the manifest
@@ -63,10 +70,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emo_stream.durable import fsync_path
+from emo_stream.durable import fsync_path, sha256_file
 from emo_stream.config import StreamConfig
 from emo_stream.engines.base import Engine, EngineOutput
 from emo_stream.errors import ConfigError, EmoStreamError
+from emo_stream.outputs import write_text, writing
 from emo_stream.stream.samples import AudioChunk
 from emo_stream.stream.samples import Sample as StreamSample
 from emo_stream.stream.scheduler import Window
@@ -431,6 +439,7 @@ class FeatureCache:
         self.entries = read_index(self.root / "index.jsonl")
         self._handles: dict[str, Any] = {}
         self._keys: dict[str, set[str]] = {}
+        self._digests = shard_digests(self.entries)
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -467,6 +476,10 @@ class FeatureCache:
             from safetensors import safe_open
 
             path = self.root / "shards" / ref.shard
+            problem = shard_problem(path, self._digests.get(ref.shard))
+            if problem:
+                raise DatasetError(f"feature shard {path} {problem}; re-run `emo-stream features` on this cache "
+                                   "(it re-encodes that shard's samples)")
             try:
                 h = safe_open(str(path), framework="pt", device="cpu")
             except Exception as exc:
@@ -482,6 +495,25 @@ class FeatureCache:
                 d["mask"] = h.get_tensor(f"{ref.item}/{m}/mask").bool()
             out[m] = d
         return out
+
+
+def shard_digests(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """``{shard name: sha256}`` as the index recorded them (caches written before checksums: none)."""
+    return {e["shard"]: e["shard_sha256"] for e in entries.values() if e.get("shard_sha256")}
+
+
+def shard_problem(path: Path, digest: str | None) -> str | None:
+    """Why the shard at ``path`` cannot be trusted (missing, unreadable, checksum mismatch), or None."""
+    try:
+        if digest is not None and sha256_file(path) != digest:
+            return "is corrupt (its sha256 differs from the one recorded in index.jsonl)"
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not path.is_file():
+        return "is missing"
+    return None
 
 
 def read_index(path: Path) -> dict[str, dict[str, Any]]:
@@ -506,11 +538,9 @@ def read_index(path: Path) -> dict[str, dict[str, Any]]:
 class _CacheWriter:
     def __init__(self, root: Path, meta: dict[str, Any]) -> None:
         self.root = root
-        (root / "shards").mkdir(parents=True, exist_ok=True)
-        meta_path = root / "meta.json"
-        tmp = meta_path.with_name("meta.json.partial")
-        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        os.replace(tmp, meta_path)
+        with writing(root / "shards"):
+            (root / "shards").mkdir(parents=True, exist_ok=True)
+        write_text(root / "meta.json", json.dumps(meta, indent=2))
         entries = read_index(root / "index.jsonl")
         self._rewrite_index_if_torn(entries)
         used = [int(e["shard"].split("-")[1].split(".")[0]) for e in entries.values()]
@@ -524,15 +554,13 @@ class _CacheWriter:
             return
         raw = path.read_text(encoding="utf-8")
         if raw and not raw.endswith("\n"):
-            tmp = path.with_name("index.jsonl.partial")
-            tmp.write_text("".join(json.dumps(e) + "\n" for e in entries.values()), encoding="utf-8")
-            os.replace(tmp, path)
+            write_text(path, "".join(json.dumps(e) + "\n" for e in entries.values()))
 
     def add(self, sample: Sample, key: str, windows: list[WindowFeatures]) -> None:
         self.pending.append((sample, key, windows))
 
     def flush(self) -> int:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save as safetensors_bytes
 
         if not self.pending:
             return 0
@@ -549,16 +577,25 @@ class _CacheWriter:
                         tensors[f"{item}/{m}/{k}"] = np.ascontiguousarray(v)
                 ws.append({"item": item, "index": w.index, "start": w.start, "end": w.end,
                            "modalities": sorted(w.features), "flags": w.flags})
-            lines.append(json.dumps({"id": sample.id, "key": key, "shard": name, "label": sample.label, "windows": ws}))
+            lines.append({"id": sample.id, "key": key, "shard": name, "label": sample.label, "windows": ws})
         path = self.root / "shards" / name
         tmp = path.with_name(name + ".partial")
-        save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT})
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        # Serialised in memory, then plain file I/O: the checksum is of exactly the bytes written,
+        # and a full disk is an OSError with its reason (safetensors' own writer hides it).
+        data = safetensors_bytes(tensors, metadata={"format": CACHE_FORMAT})
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            with writing(path):
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         fsync_path(path.parent)
-        with open(self.root / "index.jsonl", "a", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in lines))
+        with writing(self.root / "index.jsonl"), open(self.root / "index.jsonl", "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps({**line, "shard_sha256": digest}) + "\n" for line in lines))
             fh.flush()
             os.fsync(fh.fileno())
         self.next_shard += 1
@@ -575,10 +612,12 @@ class ExtractionSummary:
     encoded: int
     windows: int
     seconds: float
+    corrupt_shards: tuple[str, ...] = ()
 
     def line(self) -> str:
+        fixed = f"; re-encoded the samples of damaged shard(s) {', '.join(self.corrupt_shards)}" if self.corrupt_shards else ""
         return (f"{self.samples} samples in {self.cache}: {self.encoded} encoded ({self.windows} windows), "
-                f"{self.reused} reused from an earlier run, {self.seconds:.1f} s")
+                f"{self.reused} reused from an earlier run, {self.seconds:.1f} s{fixed}")
 
 
 def cache_meta(model: Any, settings: FeatureSettings) -> dict[str, Any]:
@@ -632,6 +671,7 @@ def extract_features(
             shutil.rmtree(root)
     writer = _CacheWriter(root, meta)
     done = read_index(root / "index.jsonl")
+    bad = _drop_bad_shards(root, done)
     todo = []
     reused = 0
     for s in manifest:
@@ -664,7 +704,23 @@ def extract_features(
         writer.flush()
     finally:
         bar.close()
-    return ExtractionSummary(root, len(manifest), reused, len(todo), n_windows, time.perf_counter() - t0)
+    return ExtractionSummary(root, len(manifest), reused, len(todo), n_windows, time.perf_counter() - t0, tuple(sorted(bad)))
+
+
+def _drop_bad_shards(root: Path, done: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Verify every indexed shard; forget (and delete) damaged ones so their samples are re-encoded."""
+    digests = shard_digests(done)
+    bad: dict[str, str] = {}
+    for shard in sorted({e["shard"] for e in done.values()}):
+        problem = shard_problem(root / "shards" / shard, digests.get(shard))
+        if problem:
+            bad[shard] = problem
+    for shard, problem in bad.items():
+        log.warning("feature shard %s %s: re-encoding its samples", root / "shards" / shard, problem)
+        (root / "shards" / shard).unlink(missing_ok=True)
+    for sid in [sid for sid, e in done.items() if e["shard"] in bad]:
+        del done[sid]
+    return bad
 
 
 # ---------------------------------------------------------------------------

@@ -68,12 +68,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +86,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emo_stream.durable import fsync_path
-from emo_stream.errors import ConfigError
+from emo_stream.durable import fsync_path, sha256_file
+from emo_stream.errors import ConfigError, EmoStreamError
+from emo_stream.outputs import make_dir, write_text, writing
 from emo_stream.train.config import ModelSection, StageSection, TrainConfig
 from emo_stream.train.dataset import DatasetError, Manifest, Sample, read_manifest
 from emo_stream.train.features import FeatureCache, WindowRef, collate
@@ -401,12 +404,71 @@ def _set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
+class TrainingDiverged(EmoStreamError):
+    """A loss, gradient or weight became NaN/Inf: training stops before anything non-finite is saved."""
+
+
+#: Checkpoint files whose sha256 ``state.json`` records (and :func:`checkpoint_problem` verifies).
+CKPT_FILES = ("trainable.safetensors", "optim.pt", "rng.safetensors")
+
+
+def checkpoint_candidates(run_dir: Path) -> list[Path]:
+    """Checkpoint directories of a run, newest first: the ``latest`` pointer's
+    target, then every other ``step-*`` directory by step (the fallbacks)."""
+    ck = run_dir / "checkpoints"
+    if not ck.is_dir():
+        return []
+    dirs = sorted((d for d in ck.iterdir() if d.is_dir() and d.name.startswith("step-")), key=lambda d: d.name, reverse=True)
+    ptr = ck / "latest"
+    try:
+        named = ck / ptr.read_text(encoding="utf-8").strip() if ptr.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        named = None
+    if named is not None and named in dirs:
+        dirs.remove(named)
+        dirs.insert(0, named)
+    return dirs
+
+
+def checkpoint_problem(d: Path) -> str | None:
+    """Why checkpoint ``d`` cannot be resumed from (torn, truncated, bit-flipped), or None.
+
+    ``state.json`` is written last and records the sha256 of every other file,
+    so any damage after the write shows as a mismatch here, before a corrupt
+    tensor can reach the optimizer.
+    """
+    try:
+        state = json.loads((d / "state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no state.json"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"state.json unreadable ({exc})"
+    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+        return "state.json is not a training checkpoint's"
+    recorded = state.get("files")
+    for name in CKPT_FILES:
+        f = d / name
+        if not f.is_file():
+            return f"{name} missing"
+        if isinstance(recorded, dict) and name in recorded:
+            try:
+                if sha256_file(f) != recorded[name]:
+                    return f"{name} does not match its recorded sha256"
+            except OSError as exc:
+                return f"{name} unreadable ({exc.strerror or exc})"
+    return None
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ptr = run_dir / "checkpoints" / "latest"
-    if not ptr.is_file():
-        return None
-    d = run_dir / "checkpoints" / ptr.read_text(encoding="utf-8").strip()
-    return d if (d / "state.json").is_file() else None
+    """The newest checkpoint that passes :func:`checkpoint_problem`, or None."""
+    return next((d for d in checkpoint_candidates(run_dir) if checkpoint_problem(d) is None), None)
+
+
+def _assert_finite(tensors: dict[str, Tensor], where: str) -> None:
+    """Raise :class:`TrainingDiverged` naming the first non-finite tensor (never saved)."""
+    for n, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise TrainingDiverged(f"{where}: weight {n} holds NaN/Inf; nothing was saved from it")
 
 
 # ---------------------------------------------------------------------------
@@ -491,7 +553,7 @@ class Trainer:
     def _log_jsonl(self, entry: dict[str, Any]) -> None:
         if not self.info.main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        with writing(self.run_dir / "metrics.jsonl"), open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
         if self._tb is not None:
             step = entry.get("step", 0)
@@ -511,9 +573,7 @@ class Trainer:
                 continue
             if int(e.get("step", 0)) <= step:
                 keep.append(raw)
-        tmp = p.with_name("metrics.jsonl.partial")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        os.replace(tmp, p)
+        write_text(p, "".join(k + "\n" for k in keep))
 
     # -- checkpoint I/O -----------------------------------------------------------------
     def _full_tensors(self, names: Sequence[str]) -> dict[str, Tensor]:
@@ -559,32 +619,50 @@ class Trainer:
         return {"names": names, "state_dict": sd}
 
     def save_checkpoint(self, step: int) -> Path | None:
-        """Atomically write the state after ``step`` completed steps (rank 0 writes)."""
-        from safetensors.torch import save_file
+        """Atomically write the state after ``step`` completed steps (rank 0 writes).
 
+        Non-finite weights are refused before anything is written; a failed
+        write (full disk) is one ``cannot write checkpoint ...`` error and leaves
+        the previous checkpoints and the ``latest`` pointer as they were.
+        """
         tensors = self._full_tensors(self.ever_trainable)
+        _assert_finite(tensors, f"step {step}")  # every rank sees the same full tensors: all stop together
         optim = self._optim_state()
         if not self.info.main:
             _barrier(self.info)
             return None
         ck = self.run_dir / "checkpoints"
-        ck.mkdir(parents=True, exist_ok=True)
         name = f"step-{step:06d}"
         tmp = ck / f".{name}.partial"
+        try:
+            with writing(f"checkpoint {ck / name}"):
+                return self._write_checkpoint(step, ck, name, tmp, tensors, optim)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves no partial directory behind
+
+    def _write_checkpoint(self, step: int, ck: Path, name: str, tmp: Path, tensors: dict[str, Tensor], optim: dict[str, Any]) -> Path:
+        # Serialised in memory, written with plain file I/O: a full disk is then an OSError with
+        # its real reason (torch.save / safetensors.save_file report it as opaque errors).
+        from safetensors.torch import save as safetensors_bytes
+
+        ck.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        save_file(tensors, str(tmp / "trainable.safetensors"), metadata={"format": CKPT_FORMAT})
+        (tmp / "trainable.safetensors").write_bytes(safetensors_bytes(tensors, metadata={"format": CKPT_FORMAT}))
+        buf = io.BytesIO()
         torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler is not None else None}, tmp / "optim.pt")
+                    "scaler": self.scaler.state_dict() if self.scaler is not None else None}, buf)
+        (tmp / "optim.pt").write_bytes(buf.getbuffer())
         rng_t, rng_meta = _rng_state()
-        save_file(rng_t, str(tmp / "rng.safetensors"))
+        (tmp / "rng.safetensors").write_bytes(safetensors_bytes(rng_t))
         state = {
             "format": CKPT_FORMAT, "version": CKPT_VERSION, "step": step, "stage": self.stage_idx,
             "stage_name": self.cfg.stages[self.stage_idx].name, "config_fingerprint": config_fingerprint(self.cfg),
             "sampler": {"stage": self.stage_idx, "step_in_stage": step - self.cfg.stage_start(self.stage_idx),
                         "global_batch_size": self.cfg.batch.global_batch_size},
             "world_size": self.info.world, "rng": rng_meta, "time": time.time(),
+            "files": {f: sha256_file(tmp / f) for f in CKPT_FILES},
         }
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         for f in tmp.iterdir():
@@ -681,14 +759,10 @@ class Trainer:
         self.device = self._device()
         self._init_dist()
         autocast, self.scaler = self._autocast()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is not None and not self.resume:
-            raise ConfigError(f"{self.run_dir} already holds a training run (checkpoint {ckpt.name}); pass --resume to continue it or use another --out")
-        if self.resume and ckpt is None:
-            raise ConfigError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+        make_dir(self.run_dir, f"run directory {self.run_dir}")
+        ckpt = self._resume_point()
         if info.main:
-            (self.run_dir / "config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
+            write_text(self.run_dir / "config.yaml", _yaml(cfg.to_dict()))
             if ckpt is None and (self.run_dir / "metrics.jsonl").exists():
                 (self.run_dir / "metrics.jsonl").unlink()
         self.model = _to_device(build_model(cfg.model), self.device)
@@ -785,7 +859,7 @@ class Trainer:
                     metrics = self._run_eval(eval_data, step, self.run_dir / "eval", plain)
                 final = {"steps": step, "final_train_loss": last_loss, "eval": metrics, "model_dir": str(model_dir),
                          "precision": self.precision, "world_size": info.world}
-                (self.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2), encoding="utf-8")
+                write_text(self.run_dir / "final_metrics.json", json.dumps(final, indent=2))
             _barrier(info)
         if self._tb is not None:
             self._tb.close()
@@ -795,6 +869,35 @@ class Trainer:
             _dist().destroy_process_group()
             self._owns_group = False
         return TrainResult(self.run_dir, step, last_loss, model_dir, metrics, resumed_from=start if ckpt else 0, stopped_early=stopped)
+
+    def _resume_point(self) -> Path | None:
+        """The checkpoint to continue from: the newest valid one under ``--resume``.
+
+        A damaged latest checkpoint (torn by a crash, truncated, bit-flipped)
+        is skipped for the newest valid older one (``keep_last`` keeps them),
+        said in one line; a config change is not damage and stays an error.
+        """
+        candidates = checkpoint_candidates(self.run_dir)
+        if candidates and not self.resume:
+            raise ConfigError(f"{self.run_dir} already holds a training run (checkpoint {candidates[0].name}); "
+                              "pass --resume to continue it or use another --out")
+        if not self.resume:
+            return None
+        if not candidates:
+            raise ConfigError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+        problems = []
+        for d in candidates:
+            why = checkpoint_problem(d)
+            if why is None:
+                if problems and self.info.main:
+                    skipped = "; ".join(f"{n} ({w})" for n, w in problems)
+                    msg = f"emo-stream: train: skipping unusable checkpoint {skipped}; resuming from {d.name}"
+                    print(msg, file=sys.stderr, flush=True)
+                    log.warning(msg)
+                return d
+            problems.append((d.name, why))
+        raise ConfigError(f"--resume: no usable checkpoint in {self.run_dir / 'checkpoints'}: "
+                          + "; ".join(f"{n} ({w})" for n, w in problems) + "; start a new run dir")
 
     def _load_optim(self, saved: dict[str, Any]) -> None:
         names = self._optim_names()
@@ -862,6 +965,16 @@ class Trainer:
             gn = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
         if hasattr(gn, "full_tensor"):
             gn = gn.full_tensor()
+        sums = _all_reduce_sum(sums, info)
+        # The gradients are synchronised and the sums all-reduced, so every rank decides alike.
+        # (With a GradScaler an inf gradient is its normal overflow signal: it skips the step itself.)
+        bad = "loss" if not bool(torch.isfinite(sums).all()) else ("gradient norm" if self.scaler is None and not math.isfinite(float(gn)) else None)
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged at step {step + 1} (stage {st.name}): the {bad} is NaN/Inf; stopped before the update, "
+                f"nothing non-finite was saved (last checkpoint: {getattr(latest_checkpoint(self.run_dir), 'name', 'none')}). "
+                "Check the features (`emo-stream features` verifies every shard) or lower the stage's lr"
+            )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -869,7 +982,6 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        sums = _all_reduce_sum(sums, info)
         emo_tokens = sum(len(e.answer_ids) for e in examples if e.task == "emotion")
         out = {"loss": float(sums[0]) / total_tokens, "tokens": total_tokens, "grad_norm": float(gn),
                "reason_share": sum(e.task == "reason" for e in examples) / len(examples)}
@@ -902,12 +1014,18 @@ class Trainer:
     def _save_model(self, model: Any) -> Path:
         d = self.run_dir / "model"
         tmp = self.run_dir / ".model.partial"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(tmp)
-        if d.exists():
-            shutil.rmtree(d)
-        os.replace(tmp, d)
+        try:
+            from safetensors import SafetensorError
+
+            with writing(f"model {d}", also=(SafetensorError,)):
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                model.save_pretrained(tmp)
+                if d.exists():
+                    shutil.rmtree(d)
+                os.replace(tmp, d)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return d
 
     def _run_eval(self, eval_data: tuple[Manifest, FeatureCache], step: int, out_dir: Path | None, model: Any) -> dict[str, Any]:
