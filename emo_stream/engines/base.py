@@ -17,6 +17,7 @@ import numpy as np
 from emo_stream.config import StreamConfig
 from emo_stream.errors import ConfigError
 from emo_stream.labels import LabelSet
+from emo_stream.stream.samples import Sample
 from emo_stream.stream.scheduler import Window
 
 
@@ -55,6 +56,31 @@ class Engine(ABC):
     @abstractmethod
     def process(self, window: Window) -> EngineOutput:
         """Analyse one window. Must not raise on bad *input* (flag it instead)."""
+
+    def prepare(self, *, realtime: bool) -> None:
+        """The pipeline is about to stream (called after :meth:`reset`).
+
+        ``realtime`` (live or paced input) means the engine must never make a
+        window wait for slow work; otherwise (lossless file mode) it should
+        wait and stay deterministic. After ``prepare`` the pipeline passes every
+        sample to :meth:`observe`. Engines that are not told (driven directly,
+        or wrapped) decide from the first window instead.
+        """
+
+    def observe(self, sample: Sample) -> None:
+        """One sample, right after it entered the timeline (every sample, in capture order per stream).
+
+        Lets an engine analyse samples incrementally as they arrive instead of
+        when a window is cut. Called from the thread that pumps the sample's
+        source: in real time it must return at once (queue, never compute); in
+        lossless mode it may block briefly for back-pressure. Default: ignore
+        (the engine reads the samples from :meth:`process`'s window).
+        """
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far per stage by the engine's own threads
+        (see :mod:`emo_stream.threads`); empty when not measured."""
+        return {}
 
     def reset(self) -> None:
         """Forget per-stream state (caches keyed by capture time, speaker

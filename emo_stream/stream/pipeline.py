@@ -2,9 +2,10 @@
 
 Two modes, chosen from the sources:
 
-* **lossless** (unpaced files): one thread. Samples are pushed as fast as the
-  file decodes, every window is cut and processed in order, nothing is dropped.
-  Decoding waits for the engine, so memory stays bounded however long the file.
+* **lossless** (unpaced files): one thread decodes, pushes and cuts. Samples
+  are pushed as fast as the file decodes, every window is cut and processed in
+  order, nothing is dropped. Decoding waits for the engine, so memory stays
+  bounded however long the file.
 * **realtime** (cameras, microphones, paced files): each source is pumped by
   its own thread into the timeline; the main thread cuts windows and runs the
   engine. When the engine falls behind, only the newest
@@ -12,7 +13,16 @@ Two modes, chosen from the sources:
   skipped ones are counted. Capture never waits for the engine.
 
 Either way the engine sees the same :class:`~emo_stream.stream.scheduler.Window`
-objects, so an engine tested offline behaves the same live.
+objects, so an engine tested offline behaves the same live. Every sample is
+also handed to :meth:`Engine.observe <emo_stream.engines.base.Engine.observe>`
+right after it entered the timeline, so engines with incremental perception
+analyse samples as they arrive and a window cut only aggregates (the engine is
+told the mode first, :meth:`Engine.prepare`).
+
+CPU per stage: ``PipelineStats.stage_cpu_s`` (CPU seconds, ``time.thread_time``
+of the threads doing the work) has the engine's own stages
+(:meth:`Engine.cpu_seconds`), ``window`` (the thread that runs
+``Engine.process``) and ``capture`` (decoding / pumping the sources).
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ class PipelineStats:
     mode: str = "lossless"
     sources: dict[str, SourceStats] = field(default_factory=dict)
     engine_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
+    #: CPU seconds per stage (see the module doc); filled at the end of :meth:`Pipeline.run`.
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)
 
     def engine_ms_percentile(self, q: float) -> float | None:
         return float(np.percentile(self.engine_ms, q)) if self.engine_ms else None
@@ -95,6 +107,9 @@ class Pipeline:
         self._stop = threading.Event()
         self._last_rationale_stamp: float | None = None
         self._consecutive_errors = 0
+        self._window_cpu_s = 0.0
+        self._capture_cpu_s = 0.0
+        self._cpu_lock = threading.Lock()
         self.timeline: Timeline | None = None
         self.scheduler: Scheduler | None = None
 
@@ -108,6 +123,7 @@ class Pipeline:
         t_start = self._wall()
         opened: list[Source] = []
         self.engine.reset()
+        self.engine.prepare(realtime=self.realtime)
         try:
             for src in self.sources:
                 src.open()
@@ -136,16 +152,27 @@ class Pipeline:
             self.stats.wall_s = self._wall() - t_start
             self.stats.windows_cut = self.scheduler.windows_cut if self.scheduler else 0
             self.stats.sources = {s.name: s.stats for s in self.sources}
+            self.stats.stage_cpu_s = {**self.engine.cpu_seconds(), "window": self._window_cpu_s, "capture": self._capture_cpu_s}
         return self.stats
 
     # -- lossless -------------------------------------------------------------------
     def _run_lossless(self, max_states: int | None) -> None:
+        assert self.timeline is not None and self.scheduler is not None
+        cpu0 = time.thread_time()
+        try:
+            self._lossless_loop(max_states)
+        finally:
+            # This thread decodes and cuts; what ``_process`` did not use is capture.
+            self._capture_cpu_s += time.thread_time() - cpu0 - self._window_cpu_s
+
+    def _lossless_loop(self, max_states: int | None) -> None:
         assert self.timeline is not None and self.scheduler is not None
         merged = heapq.merge(*(self._guarded(s) for s in self.sources), key=lambda x: x.t)
         for sample in merged:
             if self._stop.is_set() or self._done(max_states):
                 return
             self.timeline.push(sample)
+            self.engine.observe(sample)
             for window in self.scheduler.ready_windows():
                 self._process(window)
                 if self._done(max_states):
@@ -177,6 +204,7 @@ class Pipeline:
         done_sources: list[Source] = []
 
         def pump(source: Source) -> None:
+            cpu0 = time.thread_time()
             try:
                 for sample in self._guarded(source):
                     if self._stop.is_set():
@@ -188,7 +216,10 @@ class Pipeline:
                         elif isinstance(sample, AudioChunk):
                             self.scheduler.note_arrival(AUDIO)
                         cond.notify()
+                    self.engine.observe(sample)  # outside the lock: cutting never waits for it
             finally:
+                with self._cpu_lock:
+                    self._capture_cpu_s += time.thread_time() - cpu0
                 with cond:
                     for stream in source.streams:
                         self.scheduler.end_stream(stream)
@@ -228,6 +259,7 @@ class Pipeline:
 
     def _process(self, window: Window) -> None:
         t0 = self._wall()
+        cpu0 = time.thread_time()
         try:
             out = self.engine.process(window)
             self._consecutive_errors = 0
@@ -240,6 +272,7 @@ class Pipeline:
             label_set = self.engine.label_set
             out = EngineOutput(probabilities=np.full(len(label_set), 1.0 / len(label_set)), flags=["engine_error"])
         t1 = self._wall()
+        self._window_cpu_s += time.thread_time() - cpu0
         state = self._state(window, out, queue_ms=(t0 - window.cut_at) * 1e3, engine_ms=(t1 - t0) * 1e3)
         self.stats.engine_ms.append((t1 - t0) * 1e3)
         for sink in self.sinks:
