@@ -74,6 +74,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from emo_stream.errors import ConfigError, EmoStreamError
 from emo_stream.labels import LabelSet, get_label_set
+from emo_stream.outputs import make_dir, write_text
 
 FORMAT = "emo_stream.dataset"
 FORMAT_VERSION = 1
@@ -392,7 +393,7 @@ def write_manifest(path: str | Path, samples: Iterable[Sample], label_set: str |
     """Write ``samples`` as a ``.jsonl`` manifest with a header (paths relative to its folder), atomically."""
     p = Path(path)
     ls = label_set if isinstance(label_set, LabelSet) else get_label_set(label_set)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(p.parent)
     header = {"format": FORMAT, "version": FORMAT_VERSION, "label_set": ls.id}
     if name:
         header["name"] = name
@@ -400,10 +401,7 @@ def write_manifest(path: str | Path, samples: Iterable[Sample], label_set: str |
     base = p.parent.resolve()
     for s in samples:
         lines.append(json.dumps(s.to_json(base), ensure_ascii=False))
-    tmp = p.with_name(p.name + ".partial")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    return write_text(p, "\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------------------

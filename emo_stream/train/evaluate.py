@@ -26,7 +26,6 @@ hit rate / overlap) and ``confusion.png``.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 
 from emo_stream.errors import ConfigError
 from emo_stream.labels import LabelSet, canonical
+from emo_stream.outputs import make_dir, write_text
 from emo_stream.train.dataset import DatasetError, Manifest, Sample
 from emo_stream.train.features import FeatureCache, WindowRef, collate
 from emo_stream.train.metrics import (
@@ -207,16 +207,11 @@ def summarize(predictions: Sequence[Prediction], label_set: LabelSet, judge: Any
 
 
 def write_outputs(out_dir: str | Path, predictions: Sequence[Prediction], metrics: dict[str, Any], label_set: LabelSet, title: str = "") -> dict[str, Path]:
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    pred_path = d / "predictions.jsonl"
-    tmp = pred_path.with_name(pred_path.name + ".partial")
-    tmp.write_text("".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
-    os.replace(tmp, pred_path)
-    met_path = d / "metrics.json"
-    tmp = met_path.with_name(met_path.name + ".partial")
-    tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    os.replace(tmp, met_path)
+    """Write predictions.jsonl, metrics.json and confusion.png into ``out_dir``, each atomically
+    (a full disk is one ``cannot write X`` error and leaves earlier files whole)."""
+    d = make_dir(out_dir)
+    pred_path = write_text(d / "predictions.jsonl", "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in predictions))
+    met_path = write_text(d / "metrics.json", json.dumps(metrics, indent=2))
     png = plot_confusion(np.asarray(metrics["confusion"]), label_set.labels, d / "confusion.png",
                          title=title or f"accuracy {metrics['accuracy']:.3f}, weighted F1 {metrics['weighted_f1']:.3f}")
     return {"predictions": pred_path, "metrics": met_path, "confusion": png}

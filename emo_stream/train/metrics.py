@@ -230,6 +230,8 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, titl
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of target row")
     fig.tight_layout()
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(p))
+    from emo_stream.outputs import atomic_output
+
+    with atomic_output(p) as tmp:
+        fig.savefig(str(tmp), format=p.suffix.lstrip(".").lower() or "png")
     return p

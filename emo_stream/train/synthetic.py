@@ -46,6 +46,7 @@ import numpy as np
 
 from emo_stream.errors import ConfigError, EmoStreamError
 from emo_stream.labels import get_label_set
+from emo_stream.outputs import make_dir, write_error, write_text, writing
 from emo_stream.train.dataset import Sample, write_manifest
 
 
@@ -116,6 +117,13 @@ STYLES: dict[str, LabelStyle] = {
 }
 #: Aliases in dataset label sets (MELD "joy" ...) use their canonical style.
 VOICES = ("en-us+m3", "en-us+f3", "en-gb+m1", "en-gb+f2", "en-us+m7", "en-us+f4")
+
+#: Bounds of make_synthetic_set's arguments: a learnability set of small clips; beyond these
+#: a value is a typo (``--fps 0`` used to divide by zero, ``--size 100000`` to exhaust memory).
+MAX_SIZE = 1024
+MAX_FPS = 120.0
+MAX_SECONDS = 30.0
+MAX_PER_LABEL = 10_000
 
 
 def _check_tools() -> str:
@@ -301,15 +309,24 @@ def make_synthetic_set(
         raise ConfigError("per_label must be >= 2 (one train and one test clip at least)")
     if not 0 < test_fraction < 1:
         raise ConfigError("test_fraction must be in (0, 1)")
-    if size < 16 or size % 2:
-        raise ConfigError("size must be an even number >= 16")
+    if size < 16 or size % 2 or size > MAX_SIZE:
+        raise ConfigError(f"size must be an even number in [16, {MAX_SIZE}], got {size}")
+    if not (math.isfinite(fps) and 1 <= fps <= MAX_FPS):
+        raise ConfigError(f"fps must be a number in [1, {MAX_FPS:g}], got {fps}")
+    if not (math.isfinite(max_seconds) and 0.2 <= max_seconds <= MAX_SECONDS):
+        raise ConfigError(f"max_seconds must be a number in [0.2, {MAX_SECONDS:g}], got {max_seconds}")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
+    if per_label > MAX_PER_LABEL:
+        raise ConfigError(f"per_label must be <= {MAX_PER_LABEL}, got {per_label}")
     root = Path(out).expanduser()
     if (root / "train.jsonl").exists() and not overwrite:
         raise ConfigError(f"{root} already holds a synthetic set; pass --overwrite to regenerate it")
     clips = root / "clips"
     if clips.exists() and overwrite:
-        shutil.rmtree(clips)
-    clips.mkdir(parents=True, exist_ok=True)
+        with writing(clips):
+            shutil.rmtree(clips)
+    make_dir(clips)
     faces = _faces(lfw_faces, 128)
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(per_label * test_fraction)))
@@ -343,6 +360,8 @@ def make_synthetic_set(
                     mp4 = clips / f"{sid}.mp4"
                     try:
                         _mux(mp4, frames, fps, wav, dur)
+                    except OSError as exc:  # full disk, read-only folder (PyAV's errors are OSErrors)
+                        raise write_error(mp4, exc) from None
                     except Exception as exc:
                         raise SyntheticSetError(f"muxing {sid} with FFmpeg (PyAV) failed: {exc}") from None
                     meta = {"voice": voice, "pitch": pitch, "speed": speed, "amplitude": amp, "face": face_name, "motion": st.motion,
@@ -364,5 +383,5 @@ def make_synthetic_set(
         "styles": {lab: {k: v for k, v in styles[lab].__dict__.items() if k != "sentences"} | {"sentences": list(styles[lab].sentences)} for lab in chosen},
         "clips": params,
     }
-    (root / "synthetic.json").write_text(json.dumps(info, indent=2, default=list), encoding="utf-8")
+    write_text(root / "synthetic.json", json.dumps(info, indent=2, default=list))
     return SyntheticSet(root, train_p, test_p, len(params), tuple(chosen))
