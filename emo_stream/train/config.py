@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from emo_stream.config import build_dataclass
 from emo_stream.errors import ConfigError
@@ -317,13 +316,11 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        from emo_stream.structured_files import read_yaml
+
         p = Path(path).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"training config not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"training config {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        # The project's one safe reader: alias bombs, deep nesting, FIFOs, huge or non-UTF-8 files are one line.
+        data = read_yaml(p, what="training config")
         if not isinstance(data, Mapping):
             raise ConfigError(f"training config {p} must hold a mapping")
         return cls.from_dict(data, base=p.parent)

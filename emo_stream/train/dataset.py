@@ -75,6 +75,11 @@ from typing import Any, Iterable, Mapping, Sequence
 from emo_stream.errors import ConfigError, EmoStreamError
 from emo_stream.labels import LabelSet, get_label_set
 from emo_stream.outputs import make_dir, write_text
+from emo_stream.structured_files import parse_json_text, read_json, read_text
+
+#: Manifests and MERR annotation/caption files list tens of thousands of samples: a larger cap
+#: than configs get, still far below what would exhaust memory.
+MANIFEST_MAX_BYTES = 256 * 1024 * 1024
 
 FORMAT = "emo_stream.dataset"
 FORMAT_VERSION = 1
@@ -319,17 +324,13 @@ def read_manifest(
     if not p.is_file():
         raise DatasetError(f"manifest not found: {p}")
     problems = _Problems(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{p} cannot be read as UTF-8 text ({exc})") from None
+    # The project's one safe reader (structured_files): size-capped, no FIFOs, UTF-8 checked, and
+    # JSON nesting / duplicate keys / NaN refused, so a hostile manifest is one line, never a hang.
+    text = read_text(p, max_bytes=MANIFEST_MAX_BYTES, what="manifest")
     header: dict[str, Any] = {}
     entries: list[tuple[str, Any]] = []
     if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        data = parse_json_text(text, f"manifest {p}", max_chars=MANIFEST_MAX_BYTES)
         if isinstance(data, Mapping):
             header = {k: v for k, v in data.items() if k != "samples"}
             samples = data.get("samples")
@@ -345,9 +346,9 @@ def read_manifest(
             if not raw.strip() or raw.lstrip().startswith("//"):
                 continue
             try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                problems.add(f"line {lineno}", f"not valid JSON ({exc.msg} at column {exc.colno})")
+                obj = parse_json_text(raw, "line")
+            except ConfigError as exc:  # "line is not valid JSON: ...", "line is nested more than 64 levels deep"
+                problems.add(f"line {lineno}", str(exc).removeprefix("line is "))
                 continue
             if not entries and not header and isinstance(obj, Mapping) and "format" in obj:
                 header = dict(obj)
@@ -414,7 +415,7 @@ MERR_FEATURE_DIRS = {"face": "mae_340_UTT", "temporal": "maeV_399_UTT", "audio":
 
 def _merr_rows(ann: Path, problems: _Problems) -> list[tuple[int, str, str]]:
     rows = []
-    for lineno, raw in enumerate(ann.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(ann, max_bytes=MANIFEST_MAX_BYTES, what="annotation file").splitlines(), start=1):
         parts = raw.split()
         if not parts:
             continue
@@ -430,10 +431,7 @@ def _merr_rows(ann: Path, problems: _Problems) -> list[tuple[int, str, str]]:
 
 
 def _read_json_map(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{what} {path} is not readable JSON ({exc})") from None
+    data = read_json(path, what=what, max_bytes=MANIFEST_MAX_BYTES)
     if not isinstance(data, Mapping):
         raise DatasetError(f"{what} {path} must map sample names to objects")
     return dict(data)
