@@ -14,6 +14,7 @@ run with a fake clock and no real waiting.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,6 +24,12 @@ from emo_stream.stream.sources.base import Source, SourceStats
 #: Longest single sleep, so :meth:`PacedSource.close` from another thread takes effect promptly.
 MAX_SLEEP_S = 0.1
 
+#: How far (media seconds) the file is read ahead to release samples in due order.
+#: Containers interleave streams loosely (Megamind.avi decodes audio ~0.6 s ahead
+#: of video); released in decode order, each video frame would wait behind audio
+#: due 0.6 s later, and every window would be cut 0.6 s late.
+REORDER_S = 1.0
+
 
 class PacedSource(Source):
     """Release the samples of ``inner`` at ``speed`` x their media rate on the wall clock.
@@ -30,8 +37,10 @@ class PacedSource(Source):
     The first sample is released at once and fixes the mapping media time ->
     wall time; a video frame is released when its timestamp is reached, an audio
     chunk when its *end* is reached (a microphone cannot deliver a sound before
-    it has been recorded). A consumer that falls behind is not caught up with
-    bursts of sleep: late samples are released immediately, in order.
+    it has been recorded). Samples are released in due order across streams
+    (the file is read up to :data:`REORDER_S` ahead), as separate devices would
+    deliver them. A consumer that falls behind is not caught up with bursts of
+    sleep: late samples are released immediately, in order.
 
     Args:
         inner: a file source (media time stamps, ``live`` False).
@@ -96,10 +105,24 @@ class PacedSource(Source):
 
     def samples(self) -> Iterator[Sample]:
         self._t0 = None
-        for sample in self.inner.samples():
-            if self._closed:
+        pending: list[tuple[float, int, Sample]] = []  # (due media time, arrival order, sample)
+        inner = iter(self.inner.samples())
+        newest_due, exhausted, n = float("-inf"), False, 0
+        while True:
+            # Read ahead until the earliest pending sample cannot be overtaken any more.
+            while not exhausted and (not pending or pending[0][0] > newest_due - REORDER_S):
+                try:
+                    sample = next(inner)
+                except StopIteration:
+                    exhausted = True
+                    break
+                due = sample.end if isinstance(sample, AudioChunk) else sample.t
+                newest_due = max(newest_due, due)
+                heapq.heappush(pending, (due, n, sample))
+                n += 1
+            if self._closed or not pending:
                 return
-            due_media = sample.end if isinstance(sample, AudioChunk) else sample.t
+            due_media, _, sample = heapq.heappop(pending)
             if self._t0 is None:
                 self._t0 = (sample.t, self._clock())
             t0_media, t0_wall = self._t0

@@ -76,10 +76,10 @@ def test_frames_at_their_time_audio_at_its_end() -> None:
     items = [_frame(5.0, 0), _chunk(5.0), _frame(5.04, 1), _frame(5.08, 2), _chunk(5.1), SourceEvent(5.15, "corrupt_input"), _frame(5.5, 3)]
     out = _released(PacedSource(ListSource(items), clock=clock, sleep=clock.sleep), clock)
     start = 1000.0
-    due = [start + 0.0, start + 0.1, start + 0.1, start + 0.1, start + 0.2, start + 0.2, start + 0.5]
+    due = [start + 0.0, start + 0.04, start + 0.08, start + 0.1, start + 0.15, start + 0.2, start + 0.5]
     # a frame waits for its timestamp, a chunk for its end; nothing is released early,
-    # and anything already due (the frames behind the first chunk) goes at once
-    assert [s for _, s in out] == items
+    # and streams are released in due order (frames do not wait behind a chunk due later)
+    assert [s for _, s in out] == [items[i] for i in (0, 2, 3, 1, 5, 4, 6)]
     np.testing.assert_allclose([t for t, _ in out], due, atol=1e-9)
     assert max(clock.sleeps) <= MAX_SLEEP_S + 1e-12
 
