@@ -102,6 +102,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     if args.max_batch < 1 or args.max_audio_s <= 0:
         raise ConfigError("--max-batch must be >= 1 and --max-audio-s > 0")
     limits = ExportLimits(max_batch=args.max_batch, max_audio_s=args.max_audio_s, opt_audio_s=min(2.0, args.max_audio_s))
+    _check_out(args.out, model=args.model)
     m = export_onnx(args.model, args.out, precisions=precisions or ("fp32",), stages=_csv([args.stages]) or None, opset=args.opset,
                     external_data=args.external_data, limits=limits, seed=args.seed, threads=args.threads, force=args.force,
                     progress=_progress(args))
@@ -125,6 +126,10 @@ def cmd_tensorrt(args: argparse.Namespace) -> int:
 
     precisions = parse_precisions(args.precision, TRT_PRECISIONS, "--precision") or ("fp16",)
     overrides = merge_overrides(load_profile_file(args.profile) if args.profile else None, args.dim)
+    if args.out is not None:  # default: beside the ONNX files, which is the point; elsewhere it must be writable
+        from emo_stream.outputs import make_dir
+
+        make_dir(args.out, f"export directory {args.out}")
     m = export_tensorrt(args.onnx, args.out, precisions=precisions, stages=_csv([args.stages]) or None, overrides=overrides,
                         calib_dir=args.calib, workspace_gb=args.workspace_gb, version_compatible=args.version_compatible,
                         parity=not args.no_parity, progress=_progress(args))
@@ -143,6 +148,7 @@ def cmd_gguf(args: argparse.Namespace) -> int:
     from emo_stream.export.gguf_export import QUANTS, export_gguf
 
     quants = parse_precisions(args.quant, QUANTS, "--quant") or ("Q8_0",)
+    _check_out(args.out, model=args.model)
     m = export_gguf(args.model, args.out, quants=quants, seed=args.seed, threads=args.threads, parity=not args.no_parity,
                     force=args.force, progress=_progress(args))
     g = m["gguf"]
@@ -156,17 +162,19 @@ def cmd_gguf(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience for `python -m emo_stream.export.cli`
-    from emo_stream.errors import EmoStreamError
+def _check_out(out: Path, **inputs: Any) -> None:
+    """Before any model loads: --out must be creatable/writable and must not be an input directory."""
+    from emo_stream.outputs import make_dir, refuse_alias
 
-    parser = argparse.ArgumentParser(prog="emo-stream")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except EmoStreamError as exc:
-        print(f"emo-stream: error: {exc}", file=sys.stderr)
-        return 2
+    refuse_alias({"--out": out}, {f"--{k}": v for k, v in inputs.items()})
+    make_dir(out, f"export directory {out}")
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience for `python -m emo_stream.export.cli`
+    """``python -m emo_stream.export.cli ...``: the one ``emo-stream`` entry point (same errors, signals, exit codes)."""
+    from emo_stream.cli import main as emo_stream_main
+
+    return emo_stream_main(["export", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
