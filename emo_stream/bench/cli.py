@@ -44,18 +44,21 @@ def _progress(msg: str) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from emo_stream.bench.markdown import render_markdown
 
+    from emo_stream.outputs import check_writable, refuse_alias, write_text
+
     if not args.input.is_file():
         raise EmoStreamError(f"input not found: {args.input}")
+    md_path = args.markdown or args.json.with_suffix(".md")
+    # Outputs are checked before the (long) run: never the input, and writable now rather than after it.
+    refuse_alias({"--json": args.json, "--markdown": md_path}, {"--input": args.input})
+    check_writable(args.json)
+    check_writable(md_path)
     t0 = time.monotonic()
     result = run_benchmark(args.input, args.engine, baseline=not args.no_baseline, micro=not args.no_micro, scaling=not args.no_scaling)
     result["total_wall_s"] = time.monotonic() - t0
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.json)
+    write_text(args.json, json.dumps(result, indent=2))  # atomic; a full disk is one "cannot write" line
     md = render_markdown(result)
-    md_path = args.markdown or args.json.with_suffix(".md")
-    md_path.write_text(md)
+    write_text(md_path, md)
     print(md)
     _progress(f"done in {result['total_wall_s']:.0f} s; wrote {args.json} and {md_path}")
     return 0
