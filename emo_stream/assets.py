@@ -14,6 +14,7 @@ command that fixes it.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,25 @@ def package_dir(package: str) -> Path | None:
     if spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
     return Path(spec.origin).parent if spec.origin else None
+
+
+#: Overrides where derived model files (ONNX builds, requantized GGUFs) are cached.
+ENV_CACHE = "EMO_STREAM_CACHE"
+
+
+def model_cache_dir() -> Path:
+    """Where model files *derived* from packaged ones are cached (one directory for all of them).
+
+    ``$EMO_STREAM_CACHE/models``, else ``$XDG_CACHE_HOME/emo_stream/models``,
+    else ``~/.cache/emo_stream/models``. Derived files are rebuilt when missing,
+    so the directory may be wiped at any time.
+    """
+    root = os.environ.get(ENV_CACHE)
+    if root:
+        return Path(root).expanduser() / "models"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "emo_stream" / "models"
 
 
 def check_model_file(path: Path, model: PackagedModel | None = None) -> Path:

@@ -95,8 +95,8 @@ def _llama_lib() -> Any:
         import llama_cpp.llama_cpp as lib
     except ImportError as exc:
         raise MissingDependencyError(
-            "quantizing GGUF needs llama.cpp: pip install llama-cpp-python==0.3.36 "
-            f"(CMAKE_ARGS=-DGGML_NATIVE=OFF for a portable build) ({exc})"
+            "quantizing GGUF needs llama.cpp: run scripts/setup.sh (builds llama-cpp-python==0.3.36 "
+            f"for this CPU) ({exc})"
         ) from None
     return lib
 
@@ -296,19 +296,22 @@ def write_f16_gguf(path: Path, lm: Any, tokenizer_dir: Path | None, name: str = 
 
 
 def quantize_gguf(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
-    """``llama_model_quantize(src -> dst)``; ``dst`` is written directly (callers pass a temporary path)."""
-    lib = _llama_lib()
-    from emo_stream.runtime.llama_cpp import _LOG
+    """``llama_model_quantize(src -> dst)``; ``dst`` is written directly (callers pass a temporary path).
 
-    _LOG.install(lib)
-    ftype = {"Q8_0": lib.LLAMA_FTYPE_MOSTLY_Q8_0, "Q4_K_M": lib.LLAMA_FTYPE_MOSTLY_Q4_K_M, "F16": lib.LLAMA_FTYPE_MOSTLY_F16}[quant]
-    params = lib.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = int(threads)
-    mark = _LOG.mark()
-    rc = lib.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0:
-        raise ExportError(f"llama_model_quantize({quant}) failed with {rc}: {'; '.join(_LOG.since(mark)[-3:]) or 'no log message'}")
+    The runtime's :func:`~emo_stream.runtime.llama_cpp.quantize_gguf` does the
+    work (one binding wrapper for exports and the model cache); its failure is
+    an :class:`ExportError` here.
+    """
+    _llama_lib()  # a missing llama.cpp is a MissingDependencyError with the install hint
+    from emo_stream.errors import ModelFileError
+    from emo_stream.runtime.llama_cpp import quantize_gguf as llama_quantize
+
+    if quant not in QUANTS:
+        raise ConfigError(f"GGUF quantization must be one of {', '.join(QUANTS)}, got {quant!r}")
+    try:
+        llama_quantize(src, dst, quant, threads)
+    except ModelFileError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def gguf_tensor_types(path: Path) -> dict[str, int]:

@@ -85,7 +85,7 @@ from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 
-from emo_stream.assets import GGUF_MAGIC, SMOLLM2_GGUF, check_model_file
+from emo_stream.assets import GGUF_MAGIC, SMOLLM2_GGUF, check_model_file, model_cache_dir
 from emo_stream.errors import ConfigError, ModelFileError
 
 #: One piece of a prompt: text (tokenized with special tokens parsed), token ids
@@ -96,7 +96,7 @@ Prompt = Union[str, Sequence[PromptPart]]
 #: A candidate answer: text (tokenized without special tokens) or token ids used as is.
 Label = Union[str, Sequence[int], np.ndarray]
 
-_PIP_HINT = "pip install llama-cpp-python==0.3.36 (set CMAKE_ARGS=-DGGML_NATIVE=OFF for a portable build)"
+_PIP_HINT = "run scripts/setup.sh (builds llama-cpp-python==0.3.36 for this CPU; see `scripts/setup.sh --llama-cmake-args`)"
 
 
 class LlamaDecodeError(RuntimeError):
@@ -316,10 +316,123 @@ def read_gguf_index(path: str | Path) -> GgufIndex:
     return GgufIndex(path, version, meta, lengths, tensors, data_offset, size)
 
 
-def resolve_model_path(model_path: str | Path | None) -> Path:
-    """The GGUF to load: ``model_path`` or the packaged SmolLM2 (checked either way)."""
+def cpu_features() -> dict[str, bool]:
+    """Instruction sets the installed llama.cpp CPU backend was compiled with (``llama_print_system_info``).
+
+    Why: the wheel is built per CPU (``scripts/setup.sh``); benchmarks and bug
+    reports must say which kernels ran (``{"AVX2": True, "AVX512": True, ...}``).
+    """
+    text = _bindings().llama_print_system_info().decode("utf-8", "replace")
+    out: dict[str, bool] = {}
+    for part in text.replace("CPU :", "|").split("|"):
+        name, sep, value = part.partition("=")
+        if sep and name.strip():
+            out[name.strip()] = value.strip() == "1"
+    return out
+
+
+# --------------------------------------------------------------------------- GGUF type of the packaged model
+
+#: GGUF types the packaged SmolLM2 (shipped as Q4_1) can be requantized to for scoring.
+GGUF_TYPES = ("Q4_0", "Q4_1", "Q8_0", "F16")
+
+#: The type label scoring loads the packaged SmolLM2 in (:class:`LlamaCppConfig`'s
+#: ``default_model_type``). Chosen by measured prefill speed, because scoring a
+#: window is one prefill of the changed clue tokens: ggml has no fast (repacked,
+#: integer-dot) prefill kernel for Q4_1, while Q4_0 is repacked to an 8x8
+#: interleaved layout at load and its GEMM uses AVX2 / AVX-512 VNNI.
+#: Measured with ``python -m emo_stream.bench.gguf_types`` (the 132-token clue
+#: prompt, nothing cached, median of 5; 2-core Xeon (Sapphire Rapids class),
+#: load average 0.2-1.2 from other jobs; 2026-12-06):
+#:
+#: ========  ===========================  ===========================
+#: type      portable AVX2 build, 1 / 2 t  AVX-512 build, 1 / 2 threads
+#: ========  ===========================  ===========================
+#: Q4_1      744 / 460 ms (as shipped)    732 / 395 ms
+#: Q4_0      386 / 223 ms                 304 / 158 ms  <- chosen
+#: Q8_0      486 / 250 ms                 406 / 214 ms
+#: F16       460 / 246 ms                 470 / 255 ms
+#: ========  ===========================  ===========================
+#:
+#: Q4_0 is fastest on both builds and thread counts (and the smallest file);
+#: scores stay bit-identical across batch cuts and prefix reuse (the runtime
+#: tests run on it). Requantizing from Q4_1 loses a little precision (Q4_1
+#: -> F32 -> Q4_0); the default engine's labels come from this file.
+SCORING_GGUF_TYPE = "Q4_0"
+
+
+def quantize_gguf(src: str | Path, dst: str | Path, gguf_type: str, threads: int = 0, *, allow_requantize: bool = False) -> None:
+    """``llama_model_quantize(src -> dst)`` to ``gguf_type`` (``Q4_0``, ``Q8_0``, ``Q4_K_M``, ``F16`` ...).
+
+    ``dst`` is written directly: callers pass a temporary path and rename it.
+    ``allow_requantize`` lets llama.cpp read an already quantized source (its
+    weights are dequantized first, so precision never comes back).
+    """
+    lib = _bindings()
+    _LOG.install(lib)
+    ftype = getattr(lib, f"LLAMA_FTYPE_MOSTLY_{gguf_type}", None)
+    if ftype is None:
+        raise ConfigError(f"llama_cpp: unknown GGUF type {gguf_type!r}")
+    params = lib.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = int(threads)
+    params.allow_requantize = bool(allow_requantize)
+    mark = _LOG.mark()
+    rc = lib.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise ModelFileError(f"llama_model_quantize({src} -> {gguf_type}) failed with {rc}: {'; '.join(_LOG.since(mark)[-3:]) or 'no log message'}")
+
+
+def gguf_file_type(path: str | Path) -> str | None:
+    """The GGUF's declared type (``general.file_type``) as a name such as ``Q4_1``, or None."""
+    value = read_gguf_index(path).metadata.get("general.file_type")
+    lib = _bindings()
+    for name in dir(lib):
+        if name.startswith("LLAMA_FTYPE_MOSTLY_") and getattr(lib, name) == value:
+            return name[len("LLAMA_FTYPE_MOSTLY_") :]
+    return None
+
+
+def requantized_gguf(src: str | Path, gguf_type: str, cache_dir: str | Path | None = None) -> Path:
+    """``src`` as ``gguf_type``: ``src`` itself when it already is, else a cached requantized copy.
+
+    The copy lives in :func:`~emo_stream.assets.model_cache_dir` under a name
+    keyed by the source (path, size, mtime) and the llama.cpp version, so a
+    reinstalled model or another llama.cpp build makes a new one; it is
+    written to a temporary name, fsynced and renamed (:func:`~emo_stream.durable.atomic_path`),
+    so a crash or a concurrent process never leaves a half file under the final name.
+    Requantizing SmolLM2-135M takes ~1-3 s, once.
+    """
+    import hashlib
+
+    from emo_stream.durable import atomic_path
+
+    if gguf_type not in GGUF_TYPES:
+        raise ConfigError(f"llama_cpp: GGUF type must be one of {', '.join(GGUF_TYPES)}, got {gguf_type!r}")
+    src = check_model_file(Path(src).expanduser().resolve())
+    if gguf_file_type(src) == gguf_type:
+        return src
+    st = src.stat()
+    version = getattr(sys.modules.get("llama_cpp"), "__version__", "?")
+    key = hashlib.sha256(f"{src}|{st.st_size}|{st.st_mtime_ns}|{gguf_type}|{version}".encode()).hexdigest()[:16]
+    dst = Path(cache_dir).expanduser() if cache_dir is not None else model_cache_dir()
+    dst = dst / f"{src.stem}.as-{gguf_type}-{key}.gguf"
+    if dst.is_file():
+        try:
+            read_gguf_index(dst)
+            return dst
+        except ModelFileError:
+            pass  # damaged by something outside us: rebuild it
+    with atomic_path(dst) as tmp:
+        quantize_gguf(src, tmp, gguf_type, allow_requantize=True)
+    return dst
+
+
+def resolve_model_path(model_path: str | Path | None, default_model_type: str | None = None) -> Path:
+    """The GGUF to load: ``model_path`` as is, or the packaged SmolLM2 in ``default_model_type`` (checked either way)."""
     if model_path is None:
-        return SMOLLM2_GGUF.path()
+        src = SMOLLM2_GGUF.path()
+        return requantized_gguf(src, default_model_type) if default_model_type else src
     return check_model_file(Path(model_path).expanduser())
 
 
@@ -442,6 +555,12 @@ class LlamaCppConfig:
     small).
     ``seed`` seeds sampling when ``temperature > 0`` (greedy ignores it).
 
+    ``default_model_type``: without ``model_path`` the packaged SmolLM2 (shipped
+    as Q4_1) is requantized once into the model cache to this GGUF type
+    (default :data:`SCORING_GGUF_TYPE`, chosen by measured prefill speed; see
+    there); ``None`` loads the file as shipped. A ``model_path`` is always
+    loaded as it is.
+
     Threads: llama.cpp uses ``n_threads`` for single-token decodes (rationale
     generation) and ``n_threads_batch`` for multi-token batches (prefix, clues,
     labels); both default to ``os.cpu_count()``. The CPU backend is built with
@@ -467,6 +586,7 @@ class LlamaCppConfig:
     """
 
     model_path: str | Path | None = None
+    default_model_type: str | None = SCORING_GGUF_TYPE
     n_ctx: int = 2048
     n_threads: int | None = None
     n_threads_batch: int | None = None
@@ -500,6 +620,10 @@ class LlamaCppConfig:
             (4 <= self.n_seq_max <= 256, f"n_seq_max must be in [4, 256], got {self.n_seq_max}"),
             (0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}"),
             (self.n_gpu_layers >= -1, f"n_gpu_layers must be >= -1 (-1 = all), got {self.n_gpu_layers}"),
+            (
+                self.default_model_type is None or self.default_model_type in GGUF_TYPES,
+                f"default_model_type must be one of {', '.join(GGUF_TYPES)} or null (as shipped), got {self.default_model_type!r}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -584,7 +708,7 @@ class LlamaCppRuntime:
         self._gen_lock = threading.Lock()
         self.stats = RuntimeStats()
 
-        self.path = resolve_model_path(self.config.model_path)
+        self.path = resolve_model_path(self.config.model_path, self.config.default_model_type)
         self.gguf = read_gguf_index(self.path)
         lib = self._lib = _bindings()
         _LOG.install(lib)

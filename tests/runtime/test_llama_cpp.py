@@ -25,7 +25,12 @@ from emo_stream.runtime.llama_cpp import (
     ChatTemplate,
     LlamaCppConfig,
     LlamaCppRuntime,
+    GGUF_TYPES,
+    SCORING_GGUF_TYPE,
+    cpu_features,
+    gguf_file_type,
     read_gguf_index,
+    requantized_gguf,
     sanitize_clue_text,
 )
 
@@ -68,11 +73,37 @@ def brute_force_logprob(rt: LlamaCppRuntime, prefix: str, suffix: str, label: st
 
 
 def test_loads_packaged_model(rt: LlamaCppRuntime) -> None:
-    assert rt.path == SMOLLM2_GGUF.path()
+    # The packaged Q4_1 file, requantized once into the model cache to the scoring type.
+    assert SCORING_GGUF_TYPE in GGUF_TYPES and gguf_file_type(rt.path) == SCORING_GGUF_TYPE
+    assert gguf_file_type(SMOLLM2_GGUF.path()) == "Q4_1"
     assert rt.architecture == "llama"
     assert (rt.n_embd, rt.n_vocab) == (576, 49152)
     assert rt.chat_template.source == "gguf"
     assert set(rt.kv_sequences()) <= {0}  # nothing but (at most) a cached prefix
+
+
+def test_requantized_copy_is_cached_atomically_and_keyed_by_type(tmp_path: Path) -> None:
+    src = SMOLLM2_GGUF.path()
+    assert requantized_gguf(src, "Q4_1", tmp_path) == src.resolve()  # already that type: no copy
+    q8 = requantized_gguf(src, "Q8_0", tmp_path)
+    assert q8.parent == tmp_path and gguf_file_type(q8) == "Q8_0"
+    assert [p.name for p in tmp_path.iterdir()] == [q8.name]  # no temporary file left behind
+    mtime = q8.stat().st_mtime_ns
+    assert requantized_gguf(src, "Q8_0", tmp_path) == q8 and q8.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    q8.write_bytes(b"GGUF")  # damaged in place: rebuilt
+    assert gguf_file_type(requantized_gguf(src, "Q8_0", tmp_path)) == "Q8_0"
+    with LlamaCppRuntime(LlamaCppConfig(default_model_type=None, n_threads=1)) as shipped:
+        assert shipped.path == src
+    with pytest.raises(ConfigError, match="default_model_type"):
+        LlamaCppConfig(default_model_type="Q5_K")
+    with pytest.raises(ConfigError, match="GGUF type"):
+        requantized_gguf(src, "Q2_K", tmp_path)
+
+
+def test_cpu_features_name_the_build() -> None:
+    feats = cpu_features()
+    assert feats and all(isinstance(v, bool) for v in feats.values())
+    assert "AVX2" in feats or "NEON" in feats or "SSE3" in feats  # x86-64 or ARM build
 
 
 def test_gguf_index_reads_header(rt: LlamaCppRuntime) -> None:
