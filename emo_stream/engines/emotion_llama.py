@@ -2,12 +2,13 @@
 
 Per window:
 
-1. **preprocess** -- the selected frames become the global view (middle frame),
-   the temporal clip (all K frames, resampled to the encoder's frame count) and
-   the face view: face crops from ``face_detector`` (or an injected
-   ``face_cropper``) when configured, else a centred square of
-   ``face_crop_fraction`` of each frame as a stand-in (Emotion-LLaMAv2 works
-   without a face detector; the state then does *not* claim a face). The audio
+1. **preprocess** (``EmotionLlama.preprocess``, per view as Emotion-LLaMA's
+   pipeline does it) -- the first selected frame becomes the global view; face
+   crops from ``face_detector`` (or an injected ``face_cropper``) when
+   configured, else a centred square of ``face_crop_fraction`` of each frame as
+   a stand-in (Emotion-LLaMAv2 works without a face detector; the state then
+   does *not* claim a face), feed the face view and, sampled as 8 segments x 2
+   consecutive crops, the temporal clip. The audio
    span (resampled to 16 kHz if needed) feeds the audio encoder. No frames / no
    audio / all-zero audio -> that modality is absent and masked out.
 2. **encode** -- one encoder per modality (each timed separately).

@@ -250,6 +250,32 @@ def apply_checkpoint(model: EmotionLlama, mapped: MappedCheckpoint) -> None:
             proj.ln_vision.bias.zero_()  # type: ignore[union-attr]
 
 
+def load_encoder(name: str, path: str | Path, base: EmotionLlamaConfig) -> Any:
+    """One view's encoder from a local transformers directory, or from the original ``.pth`` checkpoint.
+
+    A *file* is read in the original layout and converted (global: EVA
+    ``eva_vit_g.pth``; face: the authors' MAE ``{'model': ...}``; temporal: the
+    authors' ``encoder.``-prefixed VideoMAE), with ``base``'s view config
+    (Emotion-LLaMA's preprocessing defaults). A *directory* is a transformers
+    model dir (HuBERT / Whisper for audio).
+    """
+    views = {
+        "global": (GlobalViewEncoder.from_pretrained_dir, lambda p: GlobalViewEncoder.from_eva_checkpoint(p, base.global_view)),
+        "face": (FaceViewEncoder.from_pretrained_dir, lambda p: FaceViewEncoder.from_mae_checkpoint(p, base.face_view)),
+        "temporal": (TemporalViewEncoder.from_pretrained_dir, lambda p: TemporalViewEncoder.from_videomae_checkpoint(p, base.temporal_view)),
+        "audio": (AudioEncoder.from_pretrained_dir, None),
+    }
+    if name not in views:
+        raise ModelFileError(f"unknown encoder {name!r} in encoder_dirs; expected global, face, temporal, audio")
+    from_dir, from_file = views[name]
+    p = Path(path)
+    if p.is_file():
+        if from_file is None:
+            raise ModelFileError(f"{name} encoder: {p} is a file; give a transformers model directory (config.json + weights)")
+        return from_file(p)
+    return from_dir(p)
+
+
 def import_emotion_llama(
     checkpoint_path: str | Path,
     llama_dir: str | Path,
@@ -270,8 +296,10 @@ def import_emotion_llama(
             ``import_report.json`` are written.
         base_config: supplies what the checkpoint does not determine (label
             set, encoder shapes, number of EVA patches); default: Emotion-LLaMA 7B.
-        encoder_dirs: local dirs for ``"global"`` (transformers ViT), ``"face"``
-            (ViTMAE), ``"temporal"`` (VideoMAE), ``"audio"`` (HuBERT).
+        encoder_dirs: per view, a local transformers dir (``"global"`` ViT,
+            ``"face"`` ViTMAE, ``"temporal"`` VideoMAE, ``"audio"`` HuBERT) or,
+            for the visual views, the original ``.pth`` checkpoint file (see
+            :func:`load_encoder`).
         eva_checkpoint: ``eva_vit_g.pth`` for the global view (instead of a ViT dir).
         dtype: LLM dtype (default: what llama_dir stores, usually float16).
 
@@ -284,11 +312,7 @@ def import_emotion_llama(
 
     encoders: dict[str, Any] = {}
     for name, path in (encoder_dirs or {}).items():
-        loader = {"global": GlobalViewEncoder.from_pretrained_dir, "face": FaceViewEncoder.from_pretrained_dir,
-                  "temporal": TemporalViewEncoder.from_pretrained_dir, "audio": AudioEncoder.from_pretrained_dir}.get(name)
-        if loader is None:
-            raise ModelFileError(f"unknown encoder {name!r} in encoder_dirs; expected global, face, temporal, audio")
-        encoders[name] = loader(path)
+        encoders[name] = load_encoder(name, path, base)
     if eva_checkpoint is not None:
         if "global" in encoders:
             raise ModelFileError("give the global view either as encoder_dirs['global'] or as eva_checkpoint, not both")

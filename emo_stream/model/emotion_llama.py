@@ -294,35 +294,40 @@ class EmotionLlama(nn.Module):
         face_boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
         face_crop_fraction: float = 0.6,
     ) -> ModalityInputs:
-        """One sample's raw data -> :class:`ModalityInputs` (batch of 1).
+        """One sample's raw data -> :class:`ModalityInputs` (batch of 1), per view as Emotion-LLaMA's pipeline prepares it.
 
-        ``frames``: BGR uint8 frames in time order (the middle one is the global
-        view, all of them the temporal clip). Face view: ``face_images`` (crops)
-        if given, else ``frames`` cropped to ``face_boxes`` (None entries: no
-        face in that frame), else a centred square of ``face_crop_fraction`` of
-        the shorter side as a stand-in (Emotion-LLaMAv2 drops the face detector
-        altogether). ``audio``: mono float samples.
+        ``frames``: BGR uint8 frames in time order. The global view takes the
+        frame its config names (Emotion-LLaMA: the *first*). Face crops come
+        from ``face_images`` if given, else ``frames`` cropped to ``face_boxes``
+        (None entries: no face in that frame), else a centred square of
+        ``face_crop_fraction`` of the shorter side as a stand-in (Emotion-LLaMAv2
+        drops the face detector altogether). The face view encodes every crop;
+        the temporal view samples its clip from the same face crops when its
+        config says ``crop="face"`` (the original's OpenFace crops; no face ->
+        no temporal view), else from the whole frames. ``audio``: mono float samples.
         """
         inp = ModalityInputs()
         frames = list(frames)
         g, f, t, a = (self.encoder(n) for n in MODALITIES)
-        if frames:
-            if isinstance(g, GlobalViewEncoder):
-                inp.global_pixels = g.preprocess([frames[len(frames) // 2]])
-            if isinstance(t, TemporalViewEncoder):
-                inp.temporal_pixels = t.preprocess(frames).unsqueeze(0)
-        if isinstance(f, FaceViewEncoder):
-            if face_images is not None:
-                crops = [c for c in face_images if c is not None and c.size]
+        if face_images is not None:
+            crops: list[np.ndarray] = [c for c in face_images if c is not None and c.size]
+            crop_boxes: list[tuple[int, int, int, int] | None] | None = None
+        elif face_boxes is not None:
+            pairs = [(fr, bx) for fr, bx in zip(frames, face_boxes) if bx is not None]
+            crops, crop_boxes = [p[0] for p in pairs], [p[1] for p in pairs]
+        else:
+            crops = frames
+            crop_boxes = [center_square_box(fr.shape[0], fr.shape[1], face_crop_fraction) for fr in frames]
+        if frames and isinstance(g, GlobalViewEncoder):
+            inp.global_pixels = g.preprocess([frames[g.config.frame_index(len(frames))]])
+        if isinstance(t, TemporalViewEncoder):
+            if t.config.crop == "face":
                 if crops:
-                    inp.face_pixels = f.preprocess(crops).unsqueeze(0)
-            elif face_boxes is not None:
-                pairs = [(fr, bx) for fr, bx in zip(frames, face_boxes) if bx is not None]
-                if pairs:
-                    inp.face_pixels = f.preprocess([p[0] for p in pairs], [p[1] for p in pairs]).unsqueeze(0)
+                    inp.temporal_pixels = t.preprocess(crops, crop_boxes).unsqueeze(0)
             elif frames:
-                boxes = [center_square_box(fr.shape[0], fr.shape[1], face_crop_fraction) for fr in frames]
-                inp.face_pixels = f.preprocess(frames, boxes).unsqueeze(0)
+                inp.temporal_pixels = t.preprocess(frames).unsqueeze(0)
+        if isinstance(f, FaceViewEncoder) and crops:
+            inp.face_pixels = f.preprocess(crops, crop_boxes).unsqueeze(0)
         if audio is not None and isinstance(a, AudioEncoder):
             wave = np.asarray(audio, dtype=np.float32).reshape(-1)
             if sample_rate != a.config.sample_rate:

@@ -2,14 +2,25 @@
 
 Emotion-LLaMA (Cheng et al., 2024) reads a clip through four frozen encoders:
 
-* **global view** -- EVA-CLIP-g (MiniGPT-v2's ViT, 448 px, patch 14): 1 CLS +
+* **global view** -- EVA-CLIP-g (MiniGPT-v2's ViT, 448 px, patch 14) on the
+  window's *first* frame (as Emotion-LLaMA's dataset and demo pick it): 1 CLS +
   1024 patch tokens of width 1408, taken *before* any final norm (MiniGPT-v2
   applies its own ``ln_vision``, which lives in the projector here);
-* **local view** -- an MAE ViT-L on face crops: one 1024-d vector per frame
-  (mean of the patch tokens), averaged over the frames ("MAE UTT" features);
-* **temporal view** -- VideoMAE ViT-L on 16 frames: the mean of its tokens;
-* **audio** -- HuBERT-large on 16 kHz speech: the mean of its frame features.
-  Emotion-LLaMAv2 uses a Whisper encoder instead (``kind="whisper"``).
+* **local view** -- MER2023's face MAE ViT-L on face crops, pixels in [0, 1]
+  with no mean/std: one 1024-d vector per frame (the CLS token after the final
+  norm, ``global_pool=False``), averaged over the frames ("MAE UTT" features);
+* **temporal view** -- MER2023's VideoMAE ViT-L on 8 segments x 2 consecutive
+  *face crops*, pixels in [0, 1]: the mean of its tokens, no final norm;
+* **audio** -- HuBERT-large on 16 kHz speech: the mean of its final (post
+  LayerNorm) frame features. Emotion-LLaMAv2 uses a Whisper encoder instead
+  (``kind="whisper"``).
+
+Each of these choices is a config field (``frame``, ``pooling``,
+``image_mean``/``image_std``, ``sampling``, ``crop``, ``interpolation``,
+``layer``), defaulting to what Emotion-LLaMA's checkpoints were trained on. The
+original checkpoints (EVA ``eva_vit_g.pth``, the authors' MAE and VideoMAE
+``.pth``) convert with ``from_eva_checkpoint`` / ``from_mae_checkpoint`` /
+``from_videomae_checkpoint``.
 
 Every encoder returns an :class:`EncoderOutput` holding both the token sequence
 (what the v2 conv-attention fusion consumes) and the utterance-level pooled
@@ -28,7 +39,8 @@ numbers that must match the weights (image size, mean/std, mel settings) live
 next to them.
 
 The encoders live one per module (``global_view``, ``face_view``,
-``temporal_view``, ``audio``; shared pieces in ``common``); this package
+``temporal_view``, ``audio``; shared pieces in ``common``, converters from the
+original timm-style checkpoints in ``timm_convert``); this package
 re-exports them so ``from emo_stream.model.encoders import X`` keeps working.
 """
 
@@ -53,13 +65,15 @@ from emo_stream.model.encoders.common import (
     load_state_dict_dir,
     masked_mean,
 )
-from emo_stream.model.encoders.face_view import FaceViewConfig, FaceViewEncoder
+from emo_stream.model.encoders.face_view import FaceViewConfig, FaceViewEncoder, convert_mae_vit_state_dict
 from emo_stream.model.encoders.global_view import GlobalViewConfig, GlobalViewEncoder, convert_eva_vit_state_dict
 from emo_stream.model.encoders.temporal_view import (
     TemporalViewConfig,
     TemporalViewEncoder,
     _fast_videomae_tables,
+    convert_videomae_state_dict,
     resample_frame_indices,
+    segment_frame_indices,
     sinusoid_table,
 )
 
@@ -67,8 +81,8 @@ __all__ = [
     "CLIP_MEAN", "CLIP_STD", "ENCODER_CONFIGS", "IMAGENET_MEAN", "IMAGENET_STD", "AudioEncoder", "AudioEncoderConfig",
     "EncoderOutput", "FaceViewConfig", "FaceViewEncoder", "GlobalViewConfig", "GlobalViewEncoder", "TemporalViewConfig",
     "TemporalViewEncoder", "build_encoder", "canonical_mapping", "center_square_box", "check_pretrained_dir",
-    "convert_eva_vit_state_dict", "images_to_tensor", "load_state_dict_dir", "masked_mean", "resample_frame_indices",
-    "sinusoid_table", "_HOW", "_clean_wave", "_config_kwargs", "_fast_videomae_tables", "_receptive_field",
+    "convert_eva_vit_state_dict", "convert_mae_vit_state_dict", "convert_videomae_state_dict", "images_to_tensor", "load_state_dict_dir", "masked_mean", "resample_frame_indices",
+    "segment_frame_indices", "sinusoid_table", "_HOW", "_clean_wave", "_config_kwargs", "_fast_videomae_tables", "_receptive_field",
 ]
 
 

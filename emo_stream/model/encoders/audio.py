@@ -48,8 +48,9 @@ class AudioEncoderConfig:
         sample_rate: what the backbone expects (16 kHz for both).
         normalize: zero-mean/unit-variance per utterance (HuBERT-large's
             feature extractor does this; HuBERT-base's does not).
-        layer: which hidden state to use (-1: last; MER2023-style features
-            sometimes use an earlier layer).
+        layer: which hidden state to use, numbered 0..num_layers with
+            ``num_layers`` == -1 == the final output after the closing
+            LayerNorm, as MER2023 extracted it (see :meth:`AudioEncoder.hidden_state`).
     """
 
     kind: str = "hubert"
@@ -201,10 +202,28 @@ class AudioEncoder(nn.Module):
         # log-mel hop 160, then a stride-2 conv: one frame per 320 samples.
         return torch.clamp((lengths + 319) // 320, min=1, max=int(self.config.backbone["max_source_positions"]))
 
-    def _run(self, **kwargs: Tensor) -> Tensor:
-        want_hidden = self.config.layer != -1
-        out = self.backbone(**kwargs, output_hidden_states=want_hidden)
-        return out.hidden_states[self.config.layer] if want_hidden else out.last_hidden_state
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.backbone.get("num_hidden_layers", 12) if self.config.kind == "hubert" else self.config.backbone.get("encoder_layers", 4))
+
+    def hidden_state(self, **kwargs: Tensor) -> Tensor:
+        """The configured layer's frame features, with one meaning under every transformers version.
+
+        States are numbered 0..L (L = number of layers): 0 is the input of the
+        first layer, ``i`` the output of layer ``i``, and L -- also ``-1`` -- the
+        encoder's final output *after* its closing LayerNorm (HuBERT-large and
+        Whisper have one). That is transformers 4.16's numbering, which
+        MER2023-Baseline used to extract Emotion-LLaMA's "HL-UTT" features
+        (``hidden_states[-1]`` there is after the final norm). transformers 5
+        reports ``hidden_states[L]`` *before* that norm, so we never read index
+        L from it: L and -1 both come from ``last_hidden_state``.
+        """
+        n = self.num_layers
+        layer = self.config.layer % (n + 1)
+        if layer == n:
+            return self.backbone(**kwargs).last_hidden_state
+        return self.backbone(**kwargs, output_hidden_states=True).hidden_states[layer]
+
 
     def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
         lengths = inputs["lengths"]
@@ -213,10 +232,10 @@ class AudioEncoder(nn.Module):
             values = inputs["input_values"].to(dtype)
             # Each utterance runs alone at its own length: padding would change
             # HuBERT's normalisation and convolution edges.
-            rows = [self._run(input_values=values[i : i + 1, : int(lengths[i])])[0] for i in range(values.shape[0])]
+            rows = [self.hidden_state(input_values=values[i : i + 1, : int(lengths[i])])[0] for i in range(values.shape[0])]
         else:
             feats = inputs["input_features"].to(dtype)
-            rows = list(self._run(input_features=feats))
+            rows = list(self.hidden_state(input_features=feats))
         n = self.frame_lengths(lengths)
         t = max(int(n.max()), max(r.shape[0] for r in rows))
         tokens = rows[0].new_zeros(len(rows), t, rows[0].shape[-1])

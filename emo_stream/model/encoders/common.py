@@ -22,6 +22,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: Resize filters a view may use (the original pipelines: BLIP-2 bicubic, torchvision's bilinear default).
+INTERPOLATIONS = ("bilinear", "bicubic")
+#: Which frame of a window the global view takes.
+FRAME_CHOICES = ("first", "middle")
+#: No normalisation: pixels stay in [0, 1] (MER2023's face MAE and VideoMAE feature extraction).
+NO_MEAN = (0.0, 0.0, 0.0)
+NO_STD = (1.0, 1.0, 1.0)
+
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -53,6 +61,12 @@ def _check_norm(mean: Sequence[float], std: Sequence[float], what: str) -> None:
         raise ConfigError(f"{what}: image_mean and image_std need 3 values (RGB), got {mean} / {std}")
     if any(not s > 0 for s in std):
         raise ConfigError(f"{what}: image_std must be positive, got {std}")
+
+
+def check_choice(value: str, choices: Sequence[str], what: str) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{what} must be one of {tuple(choices)}, got {value!r}")
 
 
 def canonical_mapping(obj: Any, what: str) -> Any:
@@ -95,14 +109,18 @@ def images_to_tensor(
     mean: Sequence[float],
     std: Sequence[float],
     boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+    interpolation: str = "bicubic",
 ) -> Tensor:
     """BGR uint8 (H, W, 3) frames -> (N, 3, size, size) float32, RGB, normalised.
 
     Each image is optionally cropped to its box (x0, y0, x1, y1; clipped to the
-    image), resized to ``size`` x ``size`` with antialiased bicubic
-    interpolation (BLIP-2's eval processor resizes without keeping the aspect
-    ratio; so do we), scaled to [0, 1] and normalised with ``mean``/``std``.
+    image), resized to ``size`` x ``size`` with antialiased ``interpolation``
+    (like PIL's resampling, which torchvision's ``Resize`` uses on PIL images;
+    the aspect ratio is not kept, as BLIP-2's eval processor and MER2023's
+    ``Resize((224, 224))`` do not keep it), scaled to [0, 1] and normalised with
+    ``mean``/``std`` (0 and 1 leave pixels in [0, 1]).
     """
+    check_choice(interpolation, INTERPOLATIONS, "interpolation")
     if boxes is not None and len(boxes) != len(images):
         raise ValueError(f"{len(boxes)} boxes for {len(images)} images")
     out = []
@@ -119,7 +137,7 @@ def images_to_tensor(
             img = img[y0:y1, x0:x1]
         t = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).permute(2, 0, 1).unsqueeze(0).float()
         if t.shape[-2:] != (size, size):
-            t = F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 255.0)
+            t = F.interpolate(t, size=(size, size), mode=interpolation, align_corners=False, antialias=True).clamp_(0.0, 255.0)
         out.append(t[0])
     if not out:
         return torch.zeros(0, 3, size, size)
@@ -196,13 +214,15 @@ _HOW = {
         "(e.g. `huggingface-cli download google/vit-large-patch16-224-in21k --local-dir DIR` on a machine with network)."
     ),
     "face": (
-        "Point to a transformers ViTMAE directory (config.json + model.safetensors), e.g. "
-        "`huggingface-cli download facebook/vit-mae-large --local-dir DIR` on a machine with network "
-        "(Emotion-LLaMA used MER2023's face-trained MAE ViT-L, converted to this format)."
+        "Give the authors' face MAE checkpoint (MER2023's mae_checkpoint-340.pth, a timm-style {'model': ...} file; "
+        "FaceViewEncoder.from_mae_checkpoint or `--encoder face=FILE` converts it), or a transformers ViTMAE directory "
+        "(config.json + model.safetensors, e.g. `huggingface-cli download facebook/vit-mae-large --local-dir DIR` on a "
+        "machine with network)."
     ),
     "temporal": (
-        "Point to a transformers VideoMAE directory, e.g. "
-        "`huggingface-cli download MCG-NJU/videomae-large --local-dir DIR` on a machine with network."
+        "Give the authors' VideoMAE checkpoint (MER2023's maeVideo .pth, `encoder.`-prefixed; "
+        "TemporalViewEncoder.from_videomae_checkpoint or `--encoder temporal=FILE` converts it), or a transformers "
+        "VideoMAE directory, e.g. `huggingface-cli download MCG-NJU/videomae-large --local-dir DIR` on a machine with network."
     ),
     "hubert": (
         "Point to a transformers HuBERT directory, e.g. `huggingface-cli download TencentGameMate/chinese-hubert-large "

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.model.encoders.timm_convert import (
+    check_complete,
+    convert_block,
+    missing_block_keys,
+    pick,
+    read_torch_checkpoint,
+    report_conversion,
+    resize_grid_pos_embed,
+)
 from emo_stream.model.encoders.common import (
     _HOW,
+    FRAME_CHOICES,
+    INTERPOLATIONS,
+    check_choice,
     CLIP_MEAN,
     CLIP_STD,
     EncoderOutput,
@@ -57,12 +67,19 @@ class GlobalViewConfig:
         final_norm: apply the ViT's final LayerNorm. False for EVA: MiniGPT-v2
             takes the last block's raw output and normalises it with its own
             ``ln_vision`` (in :class:`~emo_stream.model.projectors.EmotionLlamaProjector`).
+        frame: which frame of a window is the global view. ``"first"``:
+            Emotion-LLaMA's dataset (``extract_frame`` reads the first frame of
+            the clip) and its demo do so; ``"middle"`` is the alternative.
+        interpolation: resize filter; bicubic as BLIP-2's ``blip2_image_eval``
+            processor (``Resize((448, 448), BICUBIC)``, aspect ratio not kept).
     """
 
     backbone: Mapping[str, Any] = field(default_factory=_eva_clip_g_backbone)
     image_mean: tuple[float, ...] = CLIP_MEAN
     image_std: tuple[float, ...] = CLIP_STD
     final_norm: bool = False
+    frame: str = "first"
+    interpolation: str = "bicubic"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backbone", canonical_mapping(self.backbone, "global view backbone"))
@@ -72,6 +89,14 @@ class GlobalViewConfig:
         if self.backbone["image_size"] % self.backbone["patch_size"]:
             raise ConfigError(f"global view: image_size {self.backbone['image_size']} is not a multiple of patch_size {self.backbone['patch_size']}")
         _check_norm(self.image_mean, self.image_std, "global view")
+        check_choice(self.frame, FRAME_CHOICES, "global view: frame")
+        check_choice(self.interpolation, INTERPOLATIONS, "global view: interpolation")
+
+    def frame_index(self, n_frames: int) -> int:
+        """Index of the global-view frame among ``n_frames`` frames in time order."""
+        if n_frames < 1:
+            raise ValueError("global view needs at least one frame")
+        return 0 if self.frame == "first" else n_frames // 2
 
     @classmethod
     def tiny(cls) -> "GlobalViewConfig":
@@ -109,7 +134,8 @@ class GlobalViewEncoder(nn.Module):
 
     def preprocess(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None = None) -> Tensor:
         """BGR uint8 frames -> (N, 3, S, S) pixel values."""
-        return images_to_tensor(images, self.config.image_size, self.config.image_mean, self.config.image_std, boxes)
+        return images_to_tensor(images, self.config.image_size, self.config.image_mean, self.config.image_std, boxes,
+                                interpolation=self.config.interpolation)
 
     def forward(self, pixel_values: Tensor) -> EncoderOutput:
         if pixel_values.ndim != 4:
@@ -135,114 +161,65 @@ class GlobalViewEncoder(nn.Module):
 
     @classmethod
     def from_eva_checkpoint(cls, source: str | Path | Mapping[str, Tensor], config: GlobalViewConfig | None = None) -> "GlobalViewEncoder":
-        """Build the EVA-CLIP-g global view from ``eva_vit_g.pth`` (or its state dict)."""
+        """Build the EVA-CLIP-g global view from ``eva_vit_g.pth`` (or its state dict); prints one progress line."""
         config = config or GlobalViewConfig()
-        if isinstance(source, Mapping):
-            sd = dict(source)
-        else:
-            p = Path(source)
-            if not p.is_file():
-                raise ModelFileError(f"EVA checkpoint {p} not found. {_HOW['global']}")
-            try:
-                sd = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a plain tensor file"
-                raise ModelFileError(f"EVA checkpoint {p} cannot be read as plain tensors ({type(exc).__name__}: {exc})") from None
-            if isinstance(sd, Mapping) and "model" in sd and isinstance(sd["model"], Mapping):
-                sd = dict(sd["model"])
+        sd = dict(source) if isinstance(source, Mapping) else read_torch_checkpoint(source, "EVA", _HOW["global"])
         enc = cls(config)
         target = enc.backbone.state_dict()
-        converted = convert_eva_vit_state_dict(sd, config, target_keys=target.keys())
+        ignored: dict[str, str] = {}
+        converted = convert_eva_vit_state_dict(sd, config, target_keys=target.keys(), ignored=ignored)
         enc.backbone.load_state_dict(converted, strict=True)
+        report_conversion("global view (EVA ViT)", source, len(converted), ignored)
         return enc.eval()
 
 
-def _pick(target_keys: Any, *candidates: str) -> str:
-    for c in candidates:
-        if c in target_keys:
-            return c
-    raise ModelFileError(f"none of {candidates} exists in this transformers ViT (unsupported transformers version?)")
-
-
 def convert_eva_vit_state_dict(
-    sd: Mapping[str, Tensor], config: GlobalViewConfig, target_keys: Any
+    sd: Mapping[str, Tensor], config: GlobalViewConfig, target_keys: Any, ignored: dict[str, str] | None = None
 ) -> dict[str, Tensor]:
     """Map an EVA ViT state dict (MiniGPT-v2's ``eva_vit.py`` layout) onto ``transformers.ViTModel``.
 
-    * ``blocks.i.attn.qkv.weight`` is split into q/k/v; EVA has ``q_bias`` and
-      ``v_bias`` but no k bias, which is exactly a zero k bias.
-    * layer-scale ``gamma_1``/``gamma_2`` (absent in EVA-g) are folded into the
-      output projections.
+    * blocks as :func:`~emo_stream.model.encoders.timm_convert.convert_block`
+      maps them (qkv split, q/v bias with a zero k bias, layer scale folded);
     * ``pos_embed`` is resized bicubically to the configured grid the way
-      ``interpolate_pos_embed`` does (eva_vit_g.pth is 224 px, MiniGPT-v2 runs 448).
-    * blocks beyond ``num_hidden_layers`` (EVA-g's 40th) and the final
-      ``norm``/``head`` are dropped, as MiniGPT-v2's ``strict=False`` load does.
+      ``interpolate_pos_embed`` does (eva_vit_g.pth is 224 px, MiniGPT-v2 runs 448);
+    * skipped, as MiniGPT-v2's ``load_state_dict(strict=False)`` skips them:
+      blocks beyond ``num_hidden_layers`` (EVA-g's 40th), the final
+      ``norm``/``head``, and relative-position-bias tensors (``rel_pos_bias.*``,
+      ``blocks.*.attn.relative_position_*``: ``create_eva_vit_g`` builds the
+      model with ``use_rel_pos_bias=False``, so they never take part).
+      Each skipped key is recorded in ``ignored`` with the reason.
     """
     depth = int(config.backbone["num_hidden_layers"])
     d = config.hidden_size
-    out: dict[str, Tensor] = {}
     need = ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
-    missing = [k for k in need if k not in sd]
-    for i in range(depth):
-        for part in ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
-                     "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"):
-            if f"blocks.{i}.{part}" not in sd:
-                missing.append(f"blocks.{i}.{part}")
-    if any(k.startswith("rel_pos_bias") or ".attn.relative_position" in k for k in sd):
-        raise ModelFileError("EVA checkpoint uses relative position bias, which transformers' ViT cannot express")
+    missing = [k for k in need if k not in sd] + missing_block_keys(sd, depth)
     if missing:
         raise ModelFileError(f"EVA checkpoint lacks {len(missing)} tensor(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
 
     tk = set(target_keys)
-    out[_pick(tk, "embeddings.cls_token")] = sd["cls_token"].float()
-    pos = sd["pos_embed"].float()
-    n_new = config.num_patches
-    if pos.shape[1] - 1 != n_new:
-        g0 = int(round(math.sqrt(pos.shape[1] - 1)))
-        g1 = int(round(math.sqrt(n_new)))
-        grid = pos[:, 1:].reshape(1, g0, g0, d).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(g1, g1), mode="bicubic", align_corners=False)
-        pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g1 * g1, d)], dim=1)
-    out[_pick(tk, "embeddings.position_embeddings")] = pos
-    out[_pick(tk, "embeddings.patch_embeddings.projection.weight")] = sd["patch_embed.proj.weight"].float()
-    out[_pick(tk, "embeddings.patch_embeddings.projection.bias")] = sd["patch_embed.proj.bias"].float()
+    out: dict[str, Tensor] = {}
+    out[pick(tk, "embeddings.cls_token")] = sd["cls_token"].float()
+    g = int(config.image_size // int(config.backbone["patch_size"]))
+    out[pick(tk, "embeddings.position_embeddings")] = resize_grid_pos_embed(sd["pos_embed"].float(), 1, (g, g))
+    out[pick(tk, "embeddings.patch_embeddings.projection.weight")] = sd["patch_embed.proj.weight"].float()
+    out[pick(tk, "embeddings.patch_embeddings.projection.bias")] = sd["patch_embed.proj.bias"].float()
     for i in range(depth):
-        b = f"blocks.{i}."
-        new = f"layers.{i}." if f"layers.{i}.layernorm_before.weight" in tk else f"encoder.layer.{i}."
-        q_w, k_w, v_w = sd[b + "attn.qkv.weight"].float().chunk(3, dim=0)
-        zeros = torch.zeros(d)
-        q_b = sd.get(b + "attn.q_bias", zeros).float()
-        v_b = sd.get(b + "attn.v_bias", zeros).float()
-        proj_w, proj_b = sd[b + "attn.proj.weight"].float(), sd[b + "attn.proj.bias"].float()
-        fc2_w, fc2_b = sd[b + "mlp.fc2.weight"].float(), sd[b + "mlp.fc2.bias"].float()
-        if b + "gamma_1" in sd:  # layer scale: gamma * (W x + b) == (gamma W) x + gamma b
-            g1 = sd[b + "gamma_1"].float()
-            proj_w, proj_b = proj_w * g1[:, None], proj_b * g1
-        if b + "gamma_2" in sd:
-            g2 = sd[b + "gamma_2"].float()
-            fc2_w, fc2_b = fc2_w * g2[:, None], fc2_b * g2
-        att = (new + "attention.") if new.startswith("layers") else (new + "attention.attention.")
-        names = {
-            "q": _pick(tk, att + "q_proj.weight", att + "query.weight"),
-            "k": _pick(tk, att + "k_proj.weight", att + "key.weight"),
-            "v": _pick(tk, att + "v_proj.weight", att + "value.weight"),
-            "o": _pick(tk, new + "attention.o_proj.weight", new + "attention.output.dense.weight"),
-            "fc1": _pick(tk, new + "mlp.fc1.weight", new + "intermediate.dense.weight"),
-            "fc2": _pick(tk, new + "mlp.fc2.weight", new + "output.dense.weight"),
-        }
-        out[names["q"]], out[names["q"][:-6] + "bias"] = q_w, q_b
-        out[names["k"]], out[names["k"][:-6] + "bias"] = k_w, zeros.clone()
-        out[names["v"]], out[names["v"][:-6] + "bias"] = v_w, v_b
-        out[names["o"]], out[names["o"][:-6] + "bias"] = proj_w, proj_b
-        out[names["fc1"]], out[names["fc1"][:-6] + "bias"] = sd[b + "mlp.fc1.weight"].float(), sd[b + "mlp.fc1.bias"].float()
-        out[names["fc2"]], out[names["fc2"][:-6] + "bias"] = fc2_w, fc2_b
-        for ours, theirs in (("layernorm_before", "norm1"), ("layernorm_after", "norm2")):
-            out[new + ours + ".weight"] = sd[b + theirs + ".weight"].float()
-            out[new + ours + ".bias"] = sd[b + theirs + ".bias"].float()
+        out.update(convert_block(sd, i, tk, d))
     # The model's own final LayerNorm (kept only with final_norm=True) has no EVA counterpart in MiniGPT-v2.
     for key in tk - set(out):
         if key.startswith("layernorm."):
             out[key] = torch.ones(d) if key.endswith("weight") else torch.zeros(d)
-    unknown = sorted(set(out) - tk)
-    if unknown:
-        raise ModelFileError(f"EVA conversion produced keys this ViT does not have: {unknown[:5]}")
+    check_complete(out, tk, "EVA")
+    if ignored is not None:
+        used = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
+        used |= {k for k in sd if any(k.startswith(f"blocks.{i}.") for i in range(depth))}
+        for key in sd:
+            if key in used and ".relative_position" not in key:
+                continue
+            if key.startswith("rel_pos_bias") or ".relative_position" in key:
+                ignored[key] = "relative-position-bias tensors (MiniGPT-v2 runs EVA without them)"
+            elif key.startswith("blocks."):
+                ignored[key] = f"blocks beyond the {depth} MiniGPT-v2 uses"
+            else:
+                ignored[key] = "tensors outside the ViT trunk (norm/head/other), unused by MiniGPT-v2"
     return out
