@@ -13,7 +13,7 @@ the model config):
 stage       inputs                                                         outputs
 ==========  =============================================================  ==================================================
 global      pixel_values (batch, 3, S, S)                                  tokens (batch, 1 + N, D)  [CLS, patches]
-face        pixel_values (faces, 3, S, S)  one crop per row                frame_features (faces, D)  mean patch token
+face        pixel_values (faces, 3, S, S)  one crop per row                frame_features (faces, D)  CLS (or mean patch) token
 temporal    pixel_values (batch, K, 3, S, S)                               tokens (batch, T, D)
 audio       input_values (batch, samples)  [HuBERT]                        frames (batch, frames, D)
             input_features (batch, mels, 2 P)  [Whisper]                   frames (batch, P, D)
@@ -161,19 +161,14 @@ class GlobalViewStage(nn.Module):
 
 
 class FaceViewStage(nn.Module):
-    """MAE ViT per face crop -> mean patch token; MAE masking off (identity ``noise``, mask_ratio 0)."""
+    """MAE ViT per face crop -> the encoder's per-frame feature (``FaceViewEncoder.frame_features``)."""
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
-        self.backbone = encoder.backbone
-        cfg = encoder.config
-        self.num_patches = (cfg.image_size // int(cfg.backbone["patch_size"])) ** 2
+        self.encoder = encoder
 
     def forward(self, pixel_values: Tensor) -> Tensor:
-        n = pixel_values.shape[0]
-        noise = torch.arange(self.num_patches, dtype=torch.float32, device=pixel_values.device).expand(n, self.num_patches)
-        hidden = self.backbone(pixel_values=pixel_values, noise=noise).last_hidden_state
-        return hidden[:, 1:].mean(dim=1)
+        return self.encoder.frame_features(pixel_values)
 
 
 class TemporalViewStage(nn.Module):
@@ -186,21 +181,17 @@ class TemporalViewStage(nn.Module):
 
 
 class AudioStage(nn.Module):
-    """HuBERT (waveform) or Whisper encoder (log-mel) -> frame features of the configured layer."""
+    """HuBERT (waveform) or Whisper encoder (log-mel) -> frame features of the configured layer (``AudioEncoder.hidden_state``)."""
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
-        self.backbone = encoder.backbone
+        self.encoder = encoder
         self.kind = encoder.config.kind
-        self.layer = int(encoder.config.layer)
 
     def forward(self, x: Tensor) -> Tensor:
-        want_hidden = self.layer != -1
         if self.kind == "hubert":
-            out = self.backbone(input_values=x, output_hidden_states=want_hidden)
-        else:
-            out = self.backbone(input_features=x, output_hidden_states=want_hidden)
-        return out.hidden_states[self.layer] if want_hidden else out.last_hidden_state
+            return self.encoder.hidden_state(input_values=x)
+        return self.encoder.hidden_state(input_features=x)
 
 
 class ProjectorV1Stage(nn.Module):
