@@ -260,10 +260,10 @@ class DefaultEngine(Engine):
             self._face_worker = SampleWorker("emo-face", self._analyze_frame, self.clock, "face", capacity=8 if sync else 2, blocking=sync)
             self._audio_worker = SampleWorker("emo-voice", self.voice.analyze, self.clock, "voice", capacity=64, blocking=sync)
         if self.llm is not None and self.options.llm and not sync:
-            self._scorer = LatestWins("emo-llm-score", self._score, self.clock, "llm_score")
+            self._scorer = LatestWins("emo-llm-score", self._score, self.clock, "llm_score", nice=5)
         mode = self.options.rationale
         if self.llm is not None and (mode == "background" or (mode == "auto" and not sync)):
-            self._rationale_worker = LatestWins("emo-rationale", self._generate_rationale, self.clock, "rationale")
+            self._rationale_worker = LatestWins("emo-rationale", self._generate_rationale, self.clock, "rationale", nice=10)
 
     def observe(self, sample: Sample) -> None:
         """Queue the sample for its perception worker (never computes here)."""
@@ -416,7 +416,11 @@ class DefaultEngine(Engine):
             flags.append("no_speech")
         words = None
         if self.transcriber is not None:
-            text = self.transcriber.text_for(window.end - self.options.text_horizon_s, window.end)
+            # Only utterances that ended by the window end: lossless mode has audio
+            # decoded past the window end (containers interleave loosely), and a state
+            # must not know words that had not been spoken yet.
+            segs = self.transcriber.segments(window.end - self.options.text_horizon_s, window.end)
+            text = " ".join(seg.text for seg in segs if seg.text and seg.t1 <= window.end + 1e-6)
             if text.strip():
                 t = time.perf_counter()
                 tc = self.text.analyze(text)

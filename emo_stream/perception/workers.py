@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
@@ -50,6 +51,22 @@ R = TypeVar("R")
 
 #: The rate every voice stage runs at (silero VAD, YIN prosody, Whisper).
 VOICE_RATE = 16000
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux: per thread; elsewhere a no-op).
+
+    The reasoner's workers are the only stages that can use a core for 100s of
+    ms; niced, they yield to perception and ASR whenever those have work, so the
+    fast path and the transcript never queue behind a rationale.
+    """
+    if nice <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (AttributeError, OSError):
+        pass
 
 
 class TimedBuffer(Generic[T]):
@@ -187,8 +204,9 @@ class LatestWins(Generic[J, R]):
     consumer can say how old the result is.
     """
 
-    def __init__(self, name: str, compute: Callable[[J], R], clock: StageClock, stage: str) -> None:
+    def __init__(self, name: str, compute: Callable[[J], R], clock: StageClock, stage: str, *, nice: int = 0) -> None:
         self._compute, self._clock, self._stage = compute, clock, stage
+        self._nice = nice
         self._cond = threading.Condition()
         self._job: tuple[J, float] | None = None
         self._busy = False
@@ -218,6 +236,7 @@ class LatestWins(Generic[J, R]):
             return self._cond.wait_for(lambda: (self._job is None and not self._busy) or self._stop, timeout)
 
     def _run(self) -> None:
+        lower_thread_priority(self._nice)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._job is not None or self._stop)
