@@ -161,3 +161,54 @@ def test_stop_from_another_thread_ends_a_live_stream():
     stop_push.set()
     pusher.join()
     assert time.monotonic() - t0 < 10
+
+
+class ObservingEngine(ScriptedEngine):
+    """Records what the pipeline tells it: the mode, then every sample as it arrives."""
+
+    def __init__(self):
+        super().__init__()
+        self.modes, self.observed = [], []
+
+    def prepare(self, *, realtime):
+        self.modes.append(realtime)
+
+    def observe(self, sample):
+        self.observed.append(sample)
+
+    def cpu_seconds(self):
+        return {"face": 0.5}
+
+
+def test_engine_is_told_the_mode_and_observes_every_sample_before_its_window(make_source):
+    src = make_source(duration=3.0, fps=10)
+    engine = ObservingEngine()
+    seen_at_window = []
+    original = engine.process
+
+    def process(window):
+        seen_at_window.append((window.end, max(s.t for s in engine.observed)))
+        return original(window)
+
+    engine.process = process
+    stats = Pipeline([src], engine, [ListSink()], CFG).run()
+    assert engine.modes == [False]  # lossless
+    assert [type(s).__name__ for s in engine.observed].count("VideoFrame") == 30
+    times = [s.t for s in engine.observed]
+    assert times == sorted(times)  # capture order
+    # lossless: every sample up to the window end was observed before the window was processed
+    assert all(newest >= end - 0.1 - 1e-9 for end, newest in seen_at_window)
+    assert stats.stage_cpu_s["face"] == 0.5 and {"window", "capture"} <= set(stats.stage_cpu_s)
+
+
+def test_realtime_engine_observes_from_the_pump_threads():
+    cfg = CFG.replace(window={"hop_s": 0.2, "length_s": 1.0})
+    src = PushSource({"video", "audio"})
+    engine = ObservingEngine()
+    pusher = threading.Thread(target=_push_live, args=(src, 1.0))
+    pusher.start()
+    stats = Pipeline([src], engine, [ListSink()], cfg).run()
+    pusher.join()
+    assert engine.modes == [True] and stats.mode == "realtime"
+    assert sum(isinstance(s, VideoFrame) for s in engine.observed) >= 10
+    assert any(isinstance(s, AudioChunk) for s in engine.observed)
