@@ -491,24 +491,43 @@ class DefaultEngine(Engine):
         return probs
 
     # -- rationale ---------------------------------------------------------------------
-    def _rationale_suffix(self, clues: cl.WindowClues, probs: np.ndarray) -> tuple[str, str]:
-        """(prompt suffix, answer lead). The answer is started for the model ("The
-        person seems happy because") so even a 135M model completes a sentence
-        about the clues instead of echoing them."""
-        top = self.label_set.labels[int(np.argmax(probs))]
-        ask = f"{cl.render(clues)}\nIn one sentence, explain which clues show the emotion."
-        lead = f"The person seems {top} because"
-        return self.llm.chat_template.split(cl.SYSTEM_PROMPT, cl.instruction(self.label_set), ask, answer_prefix=lead).suffix, lead
+    def _rationale_suffix(self, clues: cl.WindowClues, probs: np.ndarray) -> tuple[str, str, str, str, str]:
+        """The rationale job: (prompt suffix, answer lead, clue text, transcript, fallback).
 
-    def _generate_rationale(self, job: tuple[str, str]) -> str:
-        suffix, lead = job
+        The answer is started for the model ("The person seems happy because")
+        so even a 135M model completes a sentence about the clues instead of
+        echoing them; the clue text, transcript and a templated fallback (from
+        the face and voice clues only, so it is true and never quotes speech)
+        are what :func:`~emo_stream.engines.rationale_guard.guard_rationale` needs.
+        """
+        top = self.label_set.labels[int(np.argmax(probs))]
+        facts = cl.render(clues)
+        ask = f"{facts}\nIn one sentence, explain which clues show the emotion."
+        lead = f"The person seems {top} because"
+        suffix = self.llm.chat_template.split(cl.SYSTEM_PROMPT, cl.instruction(self.label_set), ask, answer_prefix=lead).suffix
+        shown = [cl.render_face(clues.face) if clues.face is not None else "", cl.render_voice(clues.voice) if clues.voice is not None else ""]
+        fallback = f"{lead} of these clues: {' '.join(x for x in shown if x) or 'the words heard.'}"
+        transcript = clues.words.text if clues.words is not None else ""
+        return suffix, lead, facts, transcript, fallback
+
+    def _generate_rationale(self, job: tuple[str, str, str, str, str]) -> str:
+        """Generate, keep whole sentences, then guard: only clue facts, no transcript words unless published."""
+        from emo_stream.engines.rationale_guard import guard_rationale
+
+        suffix, lead, facts, transcript, fallback = job
         text = self.llm.generate(self._prefix, suffix, max_tokens=self.options.rationale_max_tokens, stop=("\n",))
         text = text.strip()
         if not text:
             return ""
         # Keep whole sentences: cut after the last full stop if generation hit the length cap.
         end = text.rfind(".")
-        return f"{lead} {text[: end + 1] if end > 0 else text}"
+        sentence = f"{lead} {text[: end + 1] if end > 0 else text}"
+        published, reason = guard_rationale(
+            sentence, clue_facts=facts, transcript=transcript, allow_transcript=getattr(self.options, "publish_transcript", False), fallback=fallback
+        )
+        if reason is not None:
+            log.debug("rationale replaced (%s): %r", reason, sentence)
+        return published
 
     def _rationale(self, window: Window, clues: cl.WindowClues, probs: np.ndarray, lat) -> tuple[str, float | None]:
         if self.llm is None or self.options.rationale == "off":
