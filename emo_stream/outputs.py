@@ -136,7 +136,7 @@ def check_writable(path: PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
         raise OutputError(f"cannot write {p}: it is a directory")
-    make_dir(p.parent if str(p.parent) else ".")
+    make_dir(p.parent if str(p.parent) else ".", str(p))
     if p.exists() and not os.access(p, os.W_OK):
         raise write_error(p, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
     return p

@@ -131,6 +131,10 @@ def cmd_features(a: argparse.Namespace) -> int:
         if bool(a.weights) == bool(a.tiny):
             raise ConfigError("give exactly one of --weights DIR or --tiny v1|v2")
         settings = _settings_from_args(a)
+        from emo_stream.outputs import make_dir, refuse_alias
+
+        refuse_alias({"--out": a.out}, {"--manifest": a.manifest, "--weights": a.weights})
+        make_dir(a.out, f"feature cache {a.out}")
         read_manifest(a.manifest, _label_set_of(a))  # report manifest problems before loading a model
         model = _load_model(a)
         jobs = [(a.manifest, a.out)]
@@ -170,6 +174,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     from emo_stream.train.trainer import Trainer
 
     cfg = TrainConfig.from_yaml(a.config)
+    if a.out is not None:
+        from emo_stream.outputs import refuse_alias
+
+        refuse_alias({"--out": a.out}, {"--config": a.config})
     if a.threads:
         cfg = dataclasses.replace(cfg, threads=a.threads)
     res = Trainer(cfg, a.out, resume=a.resume, progress=False if a.no_progress else None, stop_after=a.stop_after_steps).run()
@@ -225,6 +233,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from emo_stream.train.evaluate import evaluate
     from emo_stream.train.features import FeatureCache, extract_features
 
+    from emo_stream.outputs import make_dir, refuse_alias
+
+    refuse_alias({"--out": a.out}, {"--model": a.model, "--manifest": a.manifest, "--cache": a.cache})
+    make_dir(a.out, f"eval output directory {a.out}")  # before the model loads, not after the predictions
     _threads(a.threads)
     model = EmotionLlama.from_pretrained(a.model, device=a.device)
     manifest = read_manifest(a.manifest, model.label_set)
@@ -327,7 +339,11 @@ def cmd_convert_merr(a: argparse.Namespace) -> int:
 
     from emo_stream.cli import parse_assignments
 
+    from emo_stream.outputs import refuse_alias
+
     dirs = parse_assignments(a.feature_dir, "--feature-dir", "VIEW")
+    refuse_alias({"--out": a.out}, {"--annotation": a.annotation, "--transcription": a.transcription,
+                                    "--coarse-json": a.coarse_json, "--fine-json": a.fine_json})
     m = convert_merr(a.annotation, a.out, video_dir=a.video_dir, transcription=a.transcription, coarse_json=a.coarse_json,
                      fine_json=a.fine_json, feature_dirs=dirs or None, label_set=a.label_set)
     print(f"emo-stream: dataset: {len(m)} samples -> {m.path}", file=sys.stderr)
