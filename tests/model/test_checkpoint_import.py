@@ -197,3 +197,31 @@ def test_unsafe_or_foreign_files_are_refused(tmp_path) -> None:
         read_checkpoint(tmp_path / "other.pth")
     with pytest.raises(ModelFileError, match="LLaMA-2"):
         import_emotion_llama(save_checkpoint(tmp_path / "ok.pth", synthetic_state_dict()), tmp_path / "no_llama", tmp_path / "x")
+
+
+def test_original_encoder_checkpoint_files_load_per_view(tmp_path, hubert_dir, capsys) -> None:
+    """`--encoder face=FILE` etc.: a file is the original .pth layout, converted with the base config's view settings."""
+    from emo_stream.model.checkpoint_import import load_encoder
+    from emo_stream.model.encoders import FaceViewEncoder, TemporalViewEncoder
+    from tests.model.reference_vits import RefMAEViT, RefVideoMAE, randomize
+
+    fb, tb = BASE.face_view.backbone, BASE.temporal_view.backbone
+    mae = randomize(RefMAEViT(fb["hidden_size"], fb["num_hidden_layers"], fb["num_attention_heads"], fb["intermediate_size"],
+                              fb["image_size"], fb["patch_size"]), seed=1)
+    vmae = randomize(RefVideoMAE(tb["hidden_size"], tb["num_hidden_layers"], tb["num_attention_heads"], tb["intermediate_size"],
+                                 tb["image_size"], tb["patch_size"], tb["num_frames"], tb["tubelet_size"]), seed=2)
+    torch.save({"model": mae.state_dict()}, tmp_path / "mae.pth")
+    torch.save({"model": {f"encoder.{k}": v for k, v in vmae.state_dict().items()}}, tmp_path / "videomae.pth")
+    face = load_encoder("face", tmp_path / "mae.pth", BASE)
+    temporal = load_encoder("temporal", tmp_path / "videomae.pth", BASE)
+    assert isinstance(face, FaceViewEncoder) and face.config == BASE.face_view
+    assert isinstance(temporal, TemporalViewEncoder) and temporal.config == BASE.temporal_view
+    assert capsys.readouterr().err.count("emo-stream: ") == 2
+    x = torch.rand(2, 3, fb["image_size"], fb["image_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(face.frame_features(x), mae.forward_features(x), rtol=0, atol=1e-6)
+    assert isinstance(load_encoder("audio", hubert_dir, BASE), AudioEncoder)
+    with pytest.raises(ModelFileError, match="audio encoder: .* is a file"):
+        load_encoder("audio", tmp_path / "mae.pth", BASE)
+    with pytest.raises(ModelFileError, match="unknown encoder 'lidar'"):
+        load_encoder("lidar", tmp_path, BASE)
