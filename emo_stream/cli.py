@@ -136,8 +136,10 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", required=True, type=Path, help="Emotion-LLaMA .pth checkpoint")
     e.add_argument("--llama-dir", required=True, type=Path, help="local Llama-2-7b-chat-hf directory")
     e.add_argument("--out", required=True, type=Path, help="output model directory")
-    e.add_argument("--encoder", action="append", default=[], metavar="VIEW=DIR",
-                   help="local encoder dir for a view: global, face, temporal or audio; repeatable")
+    e.add_argument("--encoder", action="append", default=[], metavar="VIEW=PATH",
+                   help="encoder for a view (global, face, temporal, audio): a local transformers dir, or for the "
+                   "visual views the original .pth (EVA eva_vit_g.pth, the authors' MAE / VideoMAE checkpoints), "
+                   "converted on import; repeatable")
     e.add_argument("--eva-checkpoint", type=Path, default=None, help="eva_vit_g.pth for the global view")
     e.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="LLM dtype")
     e.set_defaults(func=_cmd_import_emotion_llama)
