@@ -110,7 +110,9 @@ class DefaultEngineOptions:
             (an utterance is transcribed only once it has ended).
         llm: score labels with the LLM (False: experts + fusion only).
         rationale: ``auto`` | ``sync`` | ``background`` | ``off``.
-        rationale_every_s: stream time between rationales.
+        rationale_every_s: stream time between rationale requests. 3 s so that, live,
+            one is *published* at least every 4 s although generating it takes up
+            to ~1 s on a busy 2-core machine (it yields to perception and ASR).
         rationale_max_tokens: length cap of one rationale.
         llm_threads: llama.cpp threads (None: the thread plan's, all cores but one).
         publish_transcript: put the transcript into states (off: privacy).
@@ -126,7 +128,7 @@ class DefaultEngineOptions:
     text_horizon_s: float = 6.0
     llm: bool = True
     rationale: str = "auto"
-    rationale_every_s: float = 4.0
+    rationale_every_s: float = 3.0
     rationale_max_tokens: int = 32
     llm_threads: int | None = None
     publish_transcript: bool = False
@@ -263,7 +265,7 @@ class DefaultEngine(Engine):
             self._scorer = LatestWins("emo-llm-score", self._score, self.clock, "llm_score", nice=5)
         mode = self.options.rationale
         if self.llm is not None and (mode == "background" or (mode == "auto" and not sync)):
-            self._rationale_worker = LatestWins("emo-rationale", self._generate_rationale, self.clock, "rationale", nice=10)
+            self._rationale_worker = LatestWins("emo-rationale", self._generate_rationale, self.clock, "rationale", nice=5)
 
     def observe(self, sample: Sample) -> None:
         """Queue the sample for its perception worker (never computes here)."""
@@ -518,7 +520,7 @@ class DefaultEngine(Engine):
         text = self.llm.generate(self._prefix, suffix, max_tokens=self.options.rationale_max_tokens, stop=("\n",))
         text = text.strip()
         if not text:
-            return ""
+            return fallback  # the model ended at once: still explain, from the clues
         # Keep whole sentences: cut after the last full stop if generation hit the length cap.
         end = text.rfind(".")
         sentence = f"{lead} {text[: end + 1] if end > 0 else text}"
