@@ -25,7 +25,35 @@ def _stream_rows(r: dict[str, Any]) -> list[str]:
         f"| CPU | {_f(r['cpu_percent'])} % (100 % = one core) |",
         f"| peak RSS | {_f(r['peak_rss_mib'])} MiB |",
         f"| GPU peak memory | {_f(r['gpu_peak_mib'])} MiB |",
-    ]
+    ] + _evidence_rows(r)
+
+
+def _evidence_rows(r: dict[str, Any]) -> list[str]:
+    """Rows that older reports (before issue 14) do not have."""
+    rows = []
+    if r.get("windows_emitted_fraction") is not None:
+        rows.append(f"| windows emitted | {_f(100 * r['windows_emitted_fraction'])} % |")
+    if "llm_age_s" in r:
+        age = r["llm_age_s"]
+        frac = r.get("llm_evidence_fraction")
+        rows.append(f"| LLM evidence age p50 / p95 | {_f(age.get('p50'), 2)} / {_f(age.get('p95'), 2)} s "
+                    f"(in {_f(None if frac is None else 100 * frac)} % of states) |")
+    if r.get("top_label_agreement_with_lossless") is not None:
+        rows.append(f"| top-label agreement with the lossless run | {_f(100 * r['top_label_agreement_with_lossless'])} % |")
+    return rows
+
+
+def _cpu_rows(r: dict[str, Any]) -> list[str]:
+    lines = []
+    if r.get("stage_cpu_s"):
+        lines += ["| stage (pipeline's CPU clock) | CPU s |", "|---|---|"]
+        lines += [f"| {k} | {_f(v, 2)} |" for k, v in sorted(r["stage_cpu_s"].items(), key=lambda kv: -kv[1])]
+        lines.append("")
+    if r.get("thread_cpu_s"):
+        lines += ["| thread (/proc) | CPU s |", "|---|---|"]
+        lines += [f"| {k} | {_f(v, 2)} |" for k, v in list(r["thread_cpu_s"].items())[:12]]
+        lines.append("")
+    return lines
 
 
 def render_markdown(res: dict[str, Any]) -> str:
@@ -34,7 +62,16 @@ def render_markdown(res: dict[str, Any]) -> str:
     lines += ["## Paced in real time (as a camera delivers it)", "", "| figure | value |", "|---|---|", *_stream_rows(rt), ""]
     lines += ["| stage | p50 ms | p95 ms |", "|---|---|---|"]
     lines += [f"| {k} | {_f(v['p50'])} | {_f(v['p95'])} |" for k, v in rt["stages_ms"].items()]
-    lines += ["", f"ROS publish latency: {res.get('ros_publish_latency', 'n/a')}", ""]
+    lines += ["", *_cpu_rows(rt)]
+    live = res.get("live")
+    if live and "skipped" in live:
+        lines += [f"Live-like run skipped: {live['skipped']}", ""]
+    elif live:
+        lines += ["## Live-like (UDP loopback camera + ALSA-file microphone)", "", "| figure | value |", "|---|---|", *_stream_rows(live), ""]
+        lines += ["| stage | p50 ms | p95 ms |", "|---|---|---|"]
+        lines += [f"| {k} | {_f(v['p50'])} | {_f(v['p95'])} |" for k, v in live["stages_ms"].items()]
+        lines += ["", *_cpu_rows(live)]
+    lines += [f"ROS publish latency: {res.get('ros_publish_latency', 'n/a')}", ""]
     tp = res.get("throughput")
     if tp and "reference_style" in tp:
         s, r, ratio = tp["streaming"], tp["reference_style"], tp["ratio"]
@@ -57,11 +94,16 @@ def render_markdown(res: dict[str, Any]) -> str:
         kv = comp.get("kv_prefix_reuse", {})
         if "reuse_on_ms" in kv:
             lines.append(f"- KV-prefix reuse ({kv['prompt_tokens']} prompt tokens): on {_f(kv['reuse_on_ms'])} ms vs off {_f(kv['reuse_off_ms'])} ms ({_f(kv['speedup'])}x)")
-        lt = comp.get("llamacpp_vs_transformers", {})
-        if "llama_cpp_q4_ms" in lt:
-            lines.append(f"- Label scoring, SmolLM2, {lt['threads']} thread(s) each: llama.cpp Q4_1 {_f(lt['llama_cpp_q4_ms'])} ms vs transformers fp32 {_f(lt['transformers_fp32_ms'])} ms ({_f(lt['speedup'])}x); same top label: {lt['same_top_label']}, max prob diff {_f(lt['max_prob_diff_q4_vs_fp32'], 3)}")
-        elif lt:
-            lines.append(f"- llama.cpp vs transformers: {lt}")
+        for lt in comp.get("llamacpp_vs_transformers_by_threads") or [comp.get("llamacpp_vs_transformers", {})]:
+            if "llama_cpp_q4_ms" in lt:
+                lines.append(f"- Label scoring, SmolLM2, {lt['threads']} thread(s) each: llama.cpp {lt.get('gguf_type', 'Q4_1')} {_f(lt['llama_cpp_q4_ms'])} ms vs transformers fp32 {_f(lt['transformers_fp32_ms'])} ms ({_f(lt['speedup'])}x); same top label: {lt['same_top_label']}, max prob diff {_f(lt['max_prob_diff_q4_vs_fp32'], 3)}")
+            elif lt:
+                lines.append(f"- llama.cpp vs transformers: {lt}")
+        gt = comp.get("gguf_types", {})
+        if "rows" in gt:
+            from emo_stream.bench.gguf_types import render
+
+            lines += ["", "GGUF type for label scoring (ms per scoring of the clue prompt, nothing cached):", "", render(gt)]
         sizes = comp.get("llm_size")
         if isinstance(sizes, list):
             lines += ["", "| LLM | params (M) | prompt tokens | scoring ms |", "|---|---|---|---|"]

@@ -1,8 +1,8 @@
 """Component comparisons measured in the benchmark's process.
 
 * encoders: the FER2013 expression net in torch eager vs ONNX Runtime;
-* LLM scoring: SmolLM2 through llama.cpp (Q4_1 GGUF) vs transformers (the same
-  GGUF dequantised to fp32), same prompt, same labels;
+* LLM scoring: SmolLM2 through llama.cpp (the scoring GGUF type) vs transformers
+  (the packaged GGUF dequantised to fp32), same prompt, same labels, same threads;
 * KV-prefix reuse on vs off in llama.cpp;
 * LLM size: a tiny random LLaMA, SmolLM2-135M, and (GPU only) a 7B-shaped LLaMA
   with random weights, scoring the labels after one prompt.
@@ -80,7 +80,11 @@ def kv_prefix_reuse(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int 
 
 
 def llamacpp_vs_transformers(runtime: LlamaCppRuntime, gguf_path: str, label_set: LabelSet, repeats: int = 3) -> dict[str, Any]:
-    """The same SmolLM2 weights scoring the same prompt: llama.cpp Q4_1 vs transformers fp32."""
+    """The same SmolLM2 weights scoring the same prompt: llama.cpp (the runtime's GGUF type, Q4_0 by default) vs transformers fp32.
+
+    transformers loads the packaged Q4_1 GGUF dequantized to fp32; threads are
+    the runtime's on both sides. ``llama_cpp_q4_ms`` keeps its name for old reports.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -117,7 +121,9 @@ def llamacpp_vs_transformers(runtime: LlamaCppRuntime, gguf_path: str, label_set
     p_hf = np.exp(hf - hf.max())
     p_hf /= p_hf.sum()
     single = all(len(t) == 1 for t in label_ids)
-    return {"threads": runtime.config.n_threads, "llama_cpp_q4_ms": cpp_ms, "transformers_fp32_ms": hf_ms, "speedup": hf_ms / cpp_ms if cpp_ms else None,
+    from emo_stream.runtime.llama_cpp import gguf_file_type
+
+    return {"threads": runtime.config.n_threads, "gguf_type": gguf_file_type(runtime.path), "llama_cpp_q4_ms": cpp_ms, "transformers_fp32_ms": hf_ms, "speedup": hf_ms / cpp_ms if cpp_ms else None,
             "transformers_load_s": load_s, "same_top_label": bool(np.argmax(p_hf) == np.argmax(cpp.probs)) if single else None,
             "max_prob_diff_q4_vs_fp32": float(np.abs(p_hf - cpp.probs).max()) if single else None}
 
@@ -129,7 +135,9 @@ def llm_size_scaling(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int
 
     prefix, tail = _prompt(runtime, label_set)
     n_tokens = len(runtime.tokenize(prefix + tail))
-    rows = [{"llm": "SmolLM2-135M Q4_1 (llama.cpp, CPU)", "params_m": 135, "prompt_tokens": n_tokens,
+    from emo_stream.runtime.llama_cpp import gguf_file_type
+
+    rows = [{"llm": f"SmolLM2-135M {gguf_file_type(runtime.path)} (llama.cpp, CPU)", "params_m": 135, "prompt_tokens": n_tokens,
              "score_ms": timed(lambda: runtime.score_labels(prefix, tail, cl.label_continuations(label_set), reuse_prefix=False), repeats)}]
     shapes = [("tiny random LLaMA (transformers, CPU)", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4), "cpu")]
     if torch.cuda.is_available():

@@ -1,10 +1,19 @@
-"""Measure one stream end to end: rate, staleness, per-stage cost, drops, resources."""
+"""Measure one stream end to end: rate, staleness, per-stage cost, drops, resources.
+
+Figures (issue 14): states/s; window end -> state emitted p50/p95/p99
+(``latency_ms.since_window_end``, on the capture/playback clock); windows cut,
+dropped and emitted; age of the LLM evidence each state used
+(``state.signals["llm_age_s"]``, p50/p95 and the fraction of states that have
+one; None where the engine reports no age); CPU seconds per stage as the
+pipeline charges them (``PipelineStats.stage_cpu_s``) and per thread as the
+kernel counts them (:mod:`emo_stream.bench.resources`); peak RSS.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -14,6 +23,7 @@ from emo_stream.engines.base import Engine
 from emo_stream.state import EmotionState
 from emo_stream.stream.pipeline import Pipeline
 from emo_stream.stream.sinks import CallbackSink
+from emo_stream.stream.sources.base import Source
 from emo_stream.stream.sources.factory import open_sources
 
 
@@ -43,16 +53,54 @@ class StreamResult:
     gpu_peak_mib: float | None
     wall_s: float
     top_labels: dict[str, int] = field(default_factory=dict)
+    #: emitted / (emitted + dropped) windows
+    windows_emitted_fraction: float | None = None
+    #: p50/p95 seconds of ``signals["llm_age_s"]`` over the states that have it (None: no state had one)
+    llm_age_s: dict[str, float | None] = field(default_factory=dict)
+    #: fraction of states carrying LLM evidence (None when the engine reports no age at all)
+    llm_evidence_fraction: float | None = None
+    #: CPU seconds per pipeline stage (``PipelineStats.stage_cpu_s``; empty where the pipeline has none)
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds per thread name, from /proc (includes library thread pools)
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)
+    #: states per top label in order, for agreement between runs
+    label_sequence: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def measure_stream(name: str, engine: Engine, clip: str | Path, config: StreamConfig) -> StreamResult:
-    """Stream ``clip`` through ``engine`` (realtime when ``config.source.realtime``) and measure it."""
+def measure_stream(
+    name: str,
+    engine: Engine,
+    clip: str | Path,
+    config: StreamConfig,
+    *,
+    sources: Sequence[Source] | None = None,
+    max_states: int | None = None,
+    max_wall_s: float | None = None,
+) -> StreamResult:
+    """Stream ``clip`` through ``engine`` (realtime when ``config.source.realtime``) and measure it.
+
+    ``sources`` replaces the clip's own sources (the live-like camera +
+    microphone, which never end by themselves: pass ``max_states`` and
+    ``max_wall_s``, after which the stream is asked to stop).
+    """
+    import threading
+
     states: list[EmotionState] = []
+    srcs = list(sources) if sources is not None else open_sources(str(clip), config)
+    pipeline = Pipeline(srcs, engine, [CallbackSink(states.append)], config)
+    timer = threading.Timer(max_wall_s, pipeline.stop) if max_wall_s is not None else None
     with ResourceMonitor() as mon:
-        stats = Pipeline(open_sources(str(clip), config), engine, [CallbackSink(states.append)], config).run()
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            stats = pipeline.run(max_states=max_states)
+        finally:
+            if timer is not None:
+                timer.cancel()
     usage = mon.usage
     assert usage is not None
     stage_names = sorted({k for s in states for k in s.latency_ms} - {"engine", "queue", "pipeline", "since_window_end"})
@@ -61,6 +109,9 @@ def measure_stream(name: str, engine: Engine, clip: str | Path, config: StreamCo
     labels: dict[str, int] = {}
     for s in states:
         labels[s.top_label] = labels.get(s.top_label, 0) + 1
+    ages = [float(s.signals["llm_age_s"]) for s in states if s.signals and s.signals.get("llm_age_s") is not None]
+    reports_age = bool(ages) or any(s.signals and "llm_age_s" in s.signals for s in states)
+    seen = stats.states + stats.windows_dropped
     return StreamResult(
         name=name,
         mode=stats.mode,
@@ -78,4 +129,10 @@ def measure_stream(name: str, engine: Engine, clip: str | Path, config: StreamCo
         gpu_peak_mib=usage.gpu_peak_mib,
         wall_s=usage.wall_s,
         top_labels=labels,
+        windows_emitted_fraction=stats.states / seen if seen else None,
+        llm_age_s=percentiles(ages, (50, 95)),
+        llm_evidence_fraction=len(ages) / len(states) if reports_age and states else None,
+        stage_cpu_s=dict(getattr(stats, "stage_cpu_s", {}) or {}),
+        thread_cpu_s=usage.thread_cpu_s,
+        label_sequence=[s.top_label for s in states],
     )

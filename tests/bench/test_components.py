@@ -40,3 +40,37 @@ def test_llm_size_rows(runtime):
     rows = micro.llm_size_scaling(runtime, MER, repeats=1)
     assert [r["llm"].split()[0] for r in rows[:2]] == ["SmolLM2-135M", "tiny"]
     assert all(r["score_ms"] > 0 and r["prompt_tokens"] == rows[0]["prompt_tokens"] for r in rows)
+
+
+def test_gguf_type_measurement_covers_the_chosen_type():
+    from emo_stream.bench.gguf_types import measure_gguf_types, render
+    from emo_stream.runtime.llama_cpp import GGUF_TYPES, SCORING_GGUF_TYPE
+
+    res = measure_gguf_types(MER, types=(SCORING_GGUF_TYPE, "Q4_1"), threads=(1,), repeats=1)
+    assert SCORING_GGUF_TYPE in GGUF_TYPES and res["chosen"] == SCORING_GGUF_TYPE and res["chosen_measured"]
+    assert [(r["type"], r["threads"]) for r in res["rows"]] == [(SCORING_GGUF_TYPE, 1), ("Q4_1", 1)]
+    assert all(r["score_ms"] > 0 and r["prompt_tokens"] > 50 for r in res["rows"])
+    assert res["fastest"]["1"] in (SCORING_GGUF_TYPE, "Q4_1") and res["build"]
+    table = render(res)
+    assert f"| {SCORING_GGUF_TYPE} (chosen) |" in table and "| Q4_1 |" in table
+
+
+def test_thread_cpu_is_charged_to_the_thread_that_spent_it():
+    import threading
+    import time
+
+    from emo_stream.bench.resources import ResourceMonitor
+
+    def spin() -> None:
+        end = time.thread_time() + 0.15  # CPU time, not wall time: holds on a loaded machine
+        while time.thread_time() < end:
+            pass
+        time.sleep(0.3)  # alive for a few more samples: a thread's CPU counts up to its last sample
+
+    with ResourceMonitor(interval_s=0.05) as mon:
+        th = threading.Thread(target=spin, name="test-spinner")
+        th.start()
+        th.join()
+    usage = mon.usage
+    assert usage.thread_cpu_s.get("test-spinner", 0) >= 0.1  # ticks are 10 ms
+    assert "MainThread" not in usage.thread_cpu_s or usage.thread_cpu_s["MainThread"] < usage.thread_cpu_s["test-spinner"]
