@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenienc
     """``python -m emo_stream.export.cli ...``: the one ``emo-stream`` entry point (same errors, signals, exit codes)."""
     from emo_stream.cli import main as emo_stream_main
 
-    return emo_stream_main(["export", *(sys.argv[1:] if argv is None else argv)])
+    return emo_stream_main(argv)  # argv as before: ["export", "onnx", ...]
 
 
 if __name__ == "__main__":  # pragma: no cover
