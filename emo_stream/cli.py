@@ -102,6 +102,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from emo_stream.stream.sinks import JsonlSink, StdoutSink
     from emo_stream.stream.sources.factory import open_sources
 
+    if args.max_states is not None and args.max_states < 1:
+        from emo_stream.errors import ConfigError
+
+        raise ConfigError(f"--max-states must be >= 1, got {args.max_states}")
     # Before anything is opened for writing: --jsonl X must never truncate the input X.
     refuse_alias({"--jsonl": args.jsonl}, {"--input": args.input, "--config": args.config})
     if args.jsonl:
