@@ -34,7 +34,6 @@ FAILING_NOW: dict[str, str] = {
     "trunc-wav": "issue 13: truncation unflagged (WAV whose RIFF/data size promises more than the file holds), fixed by emo_stream/stream/sources/media_file.py",
     "corrupt-mid-avi": "issue 13: silent garbage (MJPEG frames FFmpeg conceals errors in decode unflagged; e.g. err_detect so damaged packets count as corrupt), fixed by emo_stream/stream/sources/media_file.py",
     "fifo-fed": "issue 13: a FIFO is refused as 'empty (0 bytes)' (st_size of a pipe is 0); it should stream what its writer sends, fixed by emo_stream/stream/sources/media_file.py",
-    "cli-max-states-negative": "issue 13: options not range-checked (--max-states=-1 runs and emits nothing, exit 0), fixed by emo_stream/cli.py",
     "cli-option-baseline-unknown": "issue 13: engine options not validated (the baseline engine ignores -o x=1 silently), fixed by emo_stream/engines/baseline.py",
     "model-onnx-trunc": "issue 13: traceback on a truncated model (onnxruntime InvalidProtobuf for silero_vad.onnx), fixed by emo_stream/perception/vad.py",
     "out-demo-full-disk": "issue 13: full disk in demo (--out on /dev/full crashes with SIGSEGV in the encoder), fixed by emo_stream/demo/video.py",
@@ -69,16 +68,21 @@ def _sha256(path: Path) -> str | None:
     return h.hexdigest()
 
 
-def _record(case, rc: int, err: str, inv) -> None:
-    """With EMO_BAD_INPUTS_REPORT=FILE, append what happened (for the case table in the closing note)."""
+def _record(case, inv, rc: int | None, err: str, verdict: str) -> None:
+    """With EMO_BAD_INPUTS_REPORT=FILE, append what happened (``generate.py --table`` makes the case table)."""
     report = os.environ.get("EMO_BAD_INPUTS_REPORT")
     if not report:
         return
-    states = inv.jsonl.read_text().splitlines() if inv.jsonl and inv.jsonl.is_file() else []
-    flags = sorted({f for line in states for f in json.loads(line).get("flags", [])}) if states else []
+    lines = inv.jsonl.read_text().splitlines() if inv.jsonl and inv.jsonl.is_file() else []
+    try:
+        flags = sorted({f for line in lines for f in json.loads(line).get("flags", [])})
+    except ValueError:
+        flags = ["<unparsable JSONL>"]
     errors = [ln for ln in err.splitlines() if ERROR_LINE.match(ln)]
-    row = {"id": case.id, "what": case.what, "expect": case.expect, "rc": rc, "states": len(states), "flags": flags,
-           "error": errors[-1] if errors else "", "traceback": "Traceback" in err, "last_stderr": err.strip().splitlines()[-1:] }
+    row = {
+        "id": case.id, "rc": rc, "states": len(lines), "flags": flags, "error": errors[-1] if errors else "",
+        "traceback": "Traceback" in err, "last_stderr": (err.strip().splitlines() or [""])[-1], "verdict": verdict,
+    }
     with open(report, "a") as fh:
         fh.write(json.dumps(row) + "\n")
 
@@ -105,6 +109,7 @@ def test_bad_input(case, corpus, tmp_path):
             env=env, cwd=tmp_path, timeout=case.timeout_s,
         )
     except subprocess.TimeoutExpired:
+        _record(case, inv, None, "", f"FAIL: hang (> {case.timeout_s} s)")
         pytest.fail(f"hang: emo-stream {' '.join(inv.argv)} still running after {case.timeout_s} s")
     finally:
         if inv.stdout:
@@ -112,22 +117,29 @@ def test_bad_input(case, corpus, tmp_path):
         if inv.after:
             inv.after()
     err = proc.stderr.decode("utf-8", "replace")
-    cmd = f"emo-stream {' '.join(inv.argv)}"
-    _record(case, proc.returncode, err, inv)
+    try:
+        _assert_outcome(case, inv, proc.returncode, err, before)
+    except AssertionError as exc:
+        _record(case, inv, proc.returncode, err, "FAIL: " + str(exc).splitlines()[0])
+        raise
+    _record(case, inv, proc.returncode, err, "as expected")
 
+
+def _assert_outcome(case, inv, rc: int, err: str, before: dict) -> None:
+    cmd = f"emo-stream {' '.join(inv.argv)}"
     lost = [str(p) for p, h in before.items() if _sha256(p) != h]
     assert not lost, f"input changed or lost by {cmd}: {lost}"
     assert "Traceback" not in err, f"traceback from {cmd}:\n{err[-3000:]}"
 
     if case.expect == "error":
         lines = [ln for ln in err.splitlines() if ERROR_LINE.match(ln)]
-        assert proc.returncode == 2, f"{cmd}: exit {proc.returncode}, expected 2 (a refused input)\n{err[-2000:]}"
+        assert rc == 2, f"{cmd}: exit {rc}, expected 2 (a refused input)\n{err[-2000:]}"
         assert len(lines) == 1, f"{cmd}: expected exactly one 'emo-stream: error:' line, got {len(lines)}:\n{err[-2000:]}"
         if case.error_match:
             assert re.search(case.error_match, lines[0], re.I), f"{cmd}: the error does not name the problem ({case.error_match!r}): {lines[0]}"
         return
 
-    assert proc.returncode == 0, f"{cmd}: exit {proc.returncode}, expected 0 with states\n{err[-2000:]}"
+    assert rc == 0, f"{cmd}: exit {rc}, expected 0 with states\n{err[-2000:]}"
     assert inv.jsonl is not None and inv.jsonl.is_file(), f"{cmd}: no JSONL written"
     from emo_stream.state import EmotionState
 
