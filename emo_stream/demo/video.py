@@ -19,6 +19,13 @@ and puts audio next to it:
 Frame timing is preserved exactly: each output frame gets its input frame's
 pts in the input's time base, and its duration; the frame count is the input's.
 
+Rotation: a phone clip's display matrix is applied when reading (the file
+source's :mod:`~emo_stream.stream.sources.orientation`, so overlay boxes drawn
+from the pipeline's face positions land on the same picture), and
+:func:`video_stream_params` / :func:`probe` report the *displayed* size. The
+output is written upright at that size with no display matrix, so every player
+shows it as the input was shown, the overlay text the right way up.
+
 "Identical outside the overlay": drawing happens in BGR, but converting
 BGR -> YUV for the encoder would change every pixel by rounding. When the
 input frame is yuv420p (almost every camera/file), the writer keeps the
@@ -49,6 +56,7 @@ import av
 import numpy as np
 
 from emo_stream.stream.sources.media_file import PtsGuesser
+from emo_stream.stream.sources.orientation import IDENTITY, Orientation, frame_orientation
 from emo_stream.demo.errors import DemoError
 from emo_stream.errors import SourceError
 
@@ -111,6 +119,7 @@ class VideoInfo:
     audio_channels: int | None
     audio_duration_s: float | None
     frame_times: tuple[float, ...] = ()  # decoded presentation times (``count_frames`` only)
+    rotation: int = 0  # display rotation applied (degrees counter-clockwise, as ffprobe says); width/height are after it
 
 
 def probe(path: str | Path, count_frames: bool = True) -> VideoInfo:
@@ -132,16 +141,23 @@ def probe(path: str | Path, count_frames: bool = True) -> VideoInfo:
         frames, vdur = vs.frames or None, None
         tb = vs.time_base or Fraction(1, 90000)
         times: list[float] = []
+        turn = IDENTITY
         if count_frames:
-            times = [f.pts_s for f in _decoded(c, vs)]
+            for f in _decoded(c, vs):
+                times.append(f.pts_s)
+                if f.index == 0:
+                    turn = f.orientation
             frames = len(times)
             if times:
                 step = 1.0 / float(rate) if rate else 0.0
                 vdur = times[-1] - times[0] + step
+        else:
+            turn = _first_orientation(c, vs)
+        width, height = turn.display_size(vs.codec_context.width, vs.codec_context.height)
         return VideoInfo(
             path=p,
-            width=vs.codec_context.width,
-            height=vs.codec_context.height,
+            width=width,
+            height=height,
             frames=frames,
             duration_s=c.duration / 1e6 if c.duration else None,
             video_duration_s=vdur,
@@ -154,13 +170,28 @@ def probe(path: str | Path, count_frames: bool = True) -> VideoInfo:
             audio_channels=a.codec_context.channels if a is not None else None,
             audio_duration_s=adur,
             frame_times=tuple(times),
+            rotation=turn.degrees if turn.quarter_turns else 0,
         )
+
+
+def _first_orientation(container: av.container.InputContainer, vs) -> Orientation:
+    """The display orientation of a track, from its first decodable frame (the container rewound after)."""
+    turn = IDENTITY
+    for f in _decoded(container, vs):
+        turn = f.orientation
+        break
+    try:
+        container.seek(0, stream=vs)
+    except (av.error.FFmpegError, OSError):  # unseekable: callers reopen the file anyway
+        pass
+    return turn
 
 
 @dataclass(frozen=True)
 class DecodedFrame:
     """One decoded picture: ``t`` media seconds from the container start (the pipeline's time),
-    ``pts`` the raw timestamp in ``time_base`` (what the writer keeps), the PyAV frame."""
+    ``pts`` the raw timestamp in ``time_base`` (what the writer keeps), the PyAV frame
+    (as decoded: not turned) and how it is to be shown."""
 
     index: int
     t: float
@@ -168,9 +199,11 @@ class DecodedFrame:
     pts_s: float
     time_base: Fraction
     frame: av.VideoFrame
+    orientation: Orientation = IDENTITY
 
     def bgr(self) -> np.ndarray:
-        return np.ascontiguousarray(self.frame.to_ndarray(format="bgr24"))
+        """The picture as displayed (display rotation applied), BGR."""
+        return np.ascontiguousarray(self.orientation.apply(self.frame.to_ndarray(format="bgr24")))
 
 
 def _decoded(container: av.container.InputContainer, vs: av.video.stream.VideoStream) -> Iterator[DecodedFrame]:
@@ -197,7 +230,8 @@ def _decoded(container: av.container.InputContainer, vs: av.video.stream.VideoSt
                 pts = 0 if last is None else last + step
             last = pts
             pts_s = float(pts * tb)
-            yield DecodedFrame(index=index, t=pts_s - start, pts=pts, pts_s=pts_s, time_base=tb, frame=frame)
+            turn = frame_orientation(frame, vs)
+            yield DecodedFrame(index=index, t=pts_s - start, pts=pts, pts_s=pts_s, time_base=tb, frame=frame, orientation=turn)
             index += 1
 
 
@@ -213,13 +247,18 @@ def iter_video_frames(path: str | Path) -> Iterator[DecodedFrame]:
 
 
 def video_stream_params(path: str | Path) -> tuple[int, int, Fraction, Fraction | None, bool]:
-    """(width, height, time base, frame rate, has audio) of a file's first video track."""
+    """(displayed width, displayed height, time base, frame rate, has audio) of a file's first video track.
+
+    The size is what :meth:`DecodedFrame.bgr` returns: a portrait phone clip
+    stored as 1920x1080 with a 90-degree display matrix is 1080x1920 here.
+    """
     with av.open(str(path), metadata_errors="ignore") as c:
         if not c.streams.video:
             raise SourceError(f"{path} has no video track; the demo draws on video")
         vs = c.streams.video[0]
-        return (vs.codec_context.width, vs.codec_context.height, vs.time_base or Fraction(1, 90000),
-                vs.average_rate or vs.guessed_rate, bool(c.streams.audio))  # fmt: skip
+        turn = _first_orientation(c, vs)
+        width, height = turn.display_size(vs.codec_context.width, vs.codec_context.height)
+        return (width, height, vs.time_base or Fraction(1, 90000), vs.average_rate or vs.guessed_rate, bool(c.streams.audio))
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -370,7 +409,8 @@ class AnnotatedVideoWriter:
 
         With ``source`` (the decoded input frame) and ``source_bgr`` (its BGR
         picture before drawing) the input's own YUV samples are kept where the
-        drawing left pixels unchanged.
+        drawing left pixels unchanged (not for a turned input: its decoded
+        planes are not the displayed picture's).
         """
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, the video is {self.width}x{self.height}")
@@ -383,6 +423,7 @@ class AnnotatedVideoWriter:
             and self.pix_fmt == "yuv420p"
             and source.format.name == "yuv420p"
             and (source.width, source.height) == (self.width, self.height)
+            and frame_orientation(source).identity
         ):
             frame = av.VideoFrame.from_ndarray(splice_yuv420(image, source_bgr, source.to_ndarray()), format="yuv420p")
         if frame is None:
