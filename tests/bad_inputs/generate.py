@@ -31,11 +31,17 @@ Choices where a case could either stream or refuse (what a user expects):
 Run as a script to write the whole corpus somewhere (to inspect or replay cases)::
 
     .venv/bin/python tests/bad_inputs/generate.py OUT_DIR [CASE_ID ...]
+
+and the case table (markdown) from a recorded test run::
+
+    EMO_BAD_INPUTS_REPORT=/tmp/r.jsonl .venv/bin/python -m pytest -q tests/bad_inputs
+    .venv/bin/python tests/bad_inputs/generate.py --table /tmp/r.jsonl > table.md
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -719,10 +725,65 @@ def with_xfails(cases: list[Case], reasons: dict[str, str]) -> list[Case]:
     return [dataclasses.replace(c, xfail=reasons.get(c.id)) for c in cases]
 
 
+def _expected_text(case: Case) -> str:
+    if case.expect == "error":
+        return "error (exit 2, one line" + (f" matching `{case.error_match}`" if case.error_match else "") + ")"
+    flags = f", flagged {' + '.join('`' + f + '`' for f in case.flags)}" if case.flags else ""
+    return f"states{flags}" + (f"; {case.note}" if case.note else "")
+
+
+def _short(text: str) -> str:
+    text = re.sub(r"/tmp/\S*?/(bad_inputs_media\d*|test_bad_input_[^/\s]*)/", "", text)
+    text = text.replace("|", "\\|")
+    return text if len(text) <= 140 else text[:137] + "..."
+
+
+def table(report: Path, failing_now: dict[str, str]) -> str:
+    """The case table (markdown) from the rows ``test_bad_inputs.py`` appends with EMO_BAD_INPUTS_REPORT set."""
+    rows: dict[str, dict] = {}
+    for line in report.read_text().splitlines():
+        row = json.loads(line)
+        rows[row["id"]] = row
+    out = [
+        "| case | what | expected | actual now | owner file if failing |",
+        "|---|---|---|---|---|",
+    ]
+    counts: dict[str, int] = {}
+    for case in all_cases():
+        row = rows.get(case.id)
+        if row is None:
+            now = "not run (skipped)"
+        else:
+            got = f"exit {row['rc']}, " + (f"`{_short(row['error'])}`" if row["error"] else f"{row['states']} states, flags {', '.join(row['flags']) or '-'}")
+            if row["traceback"]:
+                got += f", traceback: `{_short(row['last_stderr'])}`"
+            now = ("OK: " if row["verdict"] == "as expected" else "**FAIL**: ") + got
+        failing = row is not None and row["verdict"] != "as expected"
+        key = "not run" if row is None else ("fail" if failing else "ok")
+        counts[key] = counts.get(key, 0) + 1
+        owner = (failing_now.get(case.id) or case.owner or "?") if failing else ""
+        out.append(f"| `{case.id}` | {_short(case.what)} | {_expected_text(case).replace(chr(124), chr(92) + chr(124))} | {now} | {_short(owner)} |")
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    return f"{len(all_cases())} cases: {summary}.\n\n" + "\n".join(out) + "\n"
+
+
+def _failing_now() -> dict[str, str]:
+    """FAILING_NOW from the test module (the one place the strict xfails are listed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bad_inputs_test", Path(__file__).with_name("test_bad_inputs.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return dict(mod.FAILING_NOW)
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
+    if argv[0] == "--table":
+        print(table(Path(argv[1]), _failing_now()), end="")
+        return 0
     root = Path(argv[0])
     corpus = Corpus(root / "media", REPO / ".cache" / "media")
     wanted = set(argv[1:])
