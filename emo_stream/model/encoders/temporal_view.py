@@ -99,7 +99,7 @@ class TemporalViewConfig:
 
     @classmethod
     def tiny(cls) -> "TemporalViewConfig":
-        return cls(backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        return cls(crop="frame", backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                  image_size=16, patch_size=8, num_frames=4, tubelet_size=2, qkv_bias=True, layer_norm_eps=1e-6))
 
     @property
