@@ -234,7 +234,10 @@ class Scheduler:
             else:
                 # Data runs on past the last window (sent now or earlier): by the
                 # hold-back above it ends strictly after it, so this never repeats one.
-                out.append(dataclasses.replace(self._cut(newest, stalled, index=self._k - 1), final=True))
+                # Its index is that of the grid slot it ends in (a short input with
+                # emit_partial off gets the slot of its end, not 0).
+                slot = max(self._k - 1, math.ceil((newest - self.t0) / self.cfg.hop_s - 1e-9) - 1)
+                out.append(dataclasses.replace(self._cut(newest, stalled, index=slot), final=True))
         if out:
             self._last_end = out[-1].end
             self.timeline.forget_before(self.next_end - self.cfg.length_s - self.cfg.hop_s)
