@@ -49,13 +49,10 @@ ONNX_PREFIX = "fer_mini_xception"
 
 
 def default_cache_dir() -> Path:
-    """``$EMO_STREAM_CACHE/models``, else ``$XDG_CACHE_HOME/emo_stream/models``, else ``~/.cache/emo_stream/models``."""
-    root = os.environ.get(ENV_CACHE)
-    if root:
-        return Path(root).expanduser() / "models"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "emo_stream" / "models"
+    """The one model cache (:func:`emo_stream.assets.model_cache_dir`); kept as a name for callers."""
+    from emo_stream.assets import model_cache_dir
+
+    return model_cache_dir()
 
 
 @dataclass(frozen=True)
