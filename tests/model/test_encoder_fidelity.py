@@ -239,8 +239,13 @@ def test_global_view_takes_the_first_frame_by_default() -> None:
 
 
 def test_temporal_view_uses_face_crops_by_default() -> None:
+    from emo_stream.model.encoders import TemporalViewConfig
+
+    assert TemporalViewConfig().crop == "face"  # the original's default (tiny reads whole frames: no detector in tests)
     torch.manual_seed(0)
-    model = EmotionLlama(EmotionLlamaConfig.tiny(), tokenizer=build_word_tokenizer()).eval()
+    tiny = EmotionLlamaConfig.tiny()
+    tiny = dataclasses.replace(tiny, temporal_view=dataclasses.replace(tiny.temporal_view, crop="face"))
+    model = EmotionLlama(tiny, tokenizer=build_word_tokenizer()).eval()
     frames = _crops(6, size=64, seed=3)
     crops = _crops(6, size=24, seed=4)
     t = model.encoder("temporal")
