@@ -229,15 +229,20 @@ class Scheduler:
         if ended:
             self._final_sent = True
             newest = self.timeline.newest
-            if out and newest <= out[-1].end + self._slack + 1e-9:
-                out[-1] = dataclasses.replace(out[-1], final=True)
-            else:
+            if not (out and newest <= out[-1].end + self._slack + 1e-9):
                 # Data runs on past the last window (sent now or earlier): by the
                 # hold-back above it ends strictly after it, so this never repeats one.
                 # Its index is that of the grid slot it ends in (a short input with
                 # emit_partial off gets the slot of its end, not 0).
                 slot = max(self._k - 1, math.ceil((newest - self.t0) / self.cfg.hop_s - 1e-9) - 1)
-                out.append(dataclasses.replace(self._cut(newest, stalled, index=slot), final=True))
+                out.append(self._cut(newest, stalled, index=slot))
+            # The final window also owns events from after its end: a source reports
+            # how it ended (``truncated``) at its last sample, which may lie in the
+            # slack past the last grid window (a cut WAV ending at 1.099 s, final
+            # window at 1.0 s) and would otherwise reach no state at all.
+            last = out[-1]
+            events = self.timeline.events_between(last.start if last.index > 0 else float("-inf"), float("inf"))
+            out[-1] = dataclasses.replace(last, final=True, events=tuple(events))
         if out:
             self._last_end = out[-1].end
             self.timeline.forget_before(self.next_end - self.cfg.length_s - self.cfg.hop_s)

@@ -3,7 +3,7 @@ import pytest
 
 from emo_stream.config import BufferConfig, WindowConfig
 from emo_stream.stream.frame_selection import select_uniform
-from emo_stream.stream.samples import AudioChunk, VideoFrame
+from emo_stream.stream.samples import AudioChunk, SourceEvent, VideoFrame
 from emo_stream.stream.scheduler import Scheduler
 from emo_stream.stream.timeline import Timeline
 
@@ -193,3 +193,17 @@ def test_project_media_end_with_exactly_one_final_window(name, media):
         sch = Scheduler(tl, cfg.window, cfg.buffers, src.streams)
         ws = _drive(tl, sch, src.samples())
     _check_end(ws, cfg.window.hop_s)
+
+
+@pytest.mark.parametrize("duration", [1.099, 1.5, 1.3])
+def test_an_event_at_the_last_sample_reaches_the_final_window(duration):
+    """A cut WAV ends 1.099 s into a 0.5 s grid: the final window is the grid's 1.0 s one, and the
+    ``truncated`` event its source reports at the start of the last chunk (1.088 s) lies past that
+    window's end. The final window owns it, so the last state says the input stopped early (issue 13)."""
+    tl, sch, _ = setup(streams=("audio",), hop_s=0.5)
+    n_total, step = int(round(duration * RATE)), 176  # 11 ms chunks, like the WAV decoder's
+    samples = [AudioChunk(i / RATE, np.ones(min(step, n_total - i), np.float32), RATE) for i in range(0, n_total, step)]
+    samples.append(SourceEvent(samples[-1].t, "truncated", "cut"))
+    ws = _drive(tl, sch, samples)
+    assert "truncated" in ws[-1].flags
+    assert not any("truncated" in w.flags for w in ws[:-1])
