@@ -27,3 +27,21 @@ class ModelFileError(EmoStreamError):
 class OutputError(EmoStreamError):
     """An output (states file, report, checkpoint, bench JSON) cannot be written,
     or would overwrite one of the inputs."""
+
+
+class MissingDependencyError(EmoStreamError, ImportError):
+    """An optional package (an extra) is not installed; the message names the extra to install.
+
+    Also an ImportError, so code that already falls back on ImportError keeps doing so.
+    """
+
+
+def missing_dependency(module: str, purpose: str, extra: str) -> MissingDependencyError:
+    """The one wording of "optional package missing": what needed it and the pip line that fixes it.
+
+    Lazy imports on the robot path raise this (``raise missing_dependency(...) from exc``)
+    so the CLI prints one line instead of a ModuleNotFoundError traceback.
+    """
+    return MissingDependencyError(
+        f"{purpose} needs the Python package '{module}', which is not installed; run: pip install 'emo-stream[{extra}]'"
+    )
