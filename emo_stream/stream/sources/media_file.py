@@ -10,7 +10,9 @@ must behave like real input without pretending to be perfect:
   ``try``; a packet FFmpeg rejects is skipped, counted in
   ``stats.corrupt_packets`` and reported as a ``corrupt_input``
   :class:`SourceEvent` so the states covering it can be flagged. Real files
-  have such packets (the Megamind clip has one bad AC3 packet).
+  have such packets (the Megamind clip has one bad AC3 packet). Damage a
+  decoder would silently conceal (a corrupt MJPEG frame) is made an error
+  with FFmpeg's ``err_detect=explode``, so it is reported the same way.
 * Audio timestamps are continuous (first packet's time + samples emitted)
   because container timestamps of compressed audio jitter by a few ms, and a
   window boundary should not move samples around. Only a real gap
@@ -217,6 +219,8 @@ class MediaFileSource(Source):
             self.duration = max(durs) if durs else None
         self._declared_end = self._expected_end(container, selected)
         self._riff_short = _riff_shortfall(self.path)
+        for stream in selected.values():
+            _report_concealed_damage(stream)
         video = selected.get(VIDEO)
         if video is not None:
             video.thread_type = "AUTO"  # frame threads: ~2x faster h264 on 2 cores, same output
@@ -454,6 +458,24 @@ class PtsGuesser:
         return dts
 
     __call__ = guess
+
+
+#: Decoder option that turns damage a decoder would conceal into an error.
+#: MJPEG (and H.264 slices) with corrupt entropy-coded data otherwise decode
+#: "successfully" into smeared pictures with nothing but a log line; with
+#: ``explode`` the packet fails, and :meth:`MediaFileSource._decode_packet`
+#: skips and reports it like any other corrupt packet. Intact files decode
+#: identically (checked on every format of the bad-input corpus).
+_ERR_DETECT = {"err_detect": "explode"}
+
+
+def _report_concealed_damage(stream: av.stream.Stream) -> None:
+    """Make the stream's decoder fail on damage it would otherwise conceal (see :data:`_ERR_DETECT`)."""
+    ctx = stream.codec_context
+    try:
+        ctx.options = {**dict(ctx.options or {}), **_ERR_DETECT}
+    except (AttributeError, TypeError, ValueError):  # a PyAV without codec options: concealment stays silent
+        pass
 
 
 def _is_cover_art(stream: av.stream.Stream) -> bool:
