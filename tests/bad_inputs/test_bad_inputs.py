@@ -31,7 +31,6 @@ _spec.loader.exec_module(gen)
 
 #: Case id -> why it fails today (issue 13 class, the file that fixes it).
 FAILING_NOW: dict[str, str] = {
-    "fifo-fed": "issue 13: a FIFO is refused as 'empty (0 bytes)' (st_size of a pipe is 0); it should stream what its writer sends, fixed by emo_stream/stream/sources/media_file.py",
     "cli-option-baseline-unknown": "issue 13: engine options not validated (the baseline engine ignores -o x=1 silently), fixed by emo_stream/engines/baseline.py",
     "model-onnx-trunc": "issue 13: traceback on a truncated model (onnxruntime InvalidProtobuf for silero_vad.onnx), fixed by emo_stream/perception/vad.py",
     "out-demo-full-disk": "issue 13: full disk in demo (--out on /dev/full crashes with SIGSEGV in the encoder), fixed by emo_stream/demo/video.py",

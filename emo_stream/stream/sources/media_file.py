@@ -38,6 +38,7 @@ unpaced file streams losslessly at whatever speed the engine goes; wrap it in
 
 from __future__ import annotations
 
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -185,10 +186,14 @@ class MediaFileSource(Source):
         if p.is_dir():
             raise SourceError(f"{p} is a directory, not a media file")
         try:
-            size = p.stat().st_size
+            st = p.stat()
         except OSError as exc:
             raise SourceError(f"{p} cannot be read ({exc.strerror or exc})") from None
-        if size == 0:
+        # Only a regular file's size means anything: a FIFO (``mkfifo`` + a writer,
+        # how a pipeline feeds a file reader) or a character device reports 0 and
+        # streams whatever its writer sends; one closed without data fails in
+        # av.open like any undecodable input.
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             raise SourceError(f"{p} is empty (0 bytes)")
 
     def _setup(self, container: av.container.InputContainer) -> None:
@@ -494,9 +499,12 @@ def _riff_shortfall(path: Path) -> str | None:
     Streamed WAVs write 0 or 0xFFFFFFFF there ("unknown") and are not judged.
     """
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            return None  # a pipe has no size to compare, and reading its head here would eat it
         with path.open("rb") as fh:
             head = fh.read(12)
-        size = path.stat().st_size
+        size = st.st_size
     except OSError:
         return None
     if len(head) < 12 or head[:4] != b"RIFF":

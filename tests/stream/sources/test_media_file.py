@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import struct
 import subprocess
@@ -299,3 +300,35 @@ def test_truncated_faststart_mp4_streams_what_it_can(media, tmp_path, collect) -
     assert len(cut) == 1 and "7.12s" in cut[0].detail and src.stats.truncated
     assert cut[0].t >= max(f.t for f in got.frames) - 0.2
     assert not full.events and not full_src.stats.truncated
+
+
+def test_a_fifo_streams_what_its_writer_sends(media, tmp_path):
+    """A named pipe has st_size 0 and cannot seek; it streams the same audio a regular file does (issue 13)."""
+    wav = media / "librivox_0870.wav"
+    fifo = tmp_path / "feed.wav"
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        with open(fifo, "wb") as fh:  # blocks until the source opens the pipe
+            fh.write(wav.read_bytes())
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    collect = lambda it: [s for s in it if isinstance(s, (AudioChunk, SourceEvent))]  # noqa: E731
+    from_pipe = _read_all(WavFileSource(fifo), collect)
+    t.join(timeout=10)
+    from_file = _read_all(WavFileSource(wav), collect)
+    assert not [e for e in from_pipe if isinstance(e, SourceEvent)], from_pipe  # not truncated, not corrupt
+    pipe_audio = np.concatenate([c.samples for c in from_pipe])
+    np.testing.assert_array_equal(pipe_audio, np.concatenate([c.samples for c in from_file if isinstance(c, AudioChunk)]))
+
+
+def test_a_fifo_closed_without_data_is_one_error_line(tmp_path):
+    fifo = tmp_path / "closed.wav"
+    os.mkfifo(fifo)
+    t = threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True)
+    t.start()
+    with pytest.raises(SourceError) as exc:
+        WavFileSource(fifo).open()
+    t.join(timeout=10)
+    _assert_one_line(exc, str(fifo))
