@@ -12,10 +12,11 @@ every state carries the flag ``not_an_emotion_model`` and ``model_id`` says so.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from emo_stream.config import StreamConfig
+from emo_stream.config import StreamConfig, build_dataclass
 from emo_stream.engines.base import Engine, EngineOutput, register_engine
 from emo_stream.labels import get_label_set
 from emo_stream.stream.scheduler import Window
@@ -65,10 +66,22 @@ def voiced_ratio(samples: np.ndarray, sample_rate: int) -> float:
     return float(np.mean((rms_db > _VOICED_DBFS) & (zcr < _VOICED_MAX_ZCR)))
 
 
+@dataclass(frozen=True)
+class BaselineOptions:
+    """``engine.options`` of the baseline: it has none.
+
+    Declared anyway so the options go through the one validated builder like
+    every engine's: ``-o x=1`` (a typo, or an option meant for the default
+    engine) is refused by name instead of being ignored, so a user never
+    believes a setting took effect when it did not.
+    """
+
+
 class SignalStatsEngine(Engine):
     """Uniform probabilities plus measured signal statistics (see module docstring)."""
 
     def __init__(self, config: StreamConfig) -> None:
+        self.options = build_dataclass(BaselineOptions, dict(config.engine.options), "engine.options")
         self.label_set = get_label_set(config.engine.label_set)
         self.model_id = f"baseline-signal-stats/not-an-emotion-model/{self.label_set.id}"
 

@@ -31,10 +31,7 @@ _spec.loader.exec_module(gen)
 
 #: Case id -> why it fails today (issue 13 class, the file that fixes it).
 FAILING_NOW: dict[str, str] = {
-    "cli-option-baseline-unknown": "issue 13: engine options not validated (the baseline engine ignores -o x=1 silently), fixed by emo_stream/engines/baseline.py",
     "model-onnx-trunc": "issue 13: traceback on a truncated model (onnxruntime InvalidProtobuf for silero_vad.onnx), fixed by emo_stream/perception/vad.py",
-    "out-demo-full-disk": "issue 13: full disk in demo (--out on /dev/full crashes with SIGSEGV in the encoder), fixed by emo_stream/demo/video.py",
-    "demo-undecodable": "issue 13: demo on undecodable input gives a PyAV InvalidDataError traceback (run refuses it in one line), fixed by emo_stream/demo/video.py or demo/headless.py",
 }
 
 CASES = gen.with_xfails(gen.all_cases(), FAILING_NOW)
