@@ -11,18 +11,20 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from emo_stream import __version__
+from emo_stream.cli_args import config_from_args, parse_assignments
 from emo_stream.errors import EmoStreamError
+from emo_stream.signals import SIGNALS, Interrupted, SignalGuard
 
 Command = Callable[[argparse.Namespace], int]
+
+__all__ = ["SIGNALS", "Interrupted", "SignalGuard", "build_parser", "config_from_args", "main", "parse_assignments"]
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -53,46 +55,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-states", type=int, default=None, help="stop after this many states")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print a line per state")
     p.set_defaults(func=_cmd_run)
-
-
-def parse_assignments(items: Sequence[str], flag: str, key_name: str = "KEY", parse: Callable[[str], object] = str) -> dict:
-    """``["a=1", "b=x"]`` -> ``{"a": parse("1"), "b": parse("x")}``; malformed items are a one-line error."""
-    from emo_stream.errors import ConfigError
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects {key_name}=VALUE, got {item!r}")
-        out[key.strip()] = parse(value)
-    return out
-
-
-def config_from_args(args: argparse.Namespace):
-    """The stream config from ``--config`` plus command-line overrides (shared by run, demo ...)."""
-    import yaml
-
-    from emo_stream.config import StreamConfig
-
-    cfg = StreamConfig.from_yaml(args.config) if args.config else StreamConfig()
-    window = {k: v for k, v in (("length_s", args.window), ("hop_s", args.hop)) if v is not None}
-    engine = {k: v for k, v in (("name", args.engine), ("label_set", args.label_set)) if v is not None}
-    options = {**cfg.engine.options, **parse_assignments(args.option, "--option", parse=yaml.safe_load)}
-    if getattr(args, "weights", None):
-        options["weights"] = args.weights
-    if getattr(args, "export", None):
-        # Exported artifacts run on the same engine logic through ONNX Runtime / llama.cpp.
-        options["export"] = str(args.export)
-        if engine.get("name", cfg.engine.name) in ("default", "emotion-llama"):
-            engine["name"] = "emotion-llama-export"
-    if options != dict(cfg.engine.options):
-        engine["options"] = options
-    source = {"realtime": True} if getattr(args, "realtime", False) else {}
-    if window:
-        # Keep the history long enough for the requested window.
-        length = window.get("length_s", cfg.window.length_s) + window.get("hop_s", cfg.window.hop_s)
-        cfg = cfg.replace(buffers={"history_s": max(cfg.buffers.history_s, length)})
-    return cfg.replace(window=window, engine=engine, source=source)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -181,88 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Interrupted(BaseException):
-    """SIGINT/SIGTERM arrived while nothing could be stopped gently (models loading,
-    a training step). A BaseException like KeyboardInterrupt, so a broad
-    ``except Exception`` in loading code cannot swallow it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class SignalGuard:
-    """SIGINT/SIGTERM handling for the whole command, installed before anything loads.
-
-    By default a signal raises :class:`Interrupted` (``main`` prints one line and
-    exits 128 + signal number, no traceback). Inside :meth:`stopping` it calls a
-    stop function instead (a running stream ends after the current window, sinks
-    flushed) and records the signal.
-
-    A signal that lands while Python runs a C library's callback (llama.cpp's log
-    callback fires all through model loading) raises inside that callback, where
-    ctypes swallows exceptions. The unraisable hook notes it silently as
-    ``pending``; :meth:`stopping` and ``main`` honour it as soon as control is back.
-    """
-
-    def __init__(self) -> None:
-        self._stop: Callable[[], None] | None = None
-        self.received: list[int] = []
-        self.pending: int | None = None
-        self._old: dict[int, object] = {}
-        self._old_hook: Callable[..., object] | None = None
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # main() called from a worker thread (tests): signals stay as they are
-        self.pending = None
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old[s] = signal.signal(s, self._handle)
-        self._old_hook = sys.unraisablehook
-        sys.unraisablehook = self._unraisable
-
-    def uninstall(self) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)  # type: ignore[arg-type]
-        self._old.clear()
-        if self._old_hook is not None:
-            sys.unraisablehook = self._old_hook
-            self._old_hook = None
-
-    def _unraisable(self, unraisable: object) -> None:
-        exc = getattr(unraisable, "exc_value", None)
-        if isinstance(exc, Interrupted):
-            self.pending = exc.signum  # swallowed by a C callback: honoured at the next check
-            return
-        assert self._old_hook is not None
-        self._old_hook(unraisable)
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        self.received.append(signum)
-        if self._stop is None:
-            raise Interrupted(signum)
-        self._stop()
-
-    def check(self) -> None:
-        """Raise the :class:`Interrupted` a C callback swallowed, if any."""
-        if self.pending is not None:
-            raise Interrupted(self.pending)
-
-    @contextlib.contextmanager
-    def stopping(self, stop: Callable[[], None]) -> Iterator[list[int]]:
-        """While inside, signals call ``stop``; yields the signals received meanwhile."""
-        self.check()  # Ctrl-C during model loading that a C callback swallowed: stop before streaming
-        got: list[int] = []
-        prev, prev_count = self._stop, len(self.received)
-        self._stop = stop
-        try:
-            yield got
-        finally:
-            self._stop = prev
-            got.extend(self.received[prev_count:])
-
-
-SIGNALS = SignalGuard()
 
 
 def _one_line(message: str) -> int:

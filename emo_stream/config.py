@@ -34,6 +34,9 @@ def _require(cond: bool, msg: str) -> None:
 #: and a typo such as ``hop_s: 0.000001`` would cut millions of windows from a
 #: short file (issue 13). 50 ms is also about one video frame period (25 fps).
 MIN_HOP_S = 0.05
+#: Names of the window frame selectors (the functions live in stream.frame_selection,
+#: a layer above this contract module).
+FRAME_SELECTIONS = ("uniform", "latest")
 
 #: Supported ``audio.sample_rate`` range, Hz. Sources convert captured audio to
 #: this rate and engines whose models need 16 kHz resample from it, so any rate
@@ -68,11 +71,9 @@ class WindowConfig:
         check_range("window.length_s", self.length_s, MIN_HOP_S, 60)
         check_range("window.hop_s", self.hop_s, MIN_HOP_S, 60)
         check_range("window.frames_per_window", self.frames_per_window, 1, 256)
-        from emo_stream.stream.frame_selection import FRAME_SELECTORS
-
         _require(
-            self.frame_selection in FRAME_SELECTORS,
-            f"window.frame_selection must be one of {sorted(FRAME_SELECTORS)}, got {self.frame_selection!r}",
+            self.frame_selection in FRAME_SELECTIONS,
+            f"window.frame_selection must be one of {sorted(FRAME_SELECTIONS)}, got {self.frame_selection!r}",
         )
 
 

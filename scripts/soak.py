@@ -41,7 +41,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emo_stream.cli import config_from_args  # noqa: E402
+from emo_stream.cli_args import config_from_args  # noqa: E402
 from emo_stream.engines import make_engine  # noqa: E402
 from emo_stream.stream.pipeline import Pipeline  # noqa: E402
 from emo_stream.stream.sinks import CallbackSink  # noqa: E402

@@ -62,7 +62,7 @@ def _progress(msg: str) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from emo_stream.bench.markdown import render_markdown
-    from emo_stream.cli import config_from_args
+    from emo_stream.cli_args import config_from_args
     from emo_stream.outputs import check_writable, refuse_alias, write_text
 
     if not args.input.is_file():

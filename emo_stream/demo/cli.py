@@ -120,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from emo_stream.outputs import refuse_alias
 
     refuse_alias({"--out": out, "--jsonl": jsonl}, {"--input": args.input, "--config": args.config})
-    from emo_stream.cli import config_from_args
+    from emo_stream.cli_args import config_from_args
 
     cfg = config_from_args(args)
     if args.input is not None and args.headless:

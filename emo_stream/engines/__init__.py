@@ -1,6 +1,9 @@
-"""Engines: window -> emotion evidence. Importing this package registers the built-ins."""
+"""Engines: window -> emotion evidence.
 
-from emo_stream.engines import baseline, default, emotion_llama, emotion_llama_export  # noqa: F401
+The built-in engines are imported by name when one is made
+(``engines.base.BUILTIN_ENGINES``): importing this package loads none of them.
+"""
+
 from emo_stream.engines.base import Engine, EngineOutput, engine_names, make_engine, register_engine
 
 __all__ = ["Engine", "EngineOutput", "engine_names", "make_engine", "register_engine"]

@@ -8,6 +8,7 @@ the pipeline decide the threading and drop policy once for all engines.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
@@ -100,6 +101,17 @@ class Engine(ABC):
 EngineFactory = Callable[[StreamConfig], Engine]
 _ENGINES: dict[str, EngineFactory] = {}
 
+#: The built-in engines by name -> the module that registers it. Imported only
+#: when that engine is asked for: listing names (argparse choices, ROS params)
+#: imports no engine module (so no torch on a robot install), and this module
+#: need not import the package that imports it back (no engines <-> base cycle).
+BUILTIN_ENGINES: dict[str, str] = {
+    "baseline": "emo_stream.engines.baseline",
+    "default": "emo_stream.engines.default",
+    "emotion-llama": "emo_stream.engines.emotion_llama",
+    "emotion-llama-export": "emo_stream.engines.emotion_llama_export",
+}
+
 
 def register_engine(name: str) -> Callable[[EngineFactory], EngineFactory]:
     """Decorator: make an engine constructible by name from the CLI and configs."""
@@ -113,15 +125,14 @@ def register_engine(name: str) -> Callable[[EngineFactory], EngineFactory]:
 
 def make_engine(config: StreamConfig) -> Engine:
     """Build the engine named by ``config.engine.name``."""
-    import emo_stream.engines  # noqa: F401  (registers the built-in engines)
-
     name = config.engine.name
+    if name not in _ENGINES and name in BUILTIN_ENGINES:
+        importlib.import_module(BUILTIN_ENGINES[name])  # registers it
     if name not in _ENGINES:
-        raise ConfigError(f"unknown engine {name!r}; available: {', '.join(sorted(_ENGINES))}")
+        raise ConfigError(f"unknown engine {name!r}; available: {', '.join(engine_names())}")
     return _ENGINES[name](config)
 
 
 def engine_names() -> list[str]:
-    import emo_stream.engines  # noqa: F401
-
-    return sorted(_ENGINES)
+    """Every engine a config may name: the built-ins and any registered since."""
+    return sorted(set(_ENGINES) | set(BUILTIN_ENGINES))

@@ -33,6 +33,9 @@ def select_latest(frames: Sequence[VideoFrame], k: int, start: float, end: float
     return list(frames[-k:])
 
 
+#: Keyed by the names config.FRAME_SELECTIONS validates (config sits below the
+#: stream layer, so it holds the names and this module the functions;
+#: tests/test_architecture.py checks the two agree).
 FRAME_SELECTORS: dict[str, FrameSelector] = {
     "uniform": select_uniform,
     "latest": select_latest,

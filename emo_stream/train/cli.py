@@ -337,7 +337,7 @@ def cmd_dataset_check(a: argparse.Namespace) -> int:
 def cmd_convert_merr(a: argparse.Namespace) -> int:
     from emo_stream.train.dataset import convert_merr
 
-    from emo_stream.cli import parse_assignments
+    from emo_stream.cli_args import parse_assignments
 
     from emo_stream.outputs import refuse_alias
 
