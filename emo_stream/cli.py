@@ -60,7 +60,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from emo_stream.engines import make_engine
     from emo_stream.outputs import check_writable, refuse_alias
-    from emo_stream.stream.pipeline import Pipeline
+    from emo_stream.pipeline import Pipeline
     from emo_stream.stream.sinks import JsonlSink, StdoutSink
     from emo_stream.stream.sources.factory import open_sources
 

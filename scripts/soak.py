@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from emo_stream.cli_args import config_from_args  # noqa: E402
 from emo_stream.engines import make_engine  # noqa: E402
-from emo_stream.stream.pipeline import Pipeline  # noqa: E402
+from emo_stream.pipeline import Pipeline  # noqa: E402
 from emo_stream.stream.sinks import CallbackSink  # noqa: E402
 from emo_stream.stream.sources.factory import open_sources  # noqa: E402
 

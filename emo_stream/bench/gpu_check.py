@@ -362,7 +362,7 @@ def _stream_clip(cfg: GpuCheckConfig, rec: dict[str, Any], state: dict[str, Any]
         raise _Skip("no --clip given")
     from emo_stream.config import EngineConfig, StreamConfig
     from emo_stream.engines.emotion_llama import EmotionLlamaEngine
-    from emo_stream.stream.pipeline import Pipeline
+    from emo_stream.pipeline import Pipeline
     from emo_stream.stream.sinks import CallbackSink
     from emo_stream.stream.sources.factory import open_sources
 

@@ -21,7 +21,7 @@ from emo_stream.bench.resources import ResourceMonitor
 from emo_stream.config import StreamConfig
 from emo_stream.engines.base import Engine
 from emo_stream.state import EmotionState
-from emo_stream.stream.pipeline import Pipeline
+from emo_stream.pipeline import Pipeline
 from emo_stream.stream.sinks import CallbackSink
 from emo_stream.stream.sources.base import Source
 from emo_stream.stream.sources.factory import open_sources

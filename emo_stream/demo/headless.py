@@ -37,7 +37,7 @@ from emo_stream.demo.video import (
 )
 from emo_stream.engines.base import Engine
 from emo_stream.state import EmotionState
-from emo_stream.stream.pipeline import Pipeline, PipelineStats
+from emo_stream.pipeline import Pipeline, PipelineStats
 from emo_stream.stream.sinks import CallbackSink, JsonlSink, Sink
 
 log = logging.getLogger(__name__)

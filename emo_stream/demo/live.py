@@ -44,7 +44,7 @@ from emo_stream.demo.track import LatestState
 from emo_stream.demo.video import AnnotatedVideoWriter, check_output_path
 from emo_stream.engines.base import Engine
 from emo_stream.state import EmotionState
-from emo_stream.stream.pipeline import Pipeline, PipelineStats
+from emo_stream.pipeline import Pipeline, PipelineStats
 from emo_stream.stream.samples import AudioChunk, Sample, VideoFrame
 from emo_stream.stream.sinks import CallbackSink, JsonlSink, Sink
 from emo_stream.stream.sources.base import Source, SourceStats

@@ -4,7 +4,7 @@ Same features as streaming, by construction
 -------------------------------------------
 Each clip is read by the stream's own sources (:func:`~emo_stream.stream.sources.factory.open_sources`:
 PyAV decoding, the streaming resampler), cut into windows by the stream's own
-:class:`~emo_stream.stream.pipeline.Pipeline` / :class:`~emo_stream.stream.scheduler.Scheduler`
+:class:`~emo_stream.pipeline.Pipeline` / :class:`~emo_stream.stream.scheduler.Scheduler`
 (frame selection included), and every window goes through the streaming
 :class:`~emo_stream.engines.emotion_llama.EmotionLlamaEngine` itself: its
 frame checks, face view (centre-crop stand-in or a face detector), audio
@@ -368,7 +368,7 @@ class ClipEncoder:
 
     def encode(self, sample: Sample) -> list[WindowFeatures]:
         """The sample's windows with their features (precomputed ones merged in)."""
-        from emo_stream.stream.pipeline import Pipeline
+        from emo_stream.pipeline import Pipeline
         from emo_stream.stream.sources.factory import open_sources
 
         where = f"sample {sample.id!r}" + (f" (line {sample.line})" if sample.line else "")

@@ -10,7 +10,7 @@ from emo_stream.engines import make_engine
 from emo_stream.engines.default import DefaultEngineOptions
 from emo_stream.errors import ConfigError
 from emo_stream.perception.asr import word_error_rate
-from emo_stream.stream.pipeline import Pipeline
+from emo_stream.pipeline import Pipeline
 from emo_stream.stream.sinks import CallbackSink
 from emo_stream.stream.sources.factory import open_sources
 

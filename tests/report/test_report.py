@@ -82,7 +82,7 @@ def test_engines_without_emotions_or_valence_still_get_a_report(tmp_path, media)
     """Real states of the baseline engine: uniform, no valence/arousal, no face or voice."""
     from emo_stream.config import StreamConfig
     from emo_stream.engines import make_engine
-    from emo_stream.stream.pipeline import Pipeline
+    from emo_stream.pipeline import Pipeline
     from emo_stream.stream.sinks import CallbackSink
     from emo_stream.stream.sources.factory import open_sources
 

@@ -57,7 +57,7 @@ class _Spy(Engine):
 
 def test_cached_features_are_what_the_stream_feeds_the_model(tiny: Any, manifest: Any, tmp_path: Path) -> None:
     """Cut the clip with the real Pipeline, encode the window directly with the model, compare with the cache."""
-    from emo_stream.stream.pipeline import Pipeline
+    from emo_stream.pipeline import Pipeline
     from emo_stream.stream.sources.factory import open_sources
 
     settings = FeatureSettings()

@@ -128,7 +128,7 @@ def test_trained_model_streams_through_the_engine(trained_run: Any, synthetic_se
     """`emo-stream run --engine emotion-llama --weights RUN/model`: the same engine, a synthetic clip."""
     from emo_stream.config import StreamConfig
     from emo_stream.engines.base import make_engine
-    from emo_stream.stream.pipeline import Pipeline
+    from emo_stream.pipeline import Pipeline
     from emo_stream.stream.sinks import Sink
     from emo_stream.stream.sources.factory import open_sources
 

@@ -7,7 +7,7 @@ Lifecycle (``rclpy.lifecycle.LifecycleNode``):
   once), creates the publishers. Invalid parameters or a missing model fail
   the transition with the reason in the log; the node stays unconfigured.
 * **activate**: opens the inputs (subscriptions with sensor-data QoS, or the
-  camera/microphone/file) and starts a fresh :class:`~emo_stream.stream.pipeline.Pipeline`
+  camera/microphone/file) and starts a fresh :class:`~emo_stream.pipeline.Pipeline`
   on its own thread. Sequence numbers restart at 0 with each activation.
 * **deactivate**: removes the subscriptions / closes the devices and stops the
   pipeline thread: nothing is processed or published while inactive (not
@@ -50,7 +50,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from emo_stream.engines import make_engine
 from emo_stream.errors import EmoStreamError
 from emo_stream.state import EmotionState
-from emo_stream.stream.pipeline import Pipeline
+from emo_stream.pipeline import Pipeline
 from emo_stream.stream.samples import AUDIO, VIDEO
 from emo_stream.stream.sinks import Sink
 from emo_stream.stream.sources.push import PushSource
