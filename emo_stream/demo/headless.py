@@ -140,8 +140,9 @@ class FileAnnotator:
         frames_in = frames_out = 0
         if self._stop.is_set():  # stopped during the pipeline: no video at all
             return AnnotateResult(None, self.jsonl, len(states), 0, 0, "none", self.lossless, stats, t1 - t0, 0.0, True)
-        writer = AnnotatedVideoWriter(self.out, width, height, time_base, rate, lossless=self.lossless)
-        try:
+        # A failed render (full disk, undecodable tail) leaves no half video: the writer's
+        # exit drops the temporary file on an exception and renames it into place otherwise.
+        with AnnotatedVideoWriter(self.out, width, height, time_base, rate, lossless=self.lossless) as writer:
             audio = writer.copy_audio_from(self.input) if has_audio else "none"
             for frame in iter_video_frames(self.input):
                 if self._stop.is_set():
@@ -151,8 +152,6 @@ class FileAnnotator:
                 state, ostats = track.at(frame.t, note=note)
                 writer.write(draw_overlay(src, state, ostats), frame.pts, source=frame.frame, source_bgr=src)
                 frames_out += 1
-        finally:
-            writer.close()
         return AnnotateResult(
             video=self.out,
             jsonl=self.jsonl,

@@ -46,6 +46,7 @@ packet).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,7 +59,9 @@ import numpy as np
 from emo_stream.stream.sources.media_file import PtsGuesser
 from emo_stream.stream.sources.orientation import IDENTITY, Orientation, frame_orientation
 from emo_stream.demo.errors import DemoError
+from emo_stream.durable import atomic_path
 from emo_stream.errors import SourceError
+from emo_stream.outputs import write_error
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,23 @@ def check_output_path(path: str | Path) -> Path:
 
 
 # -- reading ----------------------------------------------------------------------------------
+def open_input(path: str | Path) -> av.container.InputContainer:
+    """Open a media file for reading, or refuse in one line (:class:`SourceError`).
+
+    Every read of the demo goes through here, so an undecodable file (random
+    bytes, a truncated header) gets the same one-line refusal as
+    ``emo-stream run`` (:class:`~emo_stream.stream.sources.media_file.MediaFileSource`)
+    instead of PyAV's ``InvalidDataError`` traceback.
+    """
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        reason = str(getattr(exc, "strerror", None) or exc or type(exc).__name__).splitlines()[0].strip()
+        raise SourceError(f"{path} is not a readable media file ({reason})") from None
+    except OSError as exc:
+        raise SourceError(f"{path} cannot be read ({exc.strerror or exc})") from None
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What a video file holds; frame count by decoding (``count_frames=True``) or from the container."""
@@ -125,11 +145,7 @@ class VideoInfo:
 def probe(path: str | Path, count_frames: bool = True) -> VideoInfo:
     """Describe a video file (``count_frames`` decodes every frame: exact count and pts span)."""
     p = Path(path)
-    try:
-        c = av.open(str(p), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError) as exc:
-        raise SourceError(f"{p} is not a readable media file ({exc})") from None
-    with c:
+    with open_input(p) as c:
         if not c.streams.video:
             raise SourceError(f"{p} has no video track")
         vs = c.streams.video[0]
@@ -237,7 +253,7 @@ def _decoded(container: av.container.InputContainer, vs: av.video.stream.VideoSt
 
 def iter_video_frames(path: str | Path) -> Iterator[DecodedFrame]:
     """Decode the (first) video track of a file, in display order, with pipeline-compatible times."""
-    c = av.open(str(path), metadata_errors="ignore")
+    c = open_input(path)
     try:
         if not c.streams.video:
             raise SourceError(f"{path} has no video track; the demo draws on video")
@@ -252,7 +268,7 @@ def video_stream_params(path: str | Path) -> tuple[int, int, Fraction, Fraction 
     The size is what :meth:`DecodedFrame.bgr` returns: a portrait phone clip
     stored as 1920x1080 with a 90-degree display matrix is 1080x1920 here.
     """
-    with av.open(str(path), metadata_errors="ignore") as c:
+    with open_input(path) as c:
         if not c.streams.video:
             raise SourceError(f"{path} has no video track; the demo draws on video")
         vs = c.streams.video[0]
@@ -321,11 +337,19 @@ class AnnotatedVideoWriter:
         self._a_copy = False
         self._a_live_rate: int | None = None
         self._a_live_next = 0
-        try:
-            self._out = av.open(str(self.path), mode="w", format=self.format)
-        except (av.error.FFmpegError, OSError) as exc:
-            raise DemoError(f"cannot write {self.path}: {exc}") from None
-        self._video = self._add_video_stream()
+        # Written under a temporary name and renamed by close() (atomic_path): a full
+        # disk or a crash half way leaves no half video under the final name. Through
+        # a Python file object rather than FFmpeg's own file protocol: FFmpeg's
+        # writer records a failed write (ENOSPC) without telling the muxer, which
+        # then crashed (SIGSEGV) finishing the file; Python's write raises, and
+        # PyAV hands that OSError back from mux()/close().
+        self._out = None
+        self._files = contextlib.ExitStack()
+        with self._failing():
+            target = self._files.enter_context(atomic_path(self.path))
+            self._file = self._files.enter_context(open(target, "wb", buffering=0))
+            self._out = av.open(self._file, mode="w", format=self.format)
+            self._video = self._add_video_stream()
 
     # -- setup -------------------------------------------------------------------------------------
     def _add_video_stream(self):
@@ -352,10 +376,7 @@ class AnnotatedVideoWriter:
 
     def copy_audio_from(self, source: str | Path) -> str:
         """Put the audio track of ``source`` into the output (copy, or AAC re-encode); returns the mode."""
-        try:
-            c = av.open(str(source), metadata_errors="ignore")
-        except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError(f"{source} is not a readable media file ({exc})") from None
+        c = open_input(source)
         if not c.streams.audio:
             c.close()
             return self.audio_mode
@@ -435,11 +456,14 @@ class AnnotatedVideoWriter:
                 frame.duration = max(1, round(1 / (self.rate * self.time_base)))
             except AttributeError:
                 pass
-        self._mux(self._video.encode(frame))
-        self._last_pts = int(pts)
-        self.frames_written += 1
-        if self._a_packets is not None:
-            self._pump_audio(float(pts * self.time_base) + 0.5)
+        if self._out is None:
+            raise RuntimeError(f"{self.path}: write() after close()")
+        with self._failing():
+            self._mux(self._video.encode(frame))
+            self._last_pts = int(pts)
+            self.frames_written += 1
+            if self._a_packets is not None:
+                self._pump_audio(float(pts * self.time_base) + 0.5)
 
     def write_audio(self, t: float, samples: np.ndarray) -> None:
         """Encode a mono float32 chunk starting ``t`` seconds after the video's zero (live audio)."""
@@ -459,7 +483,10 @@ class AnnotatedVideoWriter:
         frame.sample_rate = rate
         frame.pts = start
         frame.time_base = Fraction(1, rate)
-        self._mux(self._a_out.encode(frame))
+        if self._out is None:
+            raise RuntimeError(f"{self.path}: write_audio() after close()")
+        with self._failing():
+            self._mux(self._a_out.encode(frame))
         self._a_live_next = start + samples.shape[0]
 
     def _mux(self, packets) -> None:
@@ -503,24 +530,56 @@ class AnnotatedVideoWriter:
                     self.audio_packets += 1
 
     def close(self) -> None:
-        """Flush encoders, write the rest of the audio, finish the file (safe to call twice)."""
+        """Flush encoders, write the rest of the audio, finish the file and move it
+        under its final name (safe to call twice; a no-op after :meth:`abort`)."""
         if self._out is None:
             return
-        try:
+        with self._failing():
             self._mux(self._video.encode(None))
             if self._a_packets is not None:
                 self._pump_audio(None)
             if self._a_out is not None and not self._a_copy:
                 self._mux(self._a_out.encode(None))
-        finally:
             self._out.close()
             self._out = None
-            if self._a_in is not None:
+            self._close_audio_input()
+            self._files.close()  # closes the file, then renames it over the final name
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the video being written: nothing appears under the final name (safe to call twice)."""
+        out, self._out = self._out, None
+        if out is not None:
+            with contextlib.suppress(Exception):
+                out.close()
+        self._close_audio_input()
+        exc = exc if exc is not None else RuntimeError("aborted")
+        with contextlib.suppress(Exception):  # atomic_path sees an exception: removes the temporary file
+            self._files.__exit__(type(exc), exc, exc.__traceback__)
+
+    def _close_audio_input(self) -> None:
+        if self._a_in is not None:
+            with contextlib.suppress(Exception):
                 self._a_in.close()
-                self._a_in = None
+            self._a_in = None
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """A write the OS or the encoder refuses aborts the file and becomes one line
+        (``cannot write PATH: No space left on device``)."""
+        try:
+            yield
+        except (OSError, av.error.FFmpegError) as exc:
+            self.abort(exc)
+            raise write_error(self.path, exc) from None
+        except BaseException as exc:
+            self.abort(exc)
+            raise
 
     def __enter__(self) -> AnnotatedVideoWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self.abort(exc)
+        else:
+            self.close()

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from emo_stream.errors import ConfigError, ModelFileError
-from emo_stream.export.artifacts import Manifest, load_manifest
+from emo_stream.runtime.artifacts import Manifest, load_manifest
 from emo_stream.runtime.lm import LLM_BACKENDS, LanguageModelRuntime
 from emo_stream.runtime.stage import BACKENDS, StageRuntime
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from emo_stream.demo.errors import DemoError
+from emo_stream.errors import OutputError, SourceError
 from emo_stream.demo.video import (
     AnnotatedVideoWriter,
     iter_video_frames,
@@ -150,3 +151,40 @@ def test_a_directory_is_not_an_output_file(tmp_path) -> None:
     (tmp_path / "d.mp4").mkdir()
     with pytest.raises(DemoError, match="directory"):
         AnnotatedVideoWriter(tmp_path / "d.mp4", 32, 32, Fraction(1, 25))
+
+
+def test_a_full_disk_is_one_error_line_and_no_crash(tmp_path) -> None:
+    """FFmpeg's own file writer hid ENOSPC from the muxer, which then crashed (SIGSEGV) finishing the file."""
+    out = tmp_path / "full.mp4"
+    out.symlink_to("/dev/full")
+    frame = np.full((48, 64, 3), 128, np.uint8)
+    with pytest.raises(OutputError, match=r"cannot write .*full\.mp4: No space left on device"):
+        writer = AnnotatedVideoWriter(out, 64, 48, Fraction(1, 25), Fraction(25))
+        for i in range(200):
+            writer.write(frame, i)
+        writer.close()
+    assert out.is_symlink() and Path(out.readlink()) == Path("/dev/full")  # the device link itself untouched
+
+
+def test_a_failed_render_leaves_no_half_video(tmp_path) -> None:
+    out = tmp_path / "annotated.mp4"
+    frame = np.zeros((48, 64, 3), np.uint8)
+    with pytest.raises(ZeroDivisionError):
+        with AnnotatedVideoWriter(out, 64, 48, Fraction(1, 25), Fraction(25)) as writer:
+            for i in range(10):
+                writer.write(frame, i)
+            1 / 0
+    assert list(tmp_path.iterdir()) == []  # neither the final name nor the temporary one
+    with AnnotatedVideoWriter(out, 64, 48, Fraction(1, 25), Fraction(25)) as writer:
+        for i in range(10):
+            writer.write(frame, i)
+    assert [p.name for p in tmp_path.iterdir()] == ["annotated.mp4"]
+    assert probe(out).frames == 10
+
+
+def test_undecodable_input_is_one_line_like_run(tmp_path) -> None:
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    for read in (video_stream_params, probe, lambda p: next(iter_video_frames(p))):
+        with pytest.raises(SourceError, match="is not a readable media file"):
+            read(bad)
