@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from emo_stream.errors import ConfigError, EmoStreamError, ModelFileError
+from emo_stream.errors import MissingDependencyError  # noqa: F401 - re-exported; one class wherever raised
 from emo_stream.export.artifacts import MODEL_CONFIG_NAME, TOKENIZER_DIR, ExportWriter
 
 #: ``--model`` values that build a random tiny model (fixed seed) instead of loading a directory.
@@ -22,10 +23,6 @@ TINY_MODELS = {"tiny": "v1", "tiny-v1": "v1", "tiny-v2": "v2"}
 
 class ExportError(EmoStreamError):
     """An export cannot be produced as asked (bad output dir, failed parity, missing tool)."""
-
-
-class MissingDependencyError(EmoStreamError):
-    """An optional package (TensorRT, llama-cpp-python, onnxruntime ...) is not installed."""
 
 
 @dataclass

@@ -139,7 +139,7 @@ class LlamaCppLM(LanguageModelRuntime):
         try:
             import llama_cpp  # noqa: F401
         except ImportError as exc:
-            from emo_stream.export.common import MissingDependencyError
+            from emo_stream.errors import MissingDependencyError
 
             raise MissingDependencyError(
                 f"the llama.cpp LLM backend needs llama-cpp-python: pip install llama-cpp-python==0.3.36 ({exc})"
