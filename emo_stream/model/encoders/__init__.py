@@ -67,6 +67,8 @@ from emo_stream.model.encoders.common import (
 )
 from emo_stream.model.encoders.face_view import FaceViewConfig, FaceViewEncoder, convert_mae_vit_state_dict
 from emo_stream.model.encoders.global_view import GlobalViewConfig, GlobalViewEncoder, convert_eva_vit_state_dict
+from emo_stream.model.encoders.shipped_vit import ShippedViTConfig, ShippedViTEncoder
+from emo_stream.model.encoders.shipped_whisper import ShippedWhisperConfig, ShippedWhisperEncoder
 from emo_stream.model.encoders.temporal_view import (
     TemporalViewConfig,
     TemporalViewEncoder,
@@ -82,12 +84,21 @@ __all__ = [
     "EncoderOutput", "FaceViewConfig", "FaceViewEncoder", "GlobalViewConfig", "GlobalViewEncoder", "TemporalViewConfig",
     "TemporalViewEncoder", "build_encoder", "canonical_mapping", "center_square_box", "check_pretrained_dir",
     "convert_eva_vit_state_dict", "convert_mae_vit_state_dict", "convert_videomae_state_dict", "images_to_tensor", "load_state_dict_dir", "masked_mean", "resample_frame_indices",
-    "segment_frame_indices", "sinusoid_table", "_HOW", "_clean_wave", "_config_kwargs", "_fast_videomae_tables", "_receptive_field",
+    "segment_frame_indices", "sinusoid_table", "ShippedViTConfig", "ShippedViTEncoder", "ShippedWhisperConfig",
+    "ShippedWhisperEncoder", "SHIPPED_CONFIGS", "_HOW", "_clean_wave", "_config_kwargs", "_fast_videomae_tables", "_receptive_field",
 ]
 
 
-def build_encoder(config: GlobalViewConfig | FaceViewConfig | TemporalViewConfig | AudioEncoderConfig) -> nn.Module:
-    """Randomly initialised encoder for ``config`` (type decides which)."""
+#: Frozen encoders over weights shipped in packages (ONNX Runtime / CTranslate2; no torch parameters).
+SHIPPED_CONFIGS = (ShippedViTConfig, ShippedWhisperConfig)
+
+
+def build_encoder(config: GlobalViewConfig | FaceViewConfig | TemporalViewConfig | AudioEncoderConfig | ShippedViTConfig | ShippedWhisperConfig) -> nn.Module:
+    """Randomly initialised encoder for ``config`` (type decides which); shipped configs load their packaged weights."""
+    if isinstance(config, ShippedViTConfig):
+        return ShippedViTEncoder(config)
+    if isinstance(config, ShippedWhisperConfig):
+        return ShippedWhisperEncoder(config)
     if isinstance(config, GlobalViewConfig):
         return GlobalViewEncoder(config)
     if isinstance(config, FaceViewConfig):
