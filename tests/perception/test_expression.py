@@ -137,19 +137,39 @@ def test_runtime_needs_no_torch(recognizer: ExpressionRecognizer, astronaut_face
     assert out.stdout.split()[0] == str(HAPPY)
 
 
-def test_no_onnx_and_no_torch_is_a_clear_error(tmp_path: Path) -> None:
+def test_clean_cache_builds_without_torch(astronaut_face: np.ndarray, tmp_path: Path) -> None:
+    """A robot install (no torch, transformers or peft) builds the ONNX on a clean cache and predicts."""
+    np.save(tmp_path / "face.npy", astronaut_face)
+    cache = tmp_path / "cache"
     code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "from emo_stream.errors import ModelFileError\n"
+        "import sys\n"
+        "for m in ('torch', 'transformers', 'peft'): sys.modules[m] = None\n"  # `import m` raises ImportError
+        "import numpy as np\n"
+        "from emo_stream.perception.expression import ExpressionConfig, ExpressionRecognizer\n"
+        f"r = ExpressionRecognizer(ExpressionConfig(cache_dir={str(cache)!r}))\n"
+        f"p = r.predict([np.load({str(tmp_path / 'face.npy')!r})])\n"
+        "print(int(p.argmax()), r.onnx_path.name)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    label, name = out.stdout.split()
+    assert label == str(HAPPY)
+    assert [p.name for p in cache.iterdir()] == [name]  # the one file, no temporary left beside it
+
+
+def test_no_onnx_package_is_one_clear_error(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "from emo_stream.errors import EmoStreamError\n"
         "from emo_stream.perception.expression import ExpressionConfig, ExpressionRecognizer\n"
         "try:\n"
         f"    ExpressionRecognizer(ExpressionConfig(cache_dir={str(tmp_path)!r}))\n"
-        "except ModelFileError as e:\n"
+        "except EmoStreamError as e:\n"
         "    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "needs torch" in out.stdout and "onnx_path" in out.stdout
+    assert "'onnx'" in out.stdout and "pip install 'emo-stream[robot]'" in out.stdout
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
