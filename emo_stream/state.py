@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -31,6 +32,9 @@ MODALITIES = ("video", "audio", "face", "voice", "text")
 CLOCKS = ("media", "monotonic", "ros")
 
 _PROB_TOL = 1e-4
+
+#: A person id: usable as one ROS topic-name token (REP 155's /humans/faces/<id>/...).
+_PERSON_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,12 @@ class EmotionState:
         clock: one of :data:`CLOCKS`.
         transcript: what was said recently; empty unless the user opted in to
             publishing transcripts (emotion data and speech are personal).
+        person_id: the tracker's stable id of the person this state describes
+            (``p1``, ``p2`` ...; :mod:`emo_stream.perception.people`). ``""``
+            when the engine does not track people: the state is then about the
+            one primary person, as before ids existed, so old JSONL files (no
+            such key) read back unchanged. An id is a valid ROS name token
+            (REP 155 puts it into topic names: ``/humans/faces/<id>/...``).
     """
 
     stamp: float
@@ -80,6 +90,7 @@ class EmotionState:
     signals: Mapping[str, float] = field(default_factory=dict)
     clock: str = "media"
     transcript: str = ""
+    person_id: str = ""
 
     def __post_init__(self) -> None:
         errors: list[str] = []
@@ -109,6 +120,8 @@ class EmotionState:
             errors.append(f"unknown modalities {sorted(unknown)}")
         if self.clock not in CLOCKS:
             errors.append(f"clock {self.clock!r} not in {CLOCKS}")
+        if not isinstance(self.person_id, str) or (self.person_id and not _PERSON_ID.fullmatch(self.person_id)):
+            errors.append(f"person_id {self.person_id!r} must be empty or a letter then letters, digits or '_' (at most 64)")
         if errors:
             raise ValueError("invalid EmotionState: " + "; ".join(errors))
 
@@ -133,6 +146,7 @@ class EmotionState:
         signals: Mapping[str, float] | None = None,
         clock: str = "media",
         transcript: str = "",
+        person_id: str = "",
     ) -> "EmotionState":
         """Build a state from raw engine output: normalises the probabilities,
         derives the top label, clips valence/arousal into range and orders
@@ -163,6 +177,7 @@ class EmotionState:
             signals={k: float(v) for k, v in (signals or {}).items() if math.isfinite(float(v))},
             clock=clock,
             transcript=transcript,
+            person_id=person_id,
         )
 
     # -- views ----------------------------------------------------------------

@@ -79,3 +79,27 @@ def test_invariants_are_enforced(change, msg):
 def test_wrong_probability_count_is_rejected():
     with pytest.raises(ValueError, match="6 labels"):
         make(probabilities=[0.5, 0.5])
+
+
+def test_person_id_defaults_to_the_primary_person_and_old_lines_read_back():
+    s = make()
+    assert s.person_id == ""  # no tracker: the one primary person, as before ids existed
+    d = s.as_dict()
+    assert d["person_id"] == ""
+    d.pop("person_id")  # a line written before person_id existed
+    assert EmotionState.from_dict(d) == s
+
+
+def test_person_id_round_trips_through_json():
+    s = make(person_id="p2")
+    back = EmotionState.from_json(s.to_json())
+    assert back.person_id == "p2" and back == s
+
+
+@pytest.mark.parametrize("bad", ["2p", "p 1", "p/1", "p-1", "x" * 65, 7])
+def test_person_id_must_be_a_ros_name_token(bad):
+    d = make().as_dict()
+    d.pop("schema")
+    d["person_id"] = bad
+    with pytest.raises(ValueError, match="person_id"):
+        EmotionState.from_dict(d)
