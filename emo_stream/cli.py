@@ -160,6 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rc
     except EmoStreamError as exc:
         return _one_line(str(exc))
+    except ModuleNotFoundError as exc:
+        # An optional extra is not installed (a robot venv without torch): one line naming it.
+        from emo_stream.errors import missing_module_error
+
+        missing = missing_module_error(exc)
+        if missing is None:
+            raise
+        logging.getLogger("emo_stream").debug("missing optional module", exc_info=True)
+        return _one_line(str(missing))
     except BrokenPipeError:  # `emo-stream dataset check ... | head`: stdout went away
         from emo_stream.stream.sinks import _detach_stdout
 

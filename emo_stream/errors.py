@@ -45,3 +45,36 @@ def missing_dependency(module: str, purpose: str, extra: str) -> MissingDependen
     return MissingDependencyError(
         f"{purpose} needs the Python package '{module}', which is not installed; run: pip install 'emo-stream[{extra}]'"
     )
+
+
+#: Top-level import name of each optional package -> the extra that installs it.
+OPTIONAL_MODULES: dict[str, str] = {
+    **dict.fromkeys(("torch", "transformers", "peft", "safetensors", "onnxscript", "sentencepiece"), "torch"),
+    **dict.fromkeys(("llama_cpp", "faster_whisper", "ctranslate2", "h5py", "vaderSentiment", "gguf", "tokenizers"), "engine"),
+    "onnx": "robot",
+    "onnxruntime": "cpu",
+    "cv2": "headless",
+    "pyaudio": "audio",
+    "sounddevice": "audio",
+    "tensorrt": "tensorrt",
+    "matplotlib": "viz",
+    "tqdm": "train",
+    "skimage": "train",
+}
+
+
+def missing_module_error(exc: BaseException) -> MissingDependencyError | None:
+    """The one-line error for a ModuleNotFoundError of an optional package, else None (a real bug).
+
+    The CLI's safety net: a lazy import that no caller wrapped still ends as
+    ``emo-stream: error: ... pip install 'emo-stream[X]'`` instead of a traceback.
+    """
+    name = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not name:
+        return None
+    extra = OPTIONAL_MODULES.get(name.split(".")[0])
+    if extra is None:
+        return None
+    return MissingDependencyError(
+        f"this needs the Python package '{name.split('.')[0]}', which is not installed; run: pip install 'emo-stream[{extra}]'"
+    )
