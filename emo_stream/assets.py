@@ -46,6 +46,11 @@ class PackagedModel:
     def pip_command(self) -> str:
         return f"pip install {self.install_hint} {self.distribution}".replace("  ", " ")
 
+    @property
+    def reinstall_hint(self) -> str:
+        """How to get a damaged file back (every 'this model file is bad' message ends with it)."""
+        return f"reinstall: {self.pip_command} --force-reinstall"
+
     def path(self) -> Path:
         """Absolute path of the file, checked; raises :class:`ModelFileError`."""
         root = package_dir(self.package)
@@ -91,7 +96,7 @@ def model_cache_dir() -> Path:
 
 def check_model_file(path: Path, model: PackagedModel | None = None) -> Path:
     """Return ``path`` if it exists, is large enough and has the right signature."""
-    where = f" from package '{model.distribution}' (reinstall: {model.pip_command} --force-reinstall)" if model else ""
+    where = f" from package '{model.distribution}' ({model.reinstall_hint})" if model else ""
     if not path.is_file():
         raise ModelFileError(f"model file missing: {path}{where}")
     if model is not None:

@@ -215,7 +215,9 @@ def ort_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvi
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    from emo_stream.runtime.onnxruntime import open_session
+
+    return open_session(path, what="exported ONNX", sess_options=opts, providers=providers, fix="export it again")
 
 
 def compare_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, Any]:

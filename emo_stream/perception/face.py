@@ -294,15 +294,15 @@ class RetinaFaceBackend:
     def __init__(self, config: FaceDetectorConfig):
         import onnxruntime as ort
 
+        from emo_stream.runtime.onnxruntime import open_session
+
         opts = ort.SessionOptions()
         if config.num_threads:
             opts.intra_op_num_threads = config.num_threads
             opts.inter_op_num_threads = 1
         providers = available_providers(config.providers)
-        try:
-            self._session = ort.InferenceSession(load_retinaface_onnx(), sess_options=opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for corrupt models
-            raise ModelFileError(f"RetinaFace ONNX model could not be loaded: {exc}") from exc
+        self._session = open_session(load_retinaface_onnx(), what="RetinaFace ONNX", sess_options=opts, providers=providers,
+                                     source=RETINAFACE_ONNX.path(), fix=RETINAFACE_ONNX.reinstall_hint)
         self._config = config
 
     def detect(self, bgr: np.ndarray, min_px: int) -> list[FaceBox]:

@@ -205,14 +205,17 @@ class VoiceActivityDetector:
         import onnxruntime as ort
 
         from emo_stream.assets import SILERO_VAD_ONNX, check_model_file
+        from emo_stream.runtime.onnxruntime import open_session
 
         self.config = config or VadConfig()
-        path = check_model_file(Path(model_path)) if model_path is not None else SILERO_VAD_ONNX.path()
+        packaged = model_path is None
+        path = SILERO_VAD_ONNX.path() if packaged else check_model_file(Path(model_path))
         opts = ort.SessionOptions()
         # One 32 ms frame per call: thread hand-off would cost more than the math.
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self._session = open_session(path, what="silero VAD ONNX", sess_options=opts,
+                                     fix=SILERO_VAD_ONNX.reinstall_hint if packaged else "")
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self._cursor = AudioCursor(SAMPLE_RATE, self.config.gap_tolerance_s)
         self._probs: deque[tuple[float, float]] = deque(maxlen=int(math.ceil(self.config.history_s / FRAME_S)) + 1)

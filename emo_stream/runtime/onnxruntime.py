@@ -20,6 +20,7 @@ Provider names may be given short: ``cuda``, ``tensorrt``, ``cpu``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,51 @@ def check_providers(requested: Sequence[str], used: Sequence[str], available: Se
         log.warning("%s; continuing because allow_cpu_fallback is set", msg)
 
 
+def _reason(exc: BaseException) -> str:
+    """ONNX Runtime's reason on one short line (its messages carry the path and a '[ONNXRuntimeError] : 7 :' prefix)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from /x.onnx failed:Protobuf parsing failed."
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", text)
+    text = re.sub(r"Load model from .* failed: ?", "", text)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def open_session(
+    model: str | Path | bytes,
+    *,
+    what: str,
+    sess_options: Any = None,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    source: str | Path | None = None,
+    fix: str = "",
+    **kwargs: Any,
+) -> Any:
+    """An ``ort.InferenceSession`` for ``model``, or one :class:`ModelFileError` line naming the bad file.
+
+    The one place the project opens an ONNX model: a truncated or foreign file
+    (a killed download, a full disk while a cache was written) makes ONNX
+    Runtime raise its own exception types (``InvalidProtobuf``, ``Fail``) whose
+    text is a multi-line C++ message, which reached the user as a traceback.
+    Here it becomes ``"<what> <file> cannot be loaded by ONNX Runtime
+    (<reason>): truncated or corrupt?; <fix>"``.
+
+    Args:
+        model: a path, or the serialized model (then ``source`` names where the bytes came from).
+        what: the model in words ("silero VAD ONNX"), first in the message.
+        sess_options / providers / kwargs: passed to ``ort.InferenceSession``.
+        source: the file to name when ``model`` is bytes (default: ``model`` itself).
+        fix: how to get the file again (``reinstall: pip install ... --force-reinstall``).
+    """
+    ort = _ort()
+    name = source if source is not None else (model if not isinstance(model, bytes) else "(in-memory model)")
+    arg = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(arg, sess_options=sess_options, providers=list(providers), **kwargs)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own, unrelated exception types
+        tail = f"; {fix}" if fix else ""
+        raise ModelFileError(f"{what} {name} cannot be loaded by ONNX Runtime ({_reason(exc)}): truncated or corrupt?{tail}") from None
+
+
 class OrtStageRuntime(StageRuntime):
     """One ONNX file on ONNX Runtime (see module docstring)."""
 
@@ -127,10 +173,7 @@ class OrtStageRuntime(StageRuntime):
         if provider_options is not None:
             by_name = dict(zip(requested, provider_options))
             kwargs["provider_options"] = [dict(by_name.get(p, {})) for p in usable]
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=usable, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a corrupt/foreign file
-            raise ModelFileError(f"ONNX Runtime cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        self.session = open_session(path, what=f"{what} ONNX", sess_options=opts, providers=usable, **kwargs)
         used = list(self.session.get_providers())
         check_providers(requested, used, available, allow_cpu_fallback, what)
         self.input_names = [i.name for i in self.session.get_inputs()]

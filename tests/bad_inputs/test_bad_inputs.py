@@ -31,7 +31,6 @@ _spec.loader.exec_module(gen)
 
 #: Case id -> why it fails today (issue 13 class, the file that fixes it).
 FAILING_NOW: dict[str, str] = {
-    "model-onnx-trunc": "issue 13: traceback on a truncated model (onnxruntime InvalidProtobuf for silero_vad.onnx), fixed by emo_stream/perception/vad.py",
 }
 
 CASES = gen.with_xfails(gen.all_cases(), FAILING_NOW)

@@ -70,7 +70,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         OrtStageRuntime(tmp_path / "none.onnx")
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
-    with pytest.raises(ModelFileError, match="cannot load"):
+    with pytest.raises(ModelFileError, match="bad.onnx cannot be loaded by ONNX Runtime"):
         OrtStageRuntime(tmp_path / "bad.onnx")
 
 
