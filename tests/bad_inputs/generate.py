@@ -36,6 +36,10 @@ and the case table (markdown) from a recorded test run::
 
     EMO_BAD_INPUTS_REPORT=/tmp/r.jsonl .venv/bin/python -m pytest -q tests/bad_inputs
     .venv/bin/python tests/bad_inputs/generate.py --table /tmp/r.jsonl > table.md
+
+or, from the case definitions alone, every case with the outcome class its test asserts::
+
+    .venv/bin/python tests/bad_inputs/generate.py --cases > cases.md
 """
 
 from __future__ import annotations
@@ -767,6 +771,22 @@ def table(report: Path, failing_now: dict[str, str]) -> str:
     return f"{len(all_cases())} cases: {summary}.\n\n" + "\n".join(out) + "\n"
 
 
+def cases_table(failing_now: dict[str, str]) -> str:
+    """Every case and the outcome class its test asserts, from the definitions alone (no run needed)."""
+    out = ["| case | what | asserted outcome |", "|---|---|---|"]
+    for case in with_xfails(all_cases(), failing_now):
+        if case.expect == "error":
+            cls = "exit 2" + (f" (one line matching `{case.error_match}`)" if case.error_match else " (one line)")
+        elif case.flags:
+            cls = "states flagged " + " + ".join(f"`{f}`" for f in case.flags)
+        else:
+            cls = "states"
+        if case.xfail:
+            cls += " [strict xfail: not fixed yet]"
+        out.append(f"| `{case.id}` | {_short(case.what)} | {cls.replace(chr(124), chr(92) + chr(124))} |")
+    return f"{len(out) - 2} cases.\n\n" + "\n".join(out) + "\n"
+
+
 def _failing_now() -> dict[str, str]:
     """FAILING_NOW from the test module (the one place the strict xfails are listed)."""
     import importlib.util
@@ -781,6 +801,9 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
+    if argv[0] == "--cases":
+        print(cases_table(_failing_now()), end="")
+        return 0
     if argv[0] == "--table":
         print(table(Path(argv[1]), _failing_now()), end="")
         return 0
