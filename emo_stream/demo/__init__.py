@@ -7,6 +7,8 @@
 * :mod:`.headless` -- :class:`FileAnnotator`: file -> states JSONL + annotated video;
 * :mod:`.live` -- :class:`LiveDemo`: camera/mic -> window or recording, never
   waiting on the engine;
+* :mod:`.window` -- :class:`CvDisplay` (the OpenCV window, sized to the video) and
+  :func:`prepare_gui` (OpenCV's GUI loads before PyAV, or the first window livelocks);
 * :mod:`.cli` -- the ``demo`` and ``report`` sub-commands.
 
 Heavy modules (OpenCV, PyAV encoders) load lazily: importing this package is cheap.
@@ -27,8 +29,9 @@ _EXPORTS = {
     "AnnotateResult": "emo_stream.demo.headless",
     "annotate_file": "emo_stream.demo.headless",
     "LiveDemo": "emo_stream.demo.live",
-    "CvDisplay": "emo_stream.demo.live",
-    "display_problem": "emo_stream.demo.live",
+    "CvDisplay": "emo_stream.demo.window",
+    "display_problem": "emo_stream.demo.window",
+    "prepare_gui": "emo_stream.demo.window",
     "AnnotatedVideoWriter": "emo_stream.demo.video",
     "probe": "emo_stream.demo.video",
     "DemoError": "emo_stream.demo.errors",
@@ -51,6 +54,7 @@ __all__ = [
     "draw_overlay",
     "overlay_layout",
     "overlay_regions",
+    "prepare_gui",
     "probe",
 ]
 

@@ -20,14 +20,12 @@ cleanly (files finished) and exit 130 / 143.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from emo_stream.demo.errors import DemoError
+from emo_stream.signals import SIGNALS, Interrupted
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -72,26 +70,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-@contextlib.contextmanager
-def _on_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
-    """SIGINT/SIGTERM call ``stop`` (the files are finished properly); yields the signals received."""
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        got.append(signum)
-        stop()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield got
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _state_printer(quiet: bool):
     if quiet:
         return None
@@ -104,7 +82,6 @@ def _state_printer(quiet: bool):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from emo_stream.demo.video import check_output_path
     from emo_stream.errors import SourceError
 
     if args.out is not None and not args.headless:
@@ -115,6 +92,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise DemoError(f"--max-seconds must be > 0, got {args.max_seconds}")
     if args.input is not None and args.mic is not None:
         raise SourceError(f"a microphone can only be combined with camera input; {args.input!r} is a file with its own audio")
+    if not args.headless:
+        # OpenCV's window system must load before PyAV (emo_stream.demo.window explains the
+        # livelock): nothing above imports av, and the video module below does. Where no
+        # window can open, the window itself refuses later, after the camera/file opened.
+        from emo_stream.demo.window import display_problem, prepare_gui
+
+        if display_problem() is None:
+            prepare_gui()
+    from emo_stream.demo.video import check_output_path
+
     out = check_output_path(args.out) if args.out is not None else None
     jsonl = args.jsonl if args.jsonl is not None else (out.with_suffix(".jsonl") if out is not None else None)
     from emo_stream.outputs import refuse_alias
@@ -132,14 +119,15 @@ def _demo_file_headless(args: argparse.Namespace, cfg, out: Path, jsonl: Path | 
     from emo_stream.demo.headless import FileAnnotator
 
     annotator = FileAnnotator(args.input, out, cfg, jsonl=jsonl, lossless=args.lossless, on_state=_state_printer(args.quiet))
-    with _on_signals(annotator.stop) as got:
+    with SIGNALS.stopping(annotator.stop) as got:
         result = annotator.run()
     print(f"emo-stream: {result.summary()}", file=sys.stderr)
     return 128 + got[0] if got else 0
 
 
 def _demo_live(args: argparse.Namespace, cfg, out: Path | None, jsonl: Path | None) -> int:
-    from emo_stream.demo.live import CvDisplay, LiveDemo
+    from emo_stream.demo.live import LiveDemo
+    from emo_stream.demo.window import CvDisplay
     from emo_stream.stream.sources.factory import open_sources
 
     if args.input is not None:
@@ -148,6 +136,22 @@ def _demo_live(args: argparse.Namespace, cfg, out: Path | None, jsonl: Path | No
     else:
         spec = f"camera:{args.camera if args.camera is not None else 0}"
     sources = open_sources(spec, cfg, mic=args.mic, mic_backend=args.mic_backend)
+    streaming = threading.Event()
+
+    def stop() -> None:
+        """SIGINT/SIGTERM: while devices open and models load nothing can end gently, so the
+        command stops at once (one line, 128 + signal, like ``run``); once streaming, the
+        UI loop sees the stop flag within one frame and everything is closed properly."""
+        if not streaming.is_set():
+            raise Interrupted(SIGNALS.received[-1])
+        demo.stop()
+
+    def on_ready() -> None:
+        streaming.set()
+        SIGNALS.check()  # a signal a C callback swallowed while the models loaded
+        if args.headless and args.max_seconds is None:
+            print(f"emo-stream: recording {spec} to {out}; press Ctrl-C to stop", file=sys.stderr, flush=True)
+
     demo = LiveDemo(
         sources,
         cfg,
@@ -157,11 +161,9 @@ def _demo_live(args: argparse.Namespace, cfg, out: Path | None, jsonl: Path | No
         jsonl=jsonl,
         max_seconds=args.max_seconds,
         on_state=_state_printer(args.quiet),
-        on_ready=(lambda: print(f"emo-stream: recording {spec} to {out}; press Ctrl-C to stop", file=sys.stderr, flush=True))
-        if args.headless and args.max_seconds is None
-        else None,
+        on_ready=on_ready,
     )
-    with _on_signals(demo.stop) as got:
+    with SIGNALS.stopping(stop) as got:
         result = demo.run()
     print(f"emo-stream: {result.summary()}", file=sys.stderr)
     return 128 + got[0] if got else 0

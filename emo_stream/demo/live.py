@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -38,11 +36,13 @@ from typing import Protocol
 import numpy as np
 
 from emo_stream.config import StreamConfig
-from emo_stream.demo.errors import DemoError, DisplayUnavailable, import_cv2
+from emo_stream.demo.errors import DemoError
 from emo_stream.demo.overlay import draw_overlay
 from emo_stream.demo.track import LatestState
 from emo_stream.demo.video import AnnotatedVideoWriter, check_output_path
+from emo_stream.demo.window import CvDisplay, display_problem  # noqa: F401 - re-exported: the window lives in .window
 from emo_stream.engines.base import Engine
+from emo_stream.errors import EmoStreamError
 from emo_stream.state import EmotionState
 from emo_stream.pipeline import Pipeline, PipelineStats
 from emo_stream.stream.samples import AudioChunk, Sample, VideoFrame
@@ -54,48 +54,11 @@ log = logging.getLogger(__name__)
 KEY_QUIT = (ord("q"), ord("Q"), 27)  # q, Q, Esc
 KEY_PAUSE = (ord(" "), ord("p"))
 HELP = "q quit  space pause"
-HEADLESS_HINT = "use --headless --out annotated.mp4 to write an annotated video instead"
 #: live recordings: timestamps in 1/90000 s (MPEG's clock; any capture time fits)
 _LIVE_TIME_BASE = Fraction(1, 90000)
 
 
 # -- display -----------------------------------------------------------------------------------------
-def display_problem(cv2=None, environ: Mapping[str, str] | None = None, platform: str | None = None) -> str | None:
-    """Why a live window cannot be shown here, in one line; None when it can (as far as we can tell)."""
-    environ = os.environ if environ is None else environ
-    platform = sys.platform if platform is None else platform
-    problems = []
-    if cv2 is None:
-        try:
-            import cv2
-        except ImportError:
-            return f"cannot open the live window: OpenCV is not installed (pip install 'emo-stream[gui]'); {HEADLESS_HINT}"
-    gui = _gui_backend(cv2)
-    if gui is not None and gui.upper() == "NONE":
-        problems.append(
-            "this OpenCV build has no GUI (opencv-python-headless has no cv2.imshow; for a window, "
-            "pip uninstall opencv-python-headless, then pip install 'emo-stream[gui]')"
-        )
-    if platform.startswith(("linux", "freebsd", "openbsd")) and not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
-        problems.append("no display is set (DISPLAY/WAYLAND_DISPLAY)")
-    if not problems:
-        return None
-    return "cannot open the live window: " + " and ".join(problems) + f"; {HEADLESS_HINT}"
-
-
-def _gui_backend(cv2) -> str | None:
-    """OpenCV's ``GUI:`` build setting (``NONE`` in headless wheels, ``QT5``/``GTK3``/``WIN32UI``/``COCOA`` otherwise)."""
-    try:
-        info = cv2.getBuildInformation()
-    except Exception:  # noqa: BLE001 - an odd cv2 build: unknown, not fatal
-        return None
-    for line in info.splitlines():
-        key, sep, value = line.strip().partition(":")
-        if sep and key.strip() == "GUI":
-            return value.strip() or None
-    return None
-
-
 class Display(Protocol):
     """Where the UI loop shows frames (a window; a fake in tests)."""
 
@@ -106,44 +69,6 @@ class Display(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class CvDisplay:
-    """An OpenCV window (``cv2.imshow``); refuses with :class:`DisplayUnavailable` where none can open."""
-
-    def __init__(self, title: str = "emo-stream demo") -> None:
-        cv2 = import_cv2()
-        problem = display_problem(cv2)
-        if problem:
-            raise DisplayUnavailable(problem)
-        self.cv2, self.title = cv2, title
-        try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL | getattr(cv2, "WINDOW_KEEPRATIO", 0))
-        except cv2.error as exc:
-            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise DisplayUnavailable(f"cannot open a window ({msg}); {HEADLESS_HINT}") from None
-        self._opened = True
-
-    def show(self, image: np.ndarray) -> None:
-        self.cv2.imshow(self.title, image)
-
-    def poll_key(self, wait_ms: int) -> int:
-        key = self.cv2.waitKey(max(1, int(wait_ms)))
-        try:  # the user closed the window with its close button: treat as quit
-            if self.cv2.getWindowProperty(self.title, self.cv2.WND_PROP_VISIBLE) < 1:
-                return ord("q")
-        except self.cv2.error:
-            return ord("q")
-        return key & 0xFF if key >= 0 else -1
-
-    def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            try:
-                self.cv2.destroyWindow(self.title)
-                self.cv2.waitKey(1)
-            except self.cv2.error:
-                pass
 
 
 # -- fan-out of captured samples -------------------------------------------------------------------------
@@ -328,10 +253,14 @@ class LiveRecorder:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        if self.error is not None:
+            if self._writer is not None:
+                self._writer.abort(self.error)  # no half recording under the final name
+            if isinstance(self.error, EmoStreamError):  # "cannot write X: No space left on device"
+                raise self.error
+            raise DemoError(f"recording {self.path} failed: {self.error}") from self.error
         if self._writer is not None:
             self._writer.close()
-        if self.error is not None:
-            raise DemoError(f"recording {self.path} failed: {self.error}") from self.error
 
     @property
     def audio_mode(self) -> str:

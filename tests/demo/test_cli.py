@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emo_stream.demo.live import display_problem
+from emo_stream.demo.window import display_problem
 from emo_stream.demo.video import probe
 from emo_stream.state import read_jsonl
 

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from emo_stream.config import StreamConfig
-from emo_stream.demo.errors import DisplayUnavailable
-from emo_stream.demo.live import CvDisplay, LiveDemo, LiveRecorder, display_problem
+from emo_stream.demo.live import LiveDemo, LiveRecorder
 from emo_stream.demo.track import LatestState
 from emo_stream.demo.video import probe
 from emo_stream.engines.base import Engine, EngineOutput
@@ -146,26 +145,3 @@ def test_recorder_keeps_capture_times_encodes_mic_audio_and_drops_the_oldest_fra
     info = probe(tmp_path / "r.mp4")
     assert info.frames == 30 and info.audio_codec == "aac"
     assert info.video_duration_s == pytest.approx(29 * 0.05, abs=0.06)  # capture times, not a nominal rate
-
-
-def test_display_problem_explains_and_suggests_headless() -> None:
-    class FakeCv2:
-        def __init__(self, gui):
-            self.gui = gui
-
-        def getBuildInformation(self):
-            return f"General configuration\n  GUI:                           {self.gui}\n"
-
-    headless = display_problem(FakeCv2("NONE"), environ={"DISPLAY": ":0"}, platform="linux")
-    assert "no GUI" in headless and "--headless" in headless and "\n" not in headless
-    no_display = display_problem(FakeCv2("QT5"), environ={}, platform="linux")
-    assert "DISPLAY" in no_display and "--headless" in no_display
-    assert display_problem(FakeCv2("QT5"), environ={"WAYLAND_DISPLAY": "wayland-0"}, platform="linux") is None
-    assert display_problem(FakeCv2("WIN32UI"), environ={}, platform="win32") is None
-
-
-def test_cv_display_refuses_where_no_window_can_open() -> None:
-    if display_problem() is None:
-        pytest.skip("this machine has a display and a GUI OpenCV build")
-    with pytest.raises(DisplayUnavailable, match="--headless"):
-        CvDisplay()
