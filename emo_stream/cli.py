@@ -151,6 +151,11 @@ def _one_line(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything loads numpy / onnxruntime / llama.cpp / CTranslate2: their thread
+    # pools are sized from the environment once, at load (emo_stream.threads).
+    from emo_stream.threads import STREAMING_COMMANDS, apply_process_env, command_of
+
+    apply_process_env(pools=command_of(list(sys.argv[1:] if argv is None else argv)) in STREAMING_COMMANDS)
     SIGNALS.install()  # first: building the parser already imports engines, torch for some commands
     try:
         args = build_parser().parse_args(argv)

@@ -33,8 +33,9 @@ at most one of them computes at a time). On 2 cores: llama.cpp uses 1 thread,
 everything else shares the other core, whose load is ~20 % on Megamind.
 
 ``OMP_NUM_THREADS`` only takes effect if set before numpy / onnxruntime /
-llama.cpp are imported: entry points call :func:`apply_process_env` first;
-:func:`limit_blas` caps an already-loaded BLAS at run time.
+llama.cpp are imported: ``emo-stream``'s ``main`` calls :func:`apply_process_env`
+first (pool sizes for the streaming commands, ``OMP_WAIT_POLICY=PASSIVE`` for
+all); :func:`limit_blas` caps an already-loaded BLAS at run time.
 
 CPU time per stage: each worker measures ``time.thread_time()`` around its own
 work into a :class:`StageClock`; the engine reports them
@@ -53,6 +54,18 @@ from emo_stream.errors import ConfigError
 
 #: Environment variables that size OpenMP / BLAS pools at library load.
 _POOL_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: OpenMP threads sleep at a barrier instead of spinning (GNU and Intel OpenMP
+#: spin for up to ~0.2 s by default). llama.cpp's pip build and CTranslate2 use
+#: OpenMP: a spinning pool between two LLM calls burns the core the perception
+#: workers need. Set for every command (it never costs a whole core).
+_WAIT_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+#: Commands that stream (several runtimes at once on the robot's cores): the
+#: plan's pool sizes apply to them. Training/eval/export keep their libraries'
+#: defaults (torch sizes its intra-op pool from OMP_NUM_THREADS, and 1 would
+#: halve training speed on 2 cores).
+STREAMING_COMMANDS = frozenset({"run", "demo", "bench"})
 
 
 def usable_cores() -> int:
@@ -112,15 +125,37 @@ def plan_threads(cores: int | None = None, *, llm_threads: int | None = None) ->
     )
 
 
-def apply_process_env(plan: ThreadPlan | None = None) -> None:
-    """Set the OpenMP / BLAS pool sizes in the environment unless the user set them.
+def apply_process_env(plan: ThreadPlan | None = None, *, pools: bool = True) -> dict[str, str]:
+    """Set the OpenMP wait policy and (``pools``) the OpenMP / BLAS pool sizes, unless the user set them.
 
-    Call before importing numpy, onnxruntime or llama_cpp (entry points do it
-    first thing); later calls only affect libraries loaded afterwards.
+    Call before importing numpy, onnxruntime or llama_cpp (``emo-stream`` does
+    it first thing in ``main``); the libraries read these variables once, when
+    they load, so later calls only affect libraries loaded afterwards. A value
+    already in the environment wins (a user's ``OMP_NUM_THREADS=4`` is kept).
+    Returns the variables as they now are.
     """
-    plan = plan or plan_threads()
-    for name in _POOL_ENV:
-        os.environ.setdefault(name, str(plan.omp_threads))
+    for name, value in _WAIT_ENV.items():
+        os.environ.setdefault(name, value)
+    names = list(_WAIT_ENV)
+    if pools:
+        plan = plan or plan_threads()
+        for name in _POOL_ENV:
+            os.environ.setdefault(name, str(plan.omp_threads))
+        names += _POOL_ENV
+    return {name: os.environ[name] for name in names}
+
+
+def command_of(argv: list[str] | tuple[str, ...]) -> str | None:
+    """The sub-command of an ``emo-stream`` argv (``["--log-level", "DEBUG", "run", ...]`` -> ``"run"``), before argparse runs."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--log-level":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def limit_blas(plan: ThreadPlan) -> None:
