@@ -47,7 +47,7 @@ from emo_stream.runtime.stage import BACKENDS, StageRuntime
 log = logging.getLogger(__name__)
 
 #: GGUF preference when ``gguf="auto"``: smallest first (what a robot CPU wants).
-GGUF_PREFERENCE = ("Q4_K_M", "Q8_0", "F16")
+GGUF_PREFERENCE = ("Q4_K_M", "Q4_0", "Q8_0", "F16")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -101,8 +101,17 @@ class RuntimeConfig:
 
 
 def shell_encoder(cfg: Any) -> Any:
-    """An encoder object with its config and preprocessing but no network (nothing allocated)."""
+    """An encoder object with its config and preprocessing but no network (nothing allocated).
+
+    Shipped frozen encoders (ViT-S/14 ONNX, Whisper tiny.en CTranslate2) are built whole: they already run
+    on ONNX Runtime / CTranslate2 from their package files, so the export has no stage for them.
+    """
     from torch import nn
+
+    from emo_stream.model.encoders import SHIPPED_CONFIGS, build_encoder
+
+    if isinstance(cfg, SHIPPED_CONFIGS):
+        return build_encoder(cfg).eval()
 
     from emo_stream.model.encoders import (
         AudioEncoder,
@@ -154,6 +163,10 @@ class ExportedEmotionLlama:
         from emo_stream.model.emotion_llama import MODALITIES
 
         self._shells = {n: shell_encoder(self.config.encoder_config(n)) for n in MODALITIES if self.config.encoder_config(n) is not None}
+        from emo_stream.model.encoders import SHIPPED_CONFIGS
+
+        self._shipped = {n: e for n, e in self._shells.items() if isinstance(e.config, SHIPPED_CONFIGS)}
+        self.synthetic_trained = bool(self.model_info.get("synthetic_trained"))
         self._torch_model: Any = None
         self._record = Path(self.runtime.record_inputs) if self.runtime.record_inputs else None
         self._record_count = 0
@@ -194,7 +207,7 @@ class ExportedEmotionLlama:
         onnx = self.manifest.get("onnx") or {}
         stage_entries = onnx.get("stages") or {}
         wanted = ["global", "face", "temporal", "audio"]
-        wanted = [n for n in wanted if n in self._shells] + ["projector" if self.config.version == "v1" else "fusion"]
+        wanted = [n for n in wanted if n in self._shells and n not in self._shipped] + ["projector" if self.config.version == "v1" else "fusion"]
         if rt.stages == "torch":
             from emo_stream.export.stages import stage_specs
             from emo_stream.runtime.stage import TorchStageRuntime
@@ -302,6 +315,10 @@ class ExportedEmotionLlama:
         from emo_stream.model.encoders import EncoderOutput, masked_mean
 
         out: dict[str, Any] = dict(inputs.features)
+        for name, enc in self._shipped.items():  # frozen encoders that run from their package files
+            x = {"global": inputs.global_pixels, "face": inputs.face_pixels, "temporal": inputs.temporal_pixels, "audio": inputs.audio}[name]
+            if x is not None and name not in out:
+                out[name] = enc(x, inputs.face_mask) if name == "face" else enc(x)
         if inputs.global_pixels is not None and "global" not in out:
             self._need("global")
             tok = torch.from_numpy(self._run("global", {"pixel_values": _f32(inputs.global_pixels)})["tokens"])
