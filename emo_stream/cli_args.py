@@ -9,7 +9,7 @@ importing ``emo_stream.cli``, which imports them to register their subcommands.
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from emo_stream.config import StreamConfig
 from emo_stream.errors import ConfigError

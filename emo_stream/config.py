@@ -15,9 +15,10 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from emo_stream.errors import ConfigError
 from emo_stream.structured_files import read_yaml
@@ -177,11 +178,11 @@ class StreamConfig:
         )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "StreamConfig":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> StreamConfig:
         return build_dataclass(cls, data or {}, "")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "StreamConfig":
+    def from_yaml(cls, path: str | Path) -> StreamConfig:
         p = Path(path)
         data = read_yaml(p, what="config file")
         if data is not None and not isinstance(data, Mapping):
@@ -191,7 +192,7 @@ class StreamConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **sections: Mapping[str, Any]) -> "StreamConfig":
+    def replace(self, **sections: Mapping[str, Any]) -> StreamConfig:
         """A copy with some fields of some sections changed: ``cfg.replace(window={"hop_s": 1.0})``."""
         merged = self.to_dict()
         for name, values in sections.items():

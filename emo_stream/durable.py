@@ -13,8 +13,8 @@ import contextlib
 import errno
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 #: Marks the hidden temporary name of a file being written (``.NAME.partial-PID``).
 PARTIAL_MARK = ".partial-"

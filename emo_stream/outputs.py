@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping, Union
+from typing import Union
 
 from emo_stream.durable import atomic_path
 from emo_stream.errors import OutputError

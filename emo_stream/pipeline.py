@@ -32,8 +32,8 @@ import heapq
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -263,7 +263,7 @@ class Pipeline:
         try:
             out = self.engine.process(window)
             self._consecutive_errors = 0
-        except Exception as exc:  # noqa: BLE001 - one bad window must not end the stream
+        except Exception as exc:
             self.stats.engine_errors += 1
             self._consecutive_errors += 1
             log.exception("engine failed on window %d [%.2f, %.2f]", window.index, window.start, window.end)
@@ -278,6 +278,10 @@ class Pipeline:
         for sink in self.sinks:
             sink.write(state)
         self.stats.states += 1
+        for person in out.people:  # the other tracked people: to the sinks that take them
+            pstate = self._person_state(window, person, state.latency_ms)
+            for sink in self.sinks:
+                sink.write_person(pstate)
 
     def _capture_now(self, clock: str) -> float | None:
         """"Now" on the clock windows are stamped with, when it can be known: the host's
@@ -320,4 +324,26 @@ class Pipeline:
             signals=out.signals,
             clock=window.clock,
             transcript=out.transcript,
+            person_id=out.person_id,
+        )
+
+    def _person_state(self, window: Window, out: EngineOutput, latency: Mapping[str, float]) -> EmotionState:
+        """State of a non-primary tracked person: the window's timing, their own evidence;
+        no rationale (the reasoner explains the primary person only)."""
+        return EmotionState.build(
+            label_set=self.engine.label_set,
+            probabilities=out.probabilities,
+            window_start=window.start,
+            window_end=window.end,
+            sequence=window.index,
+            model_id=self.engine.model_id,
+            valence=out.valence,
+            arousal=out.arousal,
+            modalities=out.modalities,
+            latency_ms=latency,
+            flags=[*window.flags, *out.flags],
+            signals=out.signals,
+            clock=window.clock,
+            transcript=out.transcript,
+            person_id=out.person_id,
         )

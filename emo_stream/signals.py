@@ -11,7 +11,7 @@ import contextlib
 import signal
 import sys
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 class Interrupted(BaseException):

@@ -16,10 +16,11 @@ e.g. image:=/camera/color/image_raw audio:=/mic/audio.
 
 import os
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROFILE = os.path.join(HERE, "..", "ros2_ws", "src", "emo_stream_ros", "config", "fastdds_shm.xml")

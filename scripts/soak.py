@@ -41,11 +41,11 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emo_stream.cli_args import config_from_args  # noqa: E402
-from emo_stream.engines import make_engine  # noqa: E402
-from emo_stream.pipeline import Pipeline  # noqa: E402
-from emo_stream.stream.sinks import CallbackSink  # noqa: E402
-from emo_stream.stream.sources.factory import open_sources  # noqa: E402
+from emo_stream.cli_args import config_from_args
+from emo_stream.engines import make_engine
+from emo_stream.pipeline import Pipeline
+from emo_stream.stream.sinks import CallbackSink
+from emo_stream.stream.sources.factory import open_sources
 
 DEFAULT_CLIP = REPO / ".cache" / "media" / "astronaut_speech.mp4"
 CSV_FIELDS = ("wall_s", "media_s", "states", "expected", "windows_dropped", "rss_mib", "threads", "py_threads", "fds", "cpu_s")

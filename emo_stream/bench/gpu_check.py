@@ -153,7 +153,7 @@ class _Report:
             yield rec
         except _Skip as exc:
             rec.update(status=SKIPPED, reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - one broken path must not hide the others
+        except Exception as exc:
             rec.update(status=FAILED, reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                        traceback=traceback.format_exc(limit=8)[-4000:])
         rec["seconds"] = round(time.monotonic() - t, 3)
@@ -264,7 +264,7 @@ def _onnx_providers(cfg: GpuCheckConfig, rec: dict[str, Any], providers: list[st
         except ProviderFallbackError as exc:
             stages[name] = {"status": FAILED, "reason": str(exc)}
             continue
-        got, times = _timed(lambda: rt.run(feeds), cfg.repeats)
+        got, times = _timed(lambda rt=rt, feeds=feeds: rt.run(feeds), cfg.repeats)
         diff = max(float(np.max(np.abs(np.asarray(got[k], dtype=np.float64) - np.asarray(ref[k], dtype=np.float64))))
                    if np.asarray(ref[k]).size else 0.0 for k in ref)
         stages[name] = {"status": OK, "providers_used": rt.info.providers_used, "device": rt.info.device,

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import struct
-import termios
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from pathlib import Path

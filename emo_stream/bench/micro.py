@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -150,7 +151,7 @@ def llm_size_scaling(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int
             model = LlamaForCausalLM(cfg).to(dtype).eval()
         ids = torch.randint(0, cfg.vocab_size, (1, n_tokens), device=device)
 
-        def run() -> None:
+        def run(model: Any = model, ids: Any = ids, device: str = device) -> None:
             with torch.inference_mode():
                 model(ids)
             if device == "cuda":

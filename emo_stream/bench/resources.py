@@ -72,7 +72,7 @@ class ResourceMonitor:
         self._names: dict[int, str] = {}
         self.usage: ResourceUsage | None = None
 
-    def __enter__(self) -> "ResourceMonitor":
+    def __enter__(self) -> ResourceMonitor:
         self._t0 = time.monotonic()
         self._cpu0 = self._proc.cpu_times()
         self._peak_rss = self._proc.memory_info().rss

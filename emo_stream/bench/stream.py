@@ -11,17 +11,18 @@ kernel counts them (:mod:`emo_stream.bench.resources`); peak RSS.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from emo_stream.bench.resources import ResourceMonitor
 from emo_stream.config import StreamConfig
 from emo_stream.engines.base import Engine
-from emo_stream.state import EmotionState
 from emo_stream.pipeline import Pipeline
+from emo_stream.state import EmotionState
 from emo_stream.stream.sinks import CallbackSink
 from emo_stream.stream.sources.base import Source
 from emo_stream.stream.sources.factory import open_sources

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -41,6 +41,11 @@ class EngineOutput:
     flags: list[str] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
     transcript: str = ""
+    #: The tracked person this output is about ("" when the engine tracks no one).
+    person_id: str = ""
+    #: One output per OTHER tracked person of the window (each with its person_id);
+    #: the pipeline sends them to sinks' ``write_person``. Empty for single-person engines.
+    people: list["EngineOutput"] = field(default_factory=list)
 
 
 class Engine(ABC):
@@ -91,7 +96,7 @@ class Engine(ABC):
     def close(self) -> None:
         """Release models and worker threads."""
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -24,8 +24,8 @@ engine's YAML options.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class FusionConfig:
     experts: Mapping[str, ExpertCalibration] = field(default_factory=_default_experts)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Mapping[str, float]] | None) -> "FusionConfig":
+    def from_options(cls, options: Mapping[str, Mapping[str, float]] | None) -> FusionConfig:
         """Override some experts' ``weight``/``smoothing`` from a mapping (engine options)."""
         experts = dict(_default_experts())
         for name, values in (options or {}).items():

@@ -38,9 +38,10 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -371,7 +372,7 @@ class Transcriber:
             self._worker.join()
             self._worker = None
 
-    def __enter__(self) -> "Transcriber":
+    def __enter__(self) -> Transcriber:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -109,11 +110,11 @@ class FrameTrack(NamedTuple):
     rms_db: np.ndarray  # dBFS of the integration window
 
     @staticmethod
-    def empty() -> "FrameTrack":
+    def empty() -> FrameTrack:
         z = np.zeros(0)
         return FrameTrack(z, z.copy(), z.copy(), z.copy())
 
-    def select(self, mask: np.ndarray) -> "FrameTrack":
+    def select(self, mask: np.ndarray) -> FrameTrack:
         return FrameTrack(self.t[mask], self.f0_hz[mask], self.aperiodicity[mask], self.rms_db[mask])
 
 

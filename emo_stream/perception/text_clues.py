@@ -30,8 +30,9 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from emo_stream.labels import canonical
 
@@ -116,7 +117,7 @@ _PHRASES = sorted(
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens; typographic apostrophes become ASCII so "don’t" matches."""
+    """Lower-case word tokens; typographic apostrophes become ASCII so "don’t" matches."""  # noqa: RUF002 - the typographic apostrophe is the point
     return _TOKEN.findall(text.lower().replace("\u2019", "'"))
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from emo_stream.outputs import refuse_alias, same_file
 from emo_stream.report.analysis import (
     UNIFORM,
     Overview,
@@ -28,7 +29,6 @@ from emo_stream.report.analysis import (
     sort_states,
     spans,
 )
-from emo_stream.outputs import refuse_alias, same_file
 from emo_stream.state import EmotionState
 
 __all__ = [

@@ -40,7 +40,7 @@ def emotion_rgb(label: str) -> tuple[int, int, int]:
 
     try:
         return EMOTION_RGB.get(canonical(label), FALLBACK_RGB)
-    except Exception:  # noqa: BLE001 - an unknown label still gets drawn
+    except Exception:
         return FALLBACK_RGB
 
 

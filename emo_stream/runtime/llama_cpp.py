@@ -78,10 +78,11 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -90,11 +91,11 @@ from emo_stream.errors import ConfigError, ModelFileError
 
 #: One piece of a prompt: text (tokenized with special tokens parsed), token ids
 #: (1-D integer array or list of ints) or soft tokens (float array (n, n_embd)).
-PromptPart = Union[str, Sequence[int], np.ndarray]
+PromptPart = str | Sequence[int] | np.ndarray
 #: A prompt: a string, or a list of parts decoded in order at consecutive positions.
-Prompt = Union[str, Sequence[PromptPart]]
+Prompt = str | Sequence[PromptPart]
 #: A candidate answer: text (tokenized without special tokens) or token ids used as is.
-Label = Union[str, Sequence[int], np.ndarray]
+Label = str | Sequence[int] | np.ndarray
 
 _PIP_HINT = "run scripts/setup.sh (builds llama-cpp-python==0.3.36 for this CPU; see `scripts/setup.sh --llama-cmake-args`)"
 
@@ -156,7 +157,7 @@ class _LogBridge:
                 with self._lock:
                     self._count += 1
                     self._recent.append((self._count, msg.strip()))
-        except Exception:  # noqa: BLE001 - an exception here would abort the C caller
+        except Exception:  # noqa: S110 - a ctypes callback must never raise (ctypes would print it mid-load)
             pass
 
     def mark(self) -> int:
@@ -501,7 +502,7 @@ class ChatTemplate:
                 env.globals["raise_exception"] = _raise_template_error
                 self._compiled = env.from_string(template)
                 self.source = "gguf"
-            except Exception:  # noqa: BLE001 - any template problem -> documented fallback
+            except Exception:
                 self._compiled = None
 
     def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
@@ -513,7 +514,7 @@ class ChatTemplate:
                     bos_token=self.bos_token,
                     eos_token=self.eos_token,
                 )
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: S110 - a template jinja cannot render falls back to ChatML below
                 pass
         return _render_chatml(messages, add_generation_prompt)
 
@@ -812,7 +813,7 @@ class LlamaCppRuntime:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:  # noqa: S110 - interpreter shutdown: llama.cpp may be gone already
             pass
 
     def _check_open(self) -> None:

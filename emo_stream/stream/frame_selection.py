@@ -7,7 +7,7 @@ frames in time order; an engine that needs exactly K (a VideoMAE clip) pads.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

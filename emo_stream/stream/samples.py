@@ -8,7 +8,6 @@ timestamps, never by arrival order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -59,7 +58,7 @@ class SourceEvent:
     detail: str = ""
 
 
-Sample = Union[VideoFrame, AudioChunk, SourceEvent]
+Sample = VideoFrame | AudioChunk | SourceEvent
 
 #: Stream names a source can provide.
 VIDEO = "video"

@@ -151,10 +151,10 @@ def test_real_llm_rationales_on_megamind_clues_publish_only_clue_facts() -> None
     what the guard publishes has no transcript word and no word outside the clue text's vocabulary."""
     from emo_stream.engines import clues as cl
     from emo_stream.engines.default import DefaultEngine
-    from emo_stream.labels import get_label_set
-    from emo_stream.runtime.llama_cpp import LlamaCppConfig, LlamaCppRuntime
     from emo_stream.engines.rationale_guard import GENERIC_WORDS, LABEL_WORDS, STOPWORDS, _stem
+    from emo_stream.labels import get_label_set
     from emo_stream.perception.text_clues import EMOTION_LEXICON
+    from emo_stream.runtime.llama_cpp import LlamaCppConfig, LlamaCppRuntime
 
     fer = get_label_set("fer2013")
     label_set = get_label_set("mer2023")

@@ -11,8 +11,8 @@ import pytest
 
 from emo_stream.errors import ConfigError, ModelFileError
 from emo_stream.perception.asr import AsrConfig, Transcriber, load_whisper, normalize_text, word_error_rate
-from emo_stream.stream.sources.media_file import read_audio
 from emo_stream.perception.vad import SAMPLE_RATE, VoiceActivityDetector
+from emo_stream.stream.sources.media_file import read_audio
 
 MEDIA = Path(__file__).resolve().parents[2] / ".cache" / "media"
 KEYS = ("0870", "0880", "0890", "0920", "0930")

@@ -23,8 +23,8 @@ from emo_stream.perception.prosody import (
     analyze_clip,
     arousal_from_prosody,
 )
-from emo_stream.stream.sources.media_file import read_audio
 from emo_stream.perception.vad import SAMPLE_RATE, VoiceActivityDetector
+from emo_stream.stream.sources.media_file import read_audio
 
 MEDIA = Path(__file__).resolve().parents[2] / ".cache" / "media"
 ALSA = Path("/usr/share/sounds/alsa")
@@ -190,11 +190,11 @@ def test_normalizer_baseline_confidence_and_horizon() -> None:
 
 def test_arousal_mapping_is_bounded_monotone_and_ignores_missing() -> None:
     assert arousal_from_prosody({}) == 0.0
-    low = arousal_from_prosody({k: -1.0 for k in AROUSAL_WEIGHTS})
-    high = arousal_from_prosody({k: 1.0 for k in AROUSAL_WEIGHTS})
+    low = arousal_from_prosody(dict.fromkeys(AROUSAL_WEIGHTS, -1.0))
+    high = arousal_from_prosody(dict.fromkeys(AROUSAL_WEIGHTS, 1.0))
     assert -1 < low < 0 < high < 1 and low == pytest.approx(-high)
-    assert arousal_from_prosody({k: 50.0 for k in AROUSAL_WEIGHTS}) < 1.0
-    missing_f0 = {k: 1.0 for k in AROUSAL_WEIGHTS} | {"f0_mean_st": math.nan, "f0_std_st": math.nan, "f0_range_st": math.nan}
+    assert arousal_from_prosody(dict.fromkeys(AROUSAL_WEIGHTS, 50.0)) < 1.0
+    missing_f0 = dict.fromkeys(AROUSAL_WEIGHTS, 1.0) | {"f0_mean_st": math.nan, "f0_std_st": math.nan, "f0_range_st": math.nan}
     assert arousal_from_prosody(missing_f0) == pytest.approx(high)
     assert sum(AROUSAL_WEIGHTS.values()) == pytest.approx(1.0)
 

@@ -51,7 +51,7 @@ def test_face_and_speech_spans(stream) -> None:
 def test_overview_shares_and_latency(stream) -> None:
     ov = overview(stream())
     assert ov.label_time_share == pytest.approx({"happy": 0.4, "sad": 0.3, "neutral": 0.3})
-    assert list(ov.label_time_share)[0] == "happy"
+    assert next(iter(ov.label_time_share)) == "happy"
     assert ov.modality_share["face"] == pytest.approx(0.5) and ov.modality_share["voice"] == pytest.approx(0.6)
     assert ov.latency_p50_ms == pytest.approx(19.5) and ov.sequence_gaps == 0 and ov.rationales == 5
 

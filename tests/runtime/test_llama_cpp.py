@@ -21,12 +21,12 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip 
 from emo_stream.assets import SMOLLM2_GGUF
 from emo_stream.errors import ConfigError, ModelFileError
 from emo_stream.runtime.llama_cpp import (
+    GGUF_TYPES,
+    SCORING_GGUF_TYPE,
     ChatPrompt,
     ChatTemplate,
     LlamaCppConfig,
     LlamaCppRuntime,
-    GGUF_TYPES,
-    SCORING_GGUF_TYPE,
     cpu_features,
     gguf_file_type,
     read_gguf_index,
@@ -373,13 +373,13 @@ def test_concurrent_scoring_and_generation_are_safe(rt: LlamaCppRuntime) -> None
             for k in range(6):
                 w = windows[(tid + k) % 3]
                 results[(tid, k)] = rt.score_labels(w.prefix, w.suffix, MER2023).logprobs
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     def writer() -> None:
         try:
             texts.append(rt.generate(g.prefix, g.suffix, max_tokens=16))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=scorer, args=(t,)) for t in range(2)] + [threading.Thread(target=writer)]
