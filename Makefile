@@ -15,12 +15,14 @@ media: setup
 run: media
 	$(VENV)/bin/emo-stream run --input $(CLIP) --jsonl $(OUT)/states.jsonl
 
-# The ROS 2 tests run in their own venv (.venv-ros): the ROS wheels re-execute every
+# The ROS 2 tests run on Kilted (.venv-ros) and on the Jazzy LTS (.venv-ros-jazzy), one venv each: the ROS wheels re-execute every
 # Python process of their venv, so they never share one with the rest.
 test: media
 	$(VENV)/bin/python -m pytest -q
-	scripts/ros_setup.sh
-	scripts/ros_test.sh
+	scripts/ros_setup.sh kilted
+	ROS_DISTRO=kilted scripts/ros_test.sh
+	scripts/ros_setup.sh jazzy
+	ROS_DISTRO=jazzy scripts/ros_test.sh
 
 clean:
 	rm -rf $(OUT) .pytest_cache
