@@ -19,6 +19,7 @@ run: media
 # Python process of their venv, so they never share one with the rest.
 test: media
 	$(VENV)/bin/python -m pytest -q
+	scripts/robot_test.sh
 	scripts/ros_setup.sh kilted
 	ROS_DISTRO=kilted scripts/ros_test.sh
 	scripts/ros_setup.sh jazzy
