@@ -117,11 +117,21 @@ class EmotionLlamaExportEngine(EmotionLlamaEngine):
             model.close()
             raise
         self._random = model.random_weights
+        # A model trained on `make-synthetic-set` clips only: every state says so (no real-world accuracy).
+        self._synthetic = bool(getattr(model, "synthetic_trained", False))
         quant = getattr(model, "gguf_quant", None)
         llm = f"{rt.llm}-{quant}" if quant else rt.llm
         self.model_id = (f"emotion-llama/{model.config.version}/{Path(export_dir).resolve().name}/"
                          f"{rt.stages}-{rt.precision}+{llm}/{self.label_set.id}")
         self.runtimes = model.describe()
+
+    def process(self, window: Any) -> Any:
+        out = super().process(window)
+        if self._synthetic:
+            for o in (out, *out.people):
+                if "synthetic_trained" not in o.flags:
+                    o.flags.append("synthetic_trained")
+        return out
 
     def close(self) -> None:
         model = getattr(self, "model", None)

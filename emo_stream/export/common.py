@@ -57,7 +57,25 @@ def load_source_model(spec: str | Path, seed: int = 0) -> SourceModel:
     if not d.is_dir():
         raise ModelFileError(f"--model {key}: no such directory (give a dir written by EmotionLlama.save_pretrained, or 'tiny' / 'tiny-v2')")
     model = EmotionLlama.from_pretrained(d)
-    return SourceModel(model, {"source": str(d.resolve()), "version": model.config.version, "random_weights": False})
+    info: dict[str, Any] = {"source": str(d.resolve()), "version": model.config.version, "random_weights": False}
+    provenance = read_provenance(d)
+    if provenance:
+        # What the weights were trained on travels into the export, and from there into every state.
+        info["provenance"] = provenance
+        info["synthetic_trained"] = bool(provenance.get("synthetic"))
+    return SourceModel(model, info)
+
+
+def read_provenance(model_dir: Path) -> dict[str, Any]:
+    """The ``provenance`` block the trainer writes into a model's ``config.json`` ({} when absent)."""
+    import json
+
+    try:
+        meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    prov = meta.get("provenance") if isinstance(meta, dict) else None
+    return dict(prov) if isinstance(prov, dict) else {}
 
 
 def model_fingerprint(model: Any) -> str:
@@ -78,8 +96,14 @@ def model_fingerprint(model: Any) -> str:
 
 
 def model_section(src: SourceModel, fingerprint: str) -> dict[str, Any]:
-    return {**src.info, "fingerprint": fingerprint, "config_file": MODEL_CONFIG_NAME,
-            "label_set": src.model.config.label_set, "llm_width": src.model.config.llm.hidden_size}
+    from emo_stream.export.stages import shipped_encoders
+
+    section = {**src.info, "fingerprint": fingerprint, "config_file": MODEL_CONFIG_NAME,
+               "label_set": src.model.config.label_set, "llm_width": src.model.config.llm.hidden_size}
+    shipped = shipped_encoders(src.model)
+    if shipped:
+        section["shipped_encoders"] = shipped
+    return section
 
 
 def check_same_model(writer: ExportWriter, fingerprint: str, force: bool) -> None:

@@ -72,7 +72,7 @@ from emo_stream.export.common import (
     write_common_files,
 )
 
-QUANTS = ("F16", "Q8_0", "Q4_K_M")
+QUANTS = ("F16", "Q8_0", "Q4_K_M", "Q4_0")
 #: A documented bound: |p_Q8_0 - p_torch| per label on the seeded parity prompts is expected below this.
 Q8_0_LABEL_PROB_BOUND = 2e-2
 F16_LABEL_PROB_BOUND = 1e-2
@@ -228,6 +228,33 @@ def vocab_entries(tokenizer: Any, tokenizer_dir: Path | None, n_vocab: int) -> t
     return [e[0] for e in entries], [float(e[1]) for e in entries], [e[2] for e in entries], kind
 
 
+#: Token-id keys are set from the exported tokenizer (what training used), never copied.
+_TOKEN_ID_KEYS = ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+                  "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_eos_token")
+
+
+def copy_tokenizer_fields(w: Any, source: str) -> str:
+    """Copy the ``tokenizer.*`` keys (vocabulary, merges, pre-tokenizer, chat template) of the GGUF the LLM
+    was loaded from into ``w``; returns the vocabulary kind (``tokenizer.ggml.model``)."""
+    gguf = _gguf()
+    from emo_stream.model.llm import gguf_path
+
+    reader = gguf.GGUFReader(str(gguf_path(source)))
+    kind = "gguf"
+    for key, f in reader.fields.items():
+        if not key.startswith("tokenizer.") or key in _TOKEN_ID_KEYS:
+            continue
+        value = f.contents()
+        vtype = f.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, value, vtype, sub_type=f.types[-1])
+        else:
+            w.add_key_value(key, value, vtype)
+        if key == "tokenizer.ggml.model":
+            kind = f"{value} (from {Path(str(gguf_path(source))).name})"
+    return kind
+
+
 def write_f16_gguf(path: Path, lm: Any, tokenizer_dir: Path | None, name: str = "emotion-llama") -> dict[str, Any]:
     """Write the merged LLaMA of ``lm`` (an ``EmotionLlamaLM``) as an F16 GGUF; return facts for the manifest."""
     gguf = _gguf()
@@ -262,17 +289,23 @@ def write_f16_gguf(path: Path, lm: Any, tokenizer_dir: Path | None, name: str = 
     w.add_rope_freq_base(rope_theta)
     w.add_vocab_size(n_vocab)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    tokens, scores, types, kind = vocab_entries(tok, tokenizer_dir, n_vocab)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
+    source_gguf = getattr(lm.config, "gguf", None)
+    if source_gguf:
+        # A GGUF-born LLM (SmolLM2: GPT-2 BPE) keeps its own llama.cpp vocabulary, merges and pre-tokenizer.
+        kind = copy_tokenizer_fields(w, source_gguf)
+    else:
+        tokens, scores, types, kind = vocab_entries(tok, tokenizer_dir, n_vocab)
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
     for key, setter in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
                         ("unk_token_id", w.add_unk_token_id), ("pad_token_id", w.add_pad_token_id)):
         tid = getattr(tok, key, None)
         if tid is not None:
             setter(int(tid))
-    w.add_add_bos_token(True)
+    if not source_gguf:
+        w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     # Streamed: tensor infos first (shapes only), then each merged tensor computed and written
     # in turn, so peak memory is the model plus one tensor (GGUFWriter.add_tensor would hold all).

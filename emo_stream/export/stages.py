@@ -361,6 +361,33 @@ def _three_batches() -> tuple[dict[str, int], ...]:
     return ({"batch": 1}, {"batch": 2}, {"batch": 3})
 
 
+def _exportable(model: Any, name: str) -> Any:
+    """The encoder of ``name`` unless it is absent or a shipped frozen one (ONNX Runtime / CTranslate2 already:
+    the runtime runs those from their packages, see :func:`shipped_encoders`)."""
+    from emo_stream.model.encoders import SHIPPED_CONFIGS
+
+    enc = model.encoder(name)
+    return None if enc is None or isinstance(enc.config, SHIPPED_CONFIGS) else enc
+
+
+def shipped_encoders(model: Any) -> dict[str, dict[str, Any]]:
+    """Manifest entries of the encoders that run from package files (which package, file and its sha256)."""
+    from emo_stream.model.encoders import SHIPPED_CONFIGS
+    from emo_stream.model.encoders.shipped_vit import VIT_S14_PACKAGE
+    from emo_stream.model.encoders.shipped_whisper import WHISPER_TINY_EN_PACKAGE
+
+    out = {}
+    for name in ("global", "face", "temporal", "audio"):
+        enc = model.encoder(name)
+        if enc is None or not isinstance(enc.config, SHIPPED_CONFIGS):
+            continue
+        pkg = VIT_S14_PACKAGE if name != "audio" else WHISPER_TINY_EN_PACKAGE
+        out[name] = {"encoder_type": enc.config.encoder_type, "package": pkg[1], "file": pkg[2],
+                     "sha256": bytes(enc.weights_sha256.tolist()).hex(),
+                     "runtime": "onnxruntime" if name != "audio" else "ctranslate2"}
+    return out
+
+
 def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, StageSpec]:
     """The stages of ``model`` (an :class:`~emo_stream.model.emotion_llama.EmotionLlama`), in :data:`STAGE_ORDER`."""
     from emo_stream.model.encoders import _receptive_field
@@ -368,7 +395,7 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
     limits = limits or ExportLimits()
     cfg = model.config
     specs: dict[str, StageSpec] = {}
-    enc = model.encoder("global")
+    enc = _exportable(model, "global")
     if enc is not None:
         c = enc.config
         s = c.image_size
@@ -379,7 +406,7 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
             {"batch": _batch(limits)}, _three_batches(), {"pixel_values": _pixels},
             {"image_size": s, "num_patches": c.num_patches},
         )
-    enc = model.encoder("face")
+    enc = _exportable(model, "face")
     if enc is not None:
         c = enc.config
         s = c.image_size
@@ -390,7 +417,7 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
             {"faces": DimRange(1, limits.opt_faces, max(limits.max_faces, 6), 2)},
             ({"faces": 1}, {"faces": 3}, {"faces": 6}), {"pixel_values": _pixels}, {"image_size": s},
         )
-    enc = model.encoder("temporal")
+    enc = _exportable(model, "temporal")
     if enc is not None:
         c = enc.config
         s, k = c.image_size, c.num_frames
@@ -402,7 +429,7 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
             {"batch": _batch(limits)}, _three_batches(), {"pixel_values": _pixels},
             {"image_size": s, "num_frames": k},
         )
-    enc = model.encoder("audio")
+    enc = _exportable(model, "audio")
     if enc is not None:
         c = enc.config
         if c.kind == "hubert":

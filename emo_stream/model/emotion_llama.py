@@ -70,6 +70,12 @@ from emo_stream.model.prompts import (
     split_prompt,
 )
 
+#: The small model's prompt: Emotion-LLaMA's [INST] wrap, video slot, transcript clause and task tag, without the
+#: instruction sentence (it lists every label: ~25 of the ~50 SmolLM2 tokens, and on a 2-core CPU every token of
+#: the sequence costs forward and backward time in each training step and each streamed window; label scoring
+#: ranks the label set's answers whatever the instruction says).
+SMALL_PROMPT_TEMPLATE = "[INST] <video><VideoHere></video> {subtitle_clause}[{task}] [/INST]"
+
 FORMAT = "emo_stream.emotion_llama"
 FORMAT_VERSION = 1
 #: Encoder slots, in a fixed order.
@@ -196,12 +202,13 @@ class EmotionLlamaConfig:
             proj = EmotionLlamaProjectorConfig(vision_width=384, num_patches=g.num_patches, feature_dims=(384, 384, 384),
                                                llm_width=llm.hidden_size, group=1)
             return cls(version="v1", global_view=g, face_view=fv, temporal_view=tv, audio=a, projector=proj, llm=llm,
-                       label_set=label_set, max_new_tokens=32)
+                       label_set=label_set, max_new_tokens=32,
+                       prompt_template=SMALL_PROMPT_TEMPLATE.replace("</video> ", "</video> <feature><FeatureHere></feature> "))
         mods = (("global", 384), ("face", 384), ("temporal", 384), ("audio", 384))
         fusion = ConvAttentionFusionConfig(modalities=mods, hidden=256, num_tokens=fused_tokens, num_blocks=2, kernel_size=3,
                                            llm_width=llm.hidden_size, dropout=0.0)
         return cls(version="v2", global_view=g, face_view=fv, temporal_view=tv, audio=a, projector=None, fusion=fusion, llm=llm,
-                   label_set=label_set, max_new_tokens=32)
+                   label_set=label_set, max_new_tokens=32, prompt_template=SMALL_PROMPT_TEMPLATE)
 
     # -- helpers -------------------------------------------------------------------
     @property

@@ -31,12 +31,14 @@ def _req(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """What is trained: exactly one of ``tiny`` / ``weights`` / ``llama_dir``.
+    """What is trained: exactly one of ``tiny`` / ``small`` / ``weights`` / ``llama_dir``.
 
     Attributes:
         tiny: "v1" or "v2": the tiny test-size Emotion-LLaMA, random encoders and
             LLM from ``seed`` (frozen; only the projector and LoRA learn).
-        seed: seed of the tiny model.
+        seed: seed of the tiny model (and of the small model's fresh projector/LoRA).
+        small: "v1" or "v2": :meth:`EmotionLlamaConfig.small`, the small real
+            model from shipped weights (ViT-S/14, Whisper tiny.en, SmolLM2-135M).
         weights: a model directory (``EmotionLlama.save_pretrained`` or
             ``emo-stream import emotion-llama``) to fine-tune.
         llama_dir: a local LLaMA-2 directory to start from with a fresh
@@ -55,6 +57,7 @@ class ModelSection:
     """
 
     tiny: str | None = None
+    small: str | None = None
     seed: int = 0
     weights: str | None = None
     llama_dir: str | None = None
@@ -68,9 +71,10 @@ class ModelSection:
 
         _req(self.llm_init_std is None or (self.tiny is not None and self.llm_init_std > 0),
              "model.llm_init_std applies to tiny models only and must be > 0")
-        n = sum(x is not None for x in (self.tiny, self.weights, self.llama_dir))
-        _req(n == 1, "model: give exactly one of tiny (v1/v2), weights (a model dir) or llama_dir")
+        n = sum(x is not None for x in (self.tiny, self.small, self.weights, self.llama_dir))
+        _req(n == 1, "model: give exactly one of tiny (v1/v2), small (v1/v2), weights (a model dir) or llama_dir")
         _req(self.tiny in (None, "v1", "v2"), f"model.tiny must be 'v1' or 'v2', got {self.tiny!r}")
+        _req(self.small in (None, "v1", "v2"), f"model.small must be 'v1' or 'v2', got {self.small!r}")
         _req(self.version in ("v1", "v2"), f"model.version must be 'v1' or 'v2', got {self.version!r}")
         get_label_set(self.label_set)
 

@@ -120,6 +120,10 @@ def build_model(section: ModelSection) -> Any:
             if section.llm_init_std is not None:
                 reinit_llm(model, section.llm_init_std, section.seed)
             return model
+    if section.small is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(section.seed)  # the fresh projector/fusion and LoRA
+            return build_emotion_llama(EmotionLlamaConfig.small(section.small, label_set=section.label_set))
     if section.weights is not None:
         return EmotionLlama.from_pretrained(section.weights)
     return _from_llama_dir(section)
@@ -269,7 +273,7 @@ def make_example(model: Any, item: Item, stage_idx: int, stage: StageSection, st
     task = rng.choices(tasks, weights=[weights[t] for t in tasks], k=1)[0]
     ls = model.label_set
     label = ls.labels[item.label_index]
-    instruction = random_instruction(task, ls, rng)
+    instruction = random_instruction(task, ls, rng, wording=model.config.instruction_wording)
     prompt = model.prompt(task, s.subtitle if use_subtitles else "", ls, instruction=instruction)
     answer = label if task == "emotion" else s.explanation.rstrip() + REASON_SUFFIX + label
     ids = model.llm.encode(answer)
@@ -1021,12 +1025,28 @@ class Trainer:
                 if tmp.exists():
                     shutil.rmtree(tmp)
                 model.save_pretrained(tmp)
+                add_provenance(tmp / "config.json", self._provenance())
                 if d.exists():
                     shutil.rmtree(d)
                 os.replace(tmp, d)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return d
+
+    def _provenance(self) -> dict[str, Any]:
+        """What the weights were trained on: manifest names and paths; ``synthetic`` when every training
+        manifest is a ``make-synthetic-set`` one (its states must say so: no real-world accuracy)."""
+        ls = self.model.label_set if hasattr(self.model, "label_set") else None
+        paths = dict.fromkeys(str(st.manifest or self.cfg.data.train.manifest) for st in self.cfg.stages)  # type: ignore[union-attr]
+        names = []
+        for p in paths:
+            try:
+                names.append(read_manifest(p, ls).name)
+            except Exception:  # noqa: BLE001 - provenance is informative; the manifest was read for training already
+                names.append("")
+        return {"train_manifests": list(paths), "manifest_names": names,
+                "synthetic": bool(names) and all(n.startswith("synthetic") for n in names),
+                "steps": sum(st.steps for st in self.cfg.stages)}
 
     def _run_eval(self, eval_data: tuple[Manifest, FeatureCache], step: int, out_dir: Path | None, model: Any) -> dict[str, Any]:
         from emo_stream.train.evaluate import evaluate
@@ -1037,6 +1057,13 @@ class Trainer:
         self._log_jsonl({"kind": "eval", "step": step, "accuracy": metrics["accuracy"], "weighted_f1": metrics["weighted_f1"],
                          "uar": metrics["uar"], "n": metrics["n"]})
         return metrics
+
+
+def add_provenance(config_json: Path, provenance: dict[str, Any]) -> None:
+    """Add the ``provenance`` block to a saved model's ``config.json`` (read by the exporters)."""
+    meta = json.loads(config_json.read_text(encoding="utf-8"))
+    meta["provenance"] = provenance
+    config_json.write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def _to_device(model: Any, device: torch.device) -> Any:
