@@ -24,6 +24,7 @@ test: media
 	ROS_DISTRO=kilted scripts/ros_test.sh
 	scripts/ros_setup.sh jazzy
 	ROS_DISTRO=jazzy scripts/ros_test.sh
+	scripts/gui_setup.sh && scripts/gui_test.sh
 
 clean:
 	rm -rf $(OUT) .pytest_cache
