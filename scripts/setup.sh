@@ -48,8 +48,9 @@ fi
 
 # ffmpeg: test media and muxing; portaudio19-dev + gcc: PyAudio builds from source;
 # libportaudio2: sounddevice; alsa-utils: real voice clips + ALSA config for the fake mic;
-# espeak-ng: synthetic speech with controlled prosody (tests, synthetic training set).
-scripts/apt_install.sh ffmpeg libportaudio2 portaudio19-dev gcc g++ alsa-utils espeak-ng
+# espeak-ng: synthetic speech with controlled prosody (tests, synthetic training set);
+# xvfb + xdotool + imagemagick: the live-window tests (a private X server, keys, screenshots).
+scripts/apt_install.sh ffmpeg libportaudio2 portaudio19-dev gcc g++ alsa-utils espeak-ng xvfb xdotool imagemagick
 
 py=${PYTHON:-python3}
 "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "setup: Python >= 3.10 required ($py is $("$py" -V 2>&1))" >&2; exit 1; }
