@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -45,3 +46,25 @@ def test_cli_without_torch_is_one_line(media) -> None:
     assert out.stderr.strip().splitlines() == [
         "emo-stream: error: this needs the Python package 'torch', which is not installed; run: pip install 'emo-stream[torch]'"
     ]
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("llama_cpp", "llama-cpp-python"),
+    ("faster_whisper", "'faster-whisper'"),
+    ("vaderSentiment", "'vaderSentiment'"),
+    ("onnx", "pip install 'emo-stream[robot]'"),
+    ("onnxruntime", "pip install 'emo-stream[cpu]'"),
+])
+def test_default_engine_without_an_optional_package_is_one_line(media, tmp_path, module: str, names: str) -> None:
+    """Every lazy import of the default engine's robot path, one at a time: exit 2 and one line naming the fix."""
+    code = (
+        "import sys\n"
+        f"sys.modules[{module!r}] = None\n"
+        "from emo_stream.cli import main\n"
+        f"sys.exit(main(['run', '--input', {str(media / 'astronaut_speech.mp4')!r}, '--max-states', '1', '--quiet']))\n"
+    )
+    env = {**os.environ, "EMO_STREAM_CACHE": str(tmp_path)}  # clean cache: the expression ONNX must be built
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, out.stderr
+    assert len(lines) == 1 and lines[0].startswith("emo-stream: error: ") and names in lines[0], out.stderr

@@ -137,7 +137,9 @@ def load_whisper(config: AsrConfig) -> Any:
     try:
         from faster_whisper import WhisperModel
     except ImportError as exc:
-        raise ImportError("speech-to-text needs the 'faster-whisper' package (pip install faster-whisper)") from exc
+        from emo_stream.errors import missing_dependency  # an ImportError too: callers' fallbacks still work
+
+        raise missing_dependency("faster-whisper", "speech-to-text", "engine") from exc
     return WhisperModel(
         str(config.resolved_model_dir()),
         device="cpu",

@@ -208,7 +208,9 @@ class TextClueExtractor:
         try:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError as exc:
-            raise ImportError("text sentiment needs the 'vaderSentiment' package (pip install vaderSentiment)") from exc
+            from emo_stream.errors import missing_dependency  # an ImportError too: callers' fallbacks still work
+
+            raise missing_dependency("vaderSentiment", "text sentiment", "engine") from exc
         self._vader: Any = SentimentIntensityAnalyzer()
         self._cache: OrderedDict[str, TextClues] = OrderedDict()
         self._cache_size = cache_size

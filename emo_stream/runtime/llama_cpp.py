@@ -109,7 +109,9 @@ def _bindings() -> ModuleType:
     try:
         import llama_cpp.llama_cpp as lib
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(f"the llama.cpp runtime needs llama-cpp-python: {_PIP_HINT} ({exc})") from exc
+        from emo_stream.errors import MissingDependencyError  # an ImportError too: callers' fallbacks still work
+
+        raise MissingDependencyError(f"the llama.cpp runtime needs llama-cpp-python: {_PIP_HINT} ({exc})") from exc
     return lib
 
 
@@ -991,8 +993,8 @@ class LlamaCppRuntime:
                 self.stats.tokens_decoded += m
             else:
                 self.stats.embeddings_decoded += m
-            for i in np.flatnonzero(outputs[start:stop]):
-                ptr = lib.llama_get_logits_ith(self._ctx, int(i))
+            for j in np.flatnonzero(outputs[start:stop]):
+                ptr = lib.llama_get_logits_ith(self._ctx, int(j))
                 rows.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
         return rows
 
@@ -1117,10 +1119,11 @@ class LlamaCppRuntime:
         untouched): same numbers, for benchmarks.
         """
         self._check_open()
-        labels = tuple(label if isinstance(label, str) else tuple(int(t) for t in np.asarray(label).reshape(-1)) for label in labels)
+        keys: tuple[str | tuple[int, ...], ...] = tuple(label if isinstance(label, str) else tuple(int(t) for t in np.asarray(label).reshape(-1)) for label in labels)
+        labels = keys
         if not labels:
             raise ValueError("labels must be a non-empty list")
-        label_ids = [self._label_tokens(label) for label in labels]
+        label_ids = [self._label_tokens(label) for label in keys]
         multi = [i for i, t in enumerate(label_ids) if len(t) > 1]
         if len(multi) > self.max_branches:
             raise ValueError(f"{len(multi)} multi-token labels but this context branches into at most {self.max_branches}; raise LlamaCppConfig.n_seq_max")
@@ -1155,7 +1158,7 @@ class LlamaCppRuntime:
                     lp += _log_softmax_at(row, nxt)
             logprobs[i] = lp
         n_tokens = np.asarray([len(t) for t in label_ids], dtype=np.int64)
-        return LabelScores(labels, logprobs, n_tokens, _softmax(logprobs))
+        return LabelScores(keys, logprobs, n_tokens, _softmax(logprobs))
 
     def generate(
         self,
