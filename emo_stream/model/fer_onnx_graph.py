@@ -43,6 +43,8 @@ ONNX_OUTPUTS = ("probs", "logits")
 OPSET = 17
 #: Written into the file's producer fields, so a cache file says which builder made it.
 PRODUCER = "emo_stream.fer_onnx_graph"
+#: Part of the cache file name; bump it when the written graph changes, so caches rebuild.
+GRAPH_VERSION = "g1"
 
 
 def _onnx() -> Any:

@@ -107,10 +107,18 @@ def hdf5_path(config: ExpressionConfig) -> Path:
 
 
 def cached_onnx_path(config: ExpressionConfig) -> Path:
-    """Where the ONNX built from the configured ``.hdf5`` lives (keyed by its sha256)."""
+    """Where the ONNX built from the configured ``.hdf5`` lives.
+
+    Keyed by the source's sha256 *and* the graph writer's version: a file
+    written by an older builder (e.g. the torch export this module used before
+    the torch-free writer) is not silently reused, so every install of one
+    version runs the same graph and streams the same states.
+    """
+    from emo_stream.model.fer_onnx_graph import GRAPH_VERSION
+
     src = hdf5_path(config)
     cache = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-    return cache / f"{ONNX_PREFIX}-{sha256_file(src)[:16]}.onnx"
+    return cache / f"{ONNX_PREFIX}-{sha256_file(src)[:16]}-{GRAPH_VERSION}.onnx"
 
 
 @dataclass(frozen=True)
