@@ -4,7 +4,7 @@ MEDIA ?= .cache/media
 CLIP  ?= $(MEDIA)/megamind.avi
 OUT   ?= out
 
-.PHONY: setup media run test bench clean
+.PHONY: setup media run test lint bench clean
 
 setup:
 	scripts/setup.sh
@@ -25,6 +25,13 @@ test: media
 	scripts/ros_setup.sh jazzy
 	ROS_DISTRO=jazzy scripts/ros_test.sh
 	scripts/gui_setup.sh && scripts/gui_test.sh
+
+# Static checks (issue 15), run first by `make test` (so by .ci/run): ruff lint, mypy
+# types, import-linter layers (tests/test_architecture.py runs the contracts too).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -61,7 +61,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from emo_stream.engines import make_engine
     from emo_stream.outputs import check_writable, refuse_alias
     from emo_stream.pipeline import Pipeline
-    from emo_stream.stream.sinks import JsonlSink, StdoutSink
+    from emo_stream.stream.sinks import JsonlSink, Sink, StdoutSink
     from emo_stream.stream.sources.factory import open_sources
 
     if args.max_states is not None and args.max_states < 1:
@@ -75,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     sources = open_sources(args.input, cfg, mic=args.mic, mic_backend=args.mic_backend)
     engine = make_engine(cfg)
-    sinks = [] if args.quiet else [StdoutSink()]
+    sinks: list[Sink] = [] if args.quiet else [StdoutSink()]
     if args.jsonl:
         sinks.append(JsonlSink(args.jsonl))
     pipeline = Pipeline(sources, engine, sinks, cfg)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from emo_stream.config import StreamConfig
 from emo_stream.errors import ConfigError
 
 
-def parse_assignments(items: Sequence[str], flag: str, key_name: str = "KEY", parse: Callable[[str], object] = str) -> dict[str, object]:
+def parse_assignments(items: Sequence[str], flag: str, key_name: str = "KEY", parse: Callable[[str], object] = str) -> dict[str, Any]:
     """``["a=1", "b=x"]`` -> ``{"a": parse("1"), "b": parse("x")}``; malformed items are a one-line error."""
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

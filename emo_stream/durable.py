@@ -41,7 +41,7 @@ def partial_path(final: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path; on success it is fsynced and renamed to ``final``.
 
     On any exception (or KeyboardInterrupt) the temporary file is removed and

@@ -94,7 +94,7 @@ def writing(what: PathLike, also: tuple[type[BaseException], ...] = ()) -> Itera
         yield
     except OutputError:
         raise
-    except (OSError, *also) as exc:
+    except (OSError, *also) as exc:  # type: ignore[misc]  # mypy cannot type a starred tuple of exception types
         raise write_error(what, exc) from None
 
 

@@ -198,6 +198,7 @@ class Pipeline:
     # -- realtime -------------------------------------------------------------------
     def _run_realtime(self, max_states: int | None) -> None:
         assert self.timeline is not None and self.scheduler is not None
+        timeline, scheduler = self.timeline, self.scheduler  # narrowed for the pump closure
         cond = threading.Condition()
         pending: collections.deque[Window] = collections.deque()
         limit = self.config.buffers.max_pending_windows
@@ -210,11 +211,11 @@ class Pipeline:
                     if self._stop.is_set():
                         break
                     with cond:
-                        self.timeline.push(sample)
+                        timeline.push(sample)
                         if isinstance(sample, VideoFrame):
-                            self.scheduler.note_arrival(VIDEO)
+                            scheduler.note_arrival(VIDEO)
                         elif isinstance(sample, AudioChunk):
-                            self.scheduler.note_arrival(AUDIO)
+                            scheduler.note_arrival(AUDIO)
                         cond.notify()
                     self.engine.observe(sample)  # outside the lock: cutting never waits for it
             finally:
@@ -222,7 +223,7 @@ class Pipeline:
                     self._capture_cpu_s += time.thread_time() - cpu0
                 with cond:
                     for stream in source.streams:
-                        self.scheduler.end_stream(stream)
+                        scheduler.end_stream(stream)
                     done_sources.append(source)
                     cond.notify()
 
@@ -282,6 +283,8 @@ class Pipeline:
             pstate = self._person_state(window, person, state.latency_ms)
             for sink in self.sinks:
                 sink.write_person(pstate)
+        for sink in self.sinks:
+            sink.end_window()
 
     def _capture_now(self, clock: str) -> float | None:
         """"Now" on the clock windows are stamped with, when it can be known: the host's

@@ -177,7 +177,7 @@ def _media_seconds(clip: Path) -> float | None:
 def _scaling(engine, clip: Path, cfg) -> dict[str, list[dict[str, Any]]]:
     from emo_stream.bench.stream import measure_stream
 
-    sweeps = {
+    sweeps: dict[str, list[dict[str, Any]]] = {
         "window_length_s": [{"length_s": w, "hop_s": 0.5} for w in (1.0, 2.0, 4.0)],
         "frames_per_window": [{"frames_per_window": k} for k in (4, 8, 16)],
         "hop_s": [{"hop_s": h} for h in (0.25, 0.5, 1.0)],

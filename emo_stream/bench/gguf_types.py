@@ -14,6 +14,7 @@ ran (its instruction sets) and checks that the type the runtime uses
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ def measure_gguf_types(
         for n in threads:
             with LlamaCppRuntime(LlamaCppConfig(default_model_type=gguf_type, n_threads=n)) as rt:
                 prefix, tail = micro._prompt(rt, label_set)
-                ms = micro.timed(lambda rt=rt, prefix=prefix, tail=tail: rt.score_labels(prefix, tail, labels, reuse_prefix=False), repeats)
+                ms = micro.timed(functools.partial(rt.score_labels, prefix, tail, labels, reuse_prefix=False), repeats)
                 rows.append({"type": gguf_type, "threads": n, "prompt_tokens": len(rt.tokenize(prefix + tail)), "score_ms": ms,
                              "file_mib": rt.path.stat().st_size / 2**20})
     fastest = {str(n): min((r for r in rows if r["threads"] == n), key=lambda r: r["score_ms"])["type"] for n in threads}

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -264,7 +265,7 @@ def _onnx_providers(cfg: GpuCheckConfig, rec: dict[str, Any], providers: list[st
         except ProviderFallbackError as exc:
             stages[name] = {"status": FAILED, "reason": str(exc)}
             continue
-        got, times = _timed(lambda rt=rt, feeds=feeds: rt.run(feeds), cfg.repeats)
+        got, times = _timed(functools.partial(rt.run, feeds), cfg.repeats)
         diff = max(float(np.max(np.abs(np.asarray(got[k], dtype=np.float64) - np.asarray(ref[k], dtype=np.float64))))
                    if np.asarray(ref[k]).size else 0.0 for k in ref)
         stages[name] = {"status": OK, "providers_used": rt.info.providers_used, "device": rt.info.device,

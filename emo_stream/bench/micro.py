@@ -113,7 +113,7 @@ def llamacpp_vs_transformers(runtime: LlamaCppRuntime, gguf_path: str, label_set
 
     # Same number of threads on both sides: llama.cpp's count, not torch's default.
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(runtime.config.n_threads)
+    torch.set_num_threads(runtime.config.n_threads or prev_threads)
     try:
         hf_ms = timed(score, repeats)
         hf = score()
@@ -140,7 +140,7 @@ def llm_size_scaling(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int
 
     rows = [{"llm": f"SmolLM2-135M {gguf_file_type(runtime.path)} (llama.cpp, CPU)", "params_m": 135, "prompt_tokens": n_tokens,
              "score_ms": timed(lambda: runtime.score_labels(prefix, tail, cl.label_continuations(label_set), reuse_prefix=False), repeats)}]
-    shapes = [("tiny random LLaMA (transformers, CPU)", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4), "cpu")]
+    shapes: list[tuple[str, dict[str, Any], str]] = [("tiny random LLaMA (transformers, CPU)", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4), "cpu")]
     if torch.cuda.is_available():
         shapes.append(("7B-shaped random LLaMA (transformers bf16, GPU)",
                        dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32), "cuda"))
@@ -148,10 +148,11 @@ def llm_size_scaling(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int
         cfg = LlamaConfig(vocab_size=32000, max_position_embeddings=2048, **dims)
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         with torch.device(device):
-            model = LlamaForCausalLM(cfg).to(dtype).eval()
+            model: Any = LlamaForCausalLM(cfg)
+            model = model.to(dtype).eval()
         ids = torch.randint(0, cfg.vocab_size, (1, n_tokens), device=device)
 
-        def run(model: Any = model, ids: Any = ids, device: str = device) -> None:
+        def run(model: Any = model, ids: Any = ids, device: str = device) -> None:  # binds this iteration's values
             with torch.inference_mode():
                 model(ids)
             if device == "cuda":

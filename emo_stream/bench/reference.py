@@ -43,6 +43,7 @@ class ReferenceStyleEngine(Engine):
 
     def process(self, window: Window) -> EngineOutput:
         inner = self._inner
+        assert inner.transcriber is not None and inner.llm is not None, "the reference needs the default engine with ASR and the LLM"
         # Forget everything: the next window is analysed as a fresh clip.
         inner.reset()
         inner._start(window)

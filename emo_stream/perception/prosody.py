@@ -204,7 +204,7 @@ def count_syllable_nuclei(track: FrameTrack, speech: np.ndarray, cfg: ProsodyCon
     near_voiced = np.convolve(voiced.astype(float), np.ones(5), mode="same") > 0
     is_peak = np.zeros_like(speech)
     is_peak[1:-1] = (env[1:-1] > env[:-2]) & (env[1:-1] >= env[2:])
-    cand = np.flatnonzero(is_peak & speech & near_voiced & (env > floor))
+    cand = [int(i) for i in np.flatnonzero(is_peak & speech & near_voiced & (env > floor))]
     count = 0
     last = -1
     for i in cand:

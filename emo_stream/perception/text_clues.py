@@ -182,15 +182,15 @@ def keyword_evidence(tokens: list[str]) -> tuple[dict[str, float], dict[str, tup
                 weights[label] = weights.get(label, 0.0) + boost
                 matches.setdefault(label, []).append(" ".join(words))
     for i, tok in enumerate(tokens):
-        label = _WORD_TO_LABEL.get(tok)
-        if label is None or used[i]:
+        word_label = _WORD_TO_LABEL.get(tok)
+        if word_label is None or used[i]:
             continue
         if any(t in NEGATORS for t in tokens[max(0, i - NEGATION_WINDOW):i]):
             negated.append(tok)
             continue
         boost = INTENSIFIER_WEIGHT if i > 0 and tokens[i - 1] in INTENSIFIERS else 1.0
-        weights[label] = weights.get(label, 0.0) + boost
-        matches.setdefault(label, []).append(tok)
+        weights[word_label] = weights.get(word_label, 0.0) + boost
+        matches.setdefault(word_label, []).append(tok)
     evidence = {k: 1.0 - math.exp(-EVIDENCE_RATE * w) for k, w in weights.items()}
     return evidence, {k: tuple(v) for k, v in matches.items()}, tuple(negated)
 

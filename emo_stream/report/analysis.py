@@ -239,7 +239,7 @@ def overview(states: Sequence[EmotionState], segs: Sequence[Segment] | None = No
     for s in states:
         for f in s.flags:
             flags[f] = flags.get(f, 0) + 1
-    lat = [s.latency_ms.get("engine") for s in states if s.latency_ms.get("engine") is not None]
+    lat = [float(v) for s in states if (v := s.latency_ms.get("engine")) is not None]
     seqs = [s.sequence for s in states]
     gaps = sum(max(0, b - a - 1) for a, b in zip(seqs, seqs[1:]))
     return Overview(

@@ -40,7 +40,7 @@ def import_tensorrt(builder: bool = False) -> Any:
     except ImportError as exc:
         if not builder:
             try:
-                import tensorrt_lean as trt  # type: ignore[import-not-found]
+                import tensorrt_lean as trt
 
                 return trt
             except ImportError:

@@ -245,17 +245,21 @@ class Scheduler:
             out[-1] = dataclasses.replace(last, final=True, events=tuple(events))
         if out:
             self._last_end = out[-1].end
-            self.timeline.forget_before(self.next_end - self.cfg.length_s - self.cfg.hop_s)
+            next_end = self.next_end
+            assert next_end is not None  # windows were cut, so t0 is known
+            self.timeline.forget_before(next_end - self.cfg.length_s - self.cfg.hop_s)
         return out
 
     def _cut(self, end: float, stalled: frozenset[str], index: int | None = None) -> Window:
-        self._t0 = self.t0
-        start = max(self.t0, end - self.cfg.length_s)
+        t0 = self.t0
+        assert t0 is not None, "a window is cut only after the first sample set t0"
+        self._t0 = t0
+        start = max(t0, end - self.cfg.length_s)
         # The final window ends at the last sample's timestamp: include that sample.
         in_window = self.timeline.frames_between(start, end + (1e-6 if index is not None else 0.0))
         frames = self._select(in_window, self.cfg.frames_per_window, start, end)
         if index is None:
-            index = round((end - self.t0) / self.cfg.hop_s) - 1
+            index = round((end - t0) / self.cfg.hop_s) - 1
         self.windows_cut += 1
         return Window(
             index=index,
