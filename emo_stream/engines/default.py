@@ -119,6 +119,11 @@ class DefaultEngineOptions:
         llm_threads: llama.cpp threads (None: the thread plan's, all cores but one).
         publish_transcript: put the transcript into states (off: privacy).
         fusion: per-expert ``{weight, smoothing}`` overrides (see :mod:`.fusion`).
+        people: multi-person tracking, a :class:`~emo_stream.perception.people.PeopleConfig`
+            mapping (``max_people: 0`` turns it off). On: every face is tracked with a
+            stable id and each window gives, besides the primary person's state
+            (unchanged, now carrying its ``person_id``), one state per other tracked
+            person (see :meth:`DefaultEngine._people_outputs`).
     """
 
     face_backend: str = "retinaface"
@@ -135,6 +140,7 @@ class DefaultEngineOptions:
     llm_threads: int | None = None
     publish_transcript: bool = False
     fusion: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    people: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("asr", "rationale"):
@@ -198,7 +204,16 @@ class DefaultEngine(Engine):
         fps = min(o.face_fps, o.face_frames / config.window.hop_s)
         horizon = config.buffers.history_s
         self._face_results: TimedBuffer[FaceResult] = TimedBuffer(max_items=max(16, int(fps * horizon) + 8), horizon_s=horizon)
-        self.face_analyzer = FaceAnalyzer(self.faces, self.expressions, self._face_results, fps=fps, detect_every=o.face_detect_every)
+        from emo_stream.perception.people import PeopleConfig, PeopleFaceAnalyzer, PeopleFrame
+
+        self.people = build_dataclass(PeopleConfig, dict(o.people), "engine.options.people")
+        self._people_results: TimedBuffer[PeopleFrame] = TimedBuffer(max_items=max(16, int(fps * horizon) + 8), horizon_s=horizon)
+        if self.people.max_people > 0:
+            self.face_analyzer: FaceAnalyzer = PeopleFaceAnalyzer(
+                self.faces, self.expressions, self._face_results, self._people_results, fps=fps, detect_every=o.face_detect_every, config=self.people
+            )
+        else:
+            self.face_analyzer = FaceAnalyzer(self.faces, self.expressions, self._face_results, fps=fps, detect_every=o.face_detect_every)
         self.voice = VoiceAnalyzer(self.vad, self.prosody, self.clock)
         self._asr_config = AsrConfig(cpu_threads=self.threads.asr_threads)
         self._whisper = load_whisper(self._asr_config) if o.asr != "off" else None
@@ -237,6 +252,8 @@ class DefaultEngine(Engine):
         self._submitted_text: str | None = None
         self._text_last_current: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._last_rationale_request: float | None = None
+        self._primary_id = ""  # the primary person's id, kept while no face is seen
+        self._reported: set[tuple[str, str]] = set()  # (person id, event) already in a state
 
     # -- stream set-up -------------------------------------------------------------
     def prepare(self, *, realtime: bool) -> None:
@@ -336,6 +353,7 @@ class DefaultEngine(Engine):
         lat["fusion"] = (time.perf_counter() - t) * 1e3
 
         rationale, stamp = self._rationale(window, clues, probs, lat) if evidence else ("", None)
+        person_id, people = self._people_outputs(window, voice, words, flags)
         return EngineOutput(
             probabilities=probs,
             valence=valence if evidence else None,
@@ -347,7 +365,81 @@ class DefaultEngine(Engine):
             flags=flags,
             signals=signals,
             transcript=words.text if (words is not None and self.options.publish_transcript) else "",
+            person_id=person_id,
+            people=people,
         )
+
+    # -- people ---------------------------------------------------------------------
+    def _people_outputs(self, window: Window, voice: cl.VoiceClue | None, words: cl.WordsClue | None,
+                        primary_flags: list[str]) -> tuple[str, list[EngineOutput]]:
+        """The primary person's id and one output per other tracked person of the window.
+
+        The primary person's output is the engine's usual one (all voice and
+        words, the LLM), so their stream is what it was before people were
+        tracked; the others get their own face evidence, plus the window's voice
+        and words only when :func:`~emo_stream.perception.people.attribute_speaker`
+        gives them the voice (``speaker_unsure`` when it cannot decide). The
+        LLM scores the primary person only: one 135M-model call per person per
+        window would not fit 2 cores. Appearing/leaving are flags
+        (``person_appeared``, ``person_left``) on that person's state of the
+        window; a person who left gets one last state (no face, so no face
+        evidence).
+        """
+        from emo_stream.perception.people import attribute_speaker, summarize_window
+
+        if self.people.max_people == 0 or not window.frames:
+            return self._primary_id, []
+        frames = self._people_results.between(window.start, window.end + (1e-6 if window.final else 0.0))
+        summary, primary_id, _ = summarize_window(frames)
+        if primary_id is not None:
+            self._primary_id = primary_id
+        for pid, pw in summary.items():  # windows overlap: each event goes into one state only
+            pw.events = [e for e in pw.events if (pid, e) not in self._reported]
+            self._reported.update((pid, e) for e in pw.events)
+        voice_active = voice is not None and voice.speech_ratio >= 0.05
+        heard = attribute_speaker({pid: pw.motion for pid, pw in summary.items() if pw.frames}, voice_active, self.people)
+        if self._primary_id in summary:
+            primary_flags.extend(summary[self._primary_id].events)
+        if heard.unsure:
+            primary_flags.append("speaker_unsure")  # the primary keeps the voice, as before, but it may not be theirs
+        outs: list[EngineOutput] = []
+        for pid, pw in summary.items():
+            if pid == self._primary_id:
+                continue
+            face = None
+            if pw.probs:
+                agg = self._aggregate(np.stack(pw.probs))
+                face = cl.FaceClue(self._fer_labels.labels, agg.mean, agg.peak_label, agg.n_faces, pw.frames)
+            speaks = heard.person_id == pid
+            clues = cl.WindowClues(face, voice if speaks else None, words if speaks else None)
+            evidence = self._expert_evidence(clues)
+            probs = fuse(evidence, self.label_set, self.fusion)
+            valence, arousal = valence_arousal(probs, self.label_set)
+            if speaks and voice is not None and voice.arousal is not None:
+                w = 0.5 * voice.confidence
+                arousal = (1 - w) * arousal + w * voice.arousal
+            flags = list(pw.events)
+            if face is None:
+                flags.append("no_face")
+            if heard.unsure:
+                flags.append("speaker_unsure")
+            if not evidence:
+                flags.append("no_evidence")
+            modalities = set(window.modalities) | ({"face"} if face is not None else set())
+            if speaks:
+                modalities |= ({"voice"} if voice_active else set()) | ({"text"} if words is not None else set())
+            signals = {"faces_found": float(len(pw.probs)), "speaker": 1.0 if speaks else 0.0}
+            if pid in heard.motion:
+                signals["mouth_motion"] = heard.motion[pid]
+            if pw.last_box is not None and pw.width:
+                b = pw.last_box
+                signals.update(face_x=b.x / pw.width, face_y=b.y / pw.height, face_w=b.w / pw.width, face_h=b.h / pw.height)
+            outs.append(EngineOutput(
+                probabilities=probs, valence=valence if evidence else None, arousal=arousal if evidence else None,
+                modalities=modalities, flags=flags, signals=signals, person_id=pid,
+                transcript=words.text if (speaks and words is not None and self.options.publish_transcript) else "",
+            ))
+        return self._primary_id, outs
 
     # -- face ---------------------------------------------------------------------
     def _face_clue(self, window: Window, lat: dict[str, float], signals: dict[str, float]) -> cl.FaceClue | None:

@@ -26,6 +26,18 @@ class Sink(ABC):
     @abstractmethod
     def write(self, state: EmotionState) -> None: ...
 
+    def write_person(self, state: EmotionState) -> None:
+        """The state of one more tracked person of the window just written (``state.person_id``).
+
+        ``write`` gets the primary person's stream, one state per window, exactly
+        as before people were tracked; these come after it, one per other
+        person. Default: ignored, so a sink that knows one person (stdout, the
+        demo overlay, callbacks) sees no change.
+        """
+
+    def end_window(self) -> None:
+        """Every state of the window has been written (per-window outputs, e.g. ROS4HRI id lists)."""
+
     def close(self) -> None:
         """Flush and release; called once when the stream ends."""
 
@@ -57,6 +69,10 @@ class JsonlSink(Sink):
                 n = self._fh.write(data)
                 data = data[n:]
         self.count += 1
+
+    def write_person(self, state: EmotionState) -> None:
+        """Every tracked person goes to the file, each line with its ``person_id``."""
+        self.write(state)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

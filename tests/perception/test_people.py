@@ -196,3 +196,54 @@ def test_a_person_entering_and_leaving_is_an_event_without_an_id_swap(two_face_f
     # the cartoon's id is never handed to the astronaut or replaced
     big_left = [max((f for f in fr.faces if f.box.x < 720 and f.confirmed), key=lambda f: f.box.w, default=None) for fr in people]
     assert len({f.person_id for f in big_left if f is not None}) == 1
+
+
+# -- the default engine on a two-face clip with speech ------------------------------------------
+@pytest.fixture(scope="module")
+def two_face_clip(media, tmp_path_factory):
+    """4 s: Megamind (left) beside the astronaut photo (right), with the astronaut clip's speech."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("people") / "two_faces.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-t", "4", "-i", str(media / "megamind.avi"), "-t", "4", "-i", str(media / "astronaut_speech.mp4"),
+         "-filter_complex", "[1:v]scale=-2:528,fps=24[r];[0:v]fps=24[l];[l][r]hstack=inputs=2[v]", "-map", "[v]", "-map", "1:a",
+         "-c:v", "libx264", "-preset", "ultrafast", "-crf", "16", "-c:a", "aac", "-shortest", str(out)],
+        check=True, timeout=60,
+    )
+    return out
+
+
+@pytest.mark.slow
+def test_default_engine_gives_one_state_per_tracked_person_per_window(two_face_clip, tmp_path):
+    from emo_stream.config import StreamConfig
+    from emo_stream.engines import make_engine
+    from emo_stream.pipeline import Pipeline
+    from emo_stream.state import read_jsonl
+    from emo_stream.stream.sinks import CallbackSink, JsonlSink
+    from emo_stream.stream.sources.factory import open_sources
+
+    cfg = StreamConfig().replace(engine={"name": "default", "options": {"llm": False, "rationale": "off", "asr": "off"}})
+    primary = []
+    with make_engine(cfg) as engine:
+        stats = Pipeline(open_sources(str(two_face_clip), cfg), engine, [CallbackSink(primary.append), JsonlSink(tmp_path / "s.jsonl")], cfg).run()
+    assert stats.engine_errors == 0 and len(primary) == 8
+    everyone = read_jsonl(str(tmp_path / "s.jsonl"))
+    by_window: dict[int, dict[str, object]] = {}
+    for s in everyone:
+        assert s.person_id not in by_window.setdefault(s.sequence, {})  # one state per person per window
+        by_window[s.sequence][s.person_id] = s
+    # the callback sink saw the primary stream only: one state per window, as before people were tracked
+    assert [s.sequence for s in primary] == list(range(8)) and [by_window[s.sequence][s.person_id] for s in primary] == primary
+    pid_primary = primary[0].person_id
+    assert pid_primary and all(s.person_id == pid_primary for s in primary)  # Megamind, the larger face
+    right = {pid for w in by_window.values() for pid, s in w.items() if s.signals.get("face_x", 0) > 0.6}
+    assert len(right) == 1 and pid_primary not in right
+    pid_right = next(iter(right))
+    present = sum(pid_primary in w and pid_right in w for w in by_window.values())
+    assert present >= 0.95 * len(by_window)
+    astro = [by_window[k][pid_right] for k in sorted(by_window) if pid_right in by_window[k]]
+    assert all(s.top_label == "happy" and "face" in s.modalities for s in astro)  # its own evidence
+    assert all("voice" not in s.modalities for s in astro)  # a still photo's mouth never moves: never the speaker
+    events = [(s.person_id, f) for s in everyone for f in s.flags if f.startswith("person_")]
+    assert events.count((pid_right, "person_appeared")) == 1 and events.count((pid_primary, "person_appeared")) == 1
