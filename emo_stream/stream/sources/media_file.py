@@ -45,6 +45,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from emo_stream.errors import SourceError
 from emo_stream.stream.samples import AUDIO, VIDEO, AudioChunk, Sample, SourceEvent, VideoFrame
@@ -133,6 +134,7 @@ class MediaFileSource(Source):
         self._pts_guess = PtsGuesser()
         self._v_step = 0.04
         self._v_size: dict[tuple[int, int], tuple[int, int]] = {}
+        self._reformatter = VideoReformatter()
 
     # -- Source API -----------------------------------------------------
     @property
@@ -369,10 +371,15 @@ class MediaFileSource(Source):
             t = 0.0 if self._v_last is None else self._v_last + self._v_step
         self._v_last = t
         w, h = self._target_size(frame.width, frame.height)
-        if (w, h) == (frame.width, frame.height):
-            img = frame.to_ndarray(format="bgr24")
-        else:
-            img = frame.reformat(width=w, height=h, format="bgr24", interpolation="AREA").to_ndarray()
+        resize = (w, h) != (frame.width, frame.height)
+        # One reformatter (one swscale context) for the whole stream, single-threaded.
+        # frame.to_ndarray()/frame.reformat() build a fresh context per frame, and since
+        # FFmpeg 8 each context starts its own slice-thread pool (one thread per core);
+        # the array is a view of the converted frame, so every picture kept in the
+        # timeline or a result buffer kept its pool alive: a paced soak grew from 122 to
+        # 411 OS threads (issue 14). Output is bit-identical to the per-frame path.
+        img = self._reformatter.reformat(frame, width=w, height=h, format="bgr24",
+                                         interpolation="AREA" if resize else None, threads=1).to_ndarray()
         turn = frame_orientation(frame, self._selected.get(VIDEO))
         out: list[Sample] = []
         if not turn.identity:
