@@ -41,6 +41,7 @@ from emo_stream.config import StreamConfig
 from emo_stream.engines.base import Engine, EngineOutput
 from emo_stream.errors import SourceError
 from emo_stream.state import EmotionState
+from emo_stream.stats import percentile
 from emo_stream.stream.samples import AUDIO, VIDEO, AudioChunk, Sample, SourceEvent, VideoFrame
 from emo_stream.stream.scheduler import Scheduler, Window
 from emo_stream.stream.sinks import Sink
@@ -70,7 +71,7 @@ class PipelineStats:
     stage_cpu_s: dict[str, float] = field(default_factory=dict)
 
     def engine_ms_percentile(self, q: float) -> float | None:
-        return float(np.percentile(self.engine_ms, q)) if self.engine_ms else None
+        return percentile(self.engine_ms, q)
 
     def summary(self) -> str:
         corrupt = sum(s.corrupt_packets for s in self.sources.values())

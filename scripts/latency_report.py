@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from emo_stream.stats import percentile
+
 
 def read_states(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file, one per non-empty line."""
@@ -49,8 +52,7 @@ def read_states(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
+_pct = percentile  # the one percentile helper (emo_stream.stats)
 
 
 def report(states: list[dict[str, Any]], against: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -35,7 +35,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from emo_stream.cli_args import config_from_args
 from emo_stream.engines import make_engine
 from emo_stream.pipeline import Pipeline
+from emo_stream.stats import percentiles as _percentiles
 from emo_stream.stream.sinks import CallbackSink
 from emo_stream.stream.sources.factory import open_sources
 
@@ -172,10 +172,7 @@ def expected_windows(media_s: float, hop_s: float) -> int:
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    a = np.asarray(values)
-    return {f"p{q}": round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)}
+    return _percentiles(values, (50, 95, 99), ndigits=1)
 
 
 def main(argv: list[str] | None = None) -> int:

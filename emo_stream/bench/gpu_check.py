@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from emo_stream import stats
 from emo_stream.errors import ConfigError
 
 #: What the report calls a section that could not run here.
@@ -99,10 +100,7 @@ class GpuCheckConfig:
 
 def percentiles(samples_ms: list[float]) -> dict[str, float | None]:
     """p50/p95 of a list of milliseconds (None when empty), rounded for the report."""
-    if not samples_ms:
-        return {"p50_ms": None, "p95_ms": None}
-    a = np.asarray(samples_ms, dtype=np.float64)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3)}
+    return stats.percentiles(samples_ms, (50, 95), suffix="_ms", ndigits=3)
 
 
 def _timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] = lambda: None) -> tuple[Any, list[float]]:

@@ -16,22 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from emo_stream.bench.resources import ResourceMonitor
 from emo_stream.config import StreamConfig
 from emo_stream.engines.base import Engine
 from emo_stream.pipeline import Pipeline
 from emo_stream.state import EmotionState
+from emo_stream.stats import percentiles
 from emo_stream.stream.sinks import CallbackSink
 from emo_stream.stream.sources.base import Source
 from emo_stream.stream.sources.factory import open_sources
-
-
-def percentiles(values: list[float], qs=(50, 95, 99)) -> dict[str, float | None]:
-    if not values:
-        return {f"p{q}": None for q in qs}
-    return {f"p{q}": float(np.percentile(values, q)) for q in qs}
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 
 from emo_stream.errors import EmoStreamError
 from emo_stream.state import EmotionState
+from emo_stream.stats import percentile
 
 #: Segment label used when a state's probabilities are uniform (no evidence / not an emotion model).
 UNIFORM = "(uniform)"
@@ -255,8 +256,8 @@ def overview(states: Sequence[EmotionState], segs: Sequence[Segment] | None = No
         mean_probabilities={lab: float(probs[:, i].mean()) for i, lab in enumerate(states[0].labels)},
         modality_share=mods,
         flags=dict(sorted(flags.items(), key=lambda kv: -kv[1])),
-        latency_p50_ms=float(np.percentile(lat, 50)) if lat else None,
-        latency_p95_ms=float(np.percentile(lat, 95)) if lat else None,
+        latency_p50_ms=percentile(lat, 50),
+        latency_p95_ms=percentile(lat, 95),
         sequence_gaps=int(gaps),
         rationales=sum(bool(s.rationale.strip()) for s in states),
     )
