@@ -28,7 +28,6 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from emo_stream.cli_args import config_from_args
 from emo_stream.engines import make_engine
 from emo_stream.pipeline import Pipeline
+from emo_stream.signals import SIGNALS
 from emo_stream.stats import percentiles as _percentiles
 from emo_stream.stream.sinks import CallbackSink
 from emo_stream.stream.sources.factory import open_sources
@@ -213,9 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline(open_sources(str(clip), cfg), engine, [CallbackSink(on_state)], cfg)
     sampler.pipeline = pipeline
     timer = threading.Timer(args.minutes * 60, pipeline.stop) if not args.lossless else None
-    for sig in (signal.SIGINT, signal.SIGTERM):  # stop early but still write the report
-        signal.signal(sig, lambda *_: pipeline.stop())
-    with engine:
+    SIGNALS.install()  # SIGINT/SIGTERM stop the stream early; the report is still written
+    with engine, SIGNALS.stopping(pipeline.stop):
         load_s = time.monotonic() - t_load
         sampler.start()
         if timer:
@@ -225,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if timer:
                 timer.cancel()
+            SIGNALS.uninstall()
         last = sampler.stop()  # the end of the stream, models still loaded
     closed = sampler.sample()  # after the engine released its workers
     rows = sampler.rows[:-1]

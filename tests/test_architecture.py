@@ -22,6 +22,8 @@ PUBLIC_MODULES = {
     "emo_stream.errors",
     "emo_stream.labels",
     "emo_stream.pipeline",
+    "emo_stream.signals",
+    "emo_stream.stats",
     "emo_stream.state",
     "emo_stream.perception.face",
     "emo_stream.stream.samples",
