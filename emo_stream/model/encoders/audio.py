@@ -176,18 +176,10 @@ class AudioEncoder(nn.Module):
         if not clean:
             raise ValueError("no audio given")
         if self.config.kind == "hubert":
-            out = []
-            for a in clean:
-                if self.config.normalize and a.size > 1:
-                    a = (a - a.mean()) / np.sqrt(a.var() + 1e-7)
-                if a.size < self.min_samples:
-                    a = np.pad(a, (0, self.min_samples - a.size))
-                out.append(a.astype(np.float32))
-            lengths = torch.tensor([a.size for a in out])
-            values = torch.zeros(len(out), int(lengths.max()))
-            for i, a in enumerate(out):
-                values[i, : a.size] = torch.from_numpy(a)
-            return {"input_values": values, "lengths": lengths}
+            from emo_stream.preprocess import hubert_inputs  # numpy, shared with the torch-free exported runtime
+
+            values, lengths = hubert_inputs(clean, self.config.normalize, self.min_samples)
+            return {"input_values": torch.from_numpy(values), "lengths": torch.from_numpy(lengths)}
         chunk = self.config.chunk_samples
         assert chunk is not None and self.feature_extractor is not None
         clipped = [a[:chunk] for a in clean]

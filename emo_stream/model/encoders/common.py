@@ -10,10 +10,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from emo_stream.errors import ConfigError, ModelFileError
+
+# The pixel work is numpy (shared with the torch-free exported runtime); center_square_box is re-exported.
+#: INTERPOLATIONS: resize filters a view may use (the original pipelines: BLIP-2 bicubic, torchvision's bilinear default).
+from emo_stream.preprocess import INTERPOLATIONS, center_square_box, images_to_pixels  # noqa: F401
 
 #: OpenAI CLIP normalisation (EVA-CLIP / BLIP-2 image processors use it).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -22,8 +25,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Resize filters a view may use (the original pipelines: BLIP-2 bicubic, torchvision's bilinear default).
-INTERPOLATIONS = ("bilinear", "bicubic")
 #: Which frame of a window the global view takes.
 FRAME_CHOICES = ("first", "middle")
 #: No normalisation: pixels stay in [0, 1] (MER2023's face MAE and VideoMAE feature extraction).
@@ -93,16 +94,6 @@ def _check_transformer(bb: Mapping[str, Any], what: str, keys: Sequence[str] = (
 # ---------------------------------------------------------------------------
 
 
-def center_square_box(height: int, width: int, fraction: float = 1.0) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of the centred square whose side is ``fraction`` x the shorter side."""
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"crop fraction must be in (0, 1], got {fraction}")
-    side = max(1, int(round(min(height, width) * fraction)))
-    x0 = (width - side) // 2
-    y0 = (height - side) // 2
-    return x0, y0, x0 + side, y0 + side
-
-
 def images_to_tensor(
     images: Sequence[np.ndarray],
     size: int,
@@ -113,38 +104,12 @@ def images_to_tensor(
 ) -> Tensor:
     """BGR uint8 (H, W, 3) frames -> (N, 3, size, size) float32, RGB, normalised.
 
-    Each image is optionally cropped to its box (x0, y0, x1, y1; clipped to the
-    image), resized to ``size`` x ``size`` with antialiased ``interpolation``
-    (like PIL's resampling, which torchvision's ``Resize`` uses on PIL images;
-    the aspect ratio is not kept, as BLIP-2's eval processor and MER2023's
-    ``Resize((224, 224))`` do not keep it), scaled to [0, 1] and normalised with
-    ``mean``/``std`` (0 and 1 leave pixels in [0, 1]).
+    The numpy function :func:`emo_stream.preprocess.images_to_pixels` does the
+    work (crop, antialiased PIL-style resize, scale, normalise), so the torch
+    encoders and the torch-free exported runtime feed identical pixels.
     """
     check_choice(interpolation, INTERPOLATIONS, "interpolation")
-    if boxes is not None and len(boxes) != len(images):
-        raise ValueError(f"{len(boxes)} boxes for {len(images)} images")
-    out = []
-    for i, img in enumerate(images):
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-            raise ValueError(f"image {i} must be a uint8 (H, W, 3) BGR array, got {getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}")
-        if boxes is not None and boxes[i] is not None:
-            x0, y0, x1, y1 = boxes[i]
-            h, w = img.shape[:2]
-            x0, x1 = max(0, int(x0)), min(w, int(x1))
-            y0, y1 = max(0, int(y0)), min(h, int(y1))
-            if x1 <= x0 or y1 <= y0:
-                raise ValueError(f"crop box {boxes[i]} is empty for an image of {w}x{h}")
-            img = img[y0:y1, x0:x1]
-        t = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).permute(2, 0, 1).unsqueeze(0).float()
-        if t.shape[-2:] != (size, size):
-            t = F.interpolate(t, size=(size, size), mode=interpolation, align_corners=False, antialias=True).clamp_(0.0, 255.0)
-        out.append(t[0])
-    if not out:
-        return torch.zeros(0, 3, size, size)
-    x = torch.stack(out) / 255.0
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - m) / s
+    return torch.from_numpy(images_to_pixels(images, size, mean, std, boxes, interpolation))
 
 
 # ---------------------------------------------------------------------------
