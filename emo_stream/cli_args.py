@@ -14,6 +14,7 @@ from typing import Any
 
 from emo_stream.config import StreamConfig
 from emo_stream.errors import ConfigError
+from emo_stream.structured_files import parse_yaml_text
 
 
 def parse_assignments(items: Sequence[str], flag: str, key_name: str = "KEY", parse: Callable[[str], object] = str) -> dict[str, Any]:
@@ -27,14 +28,17 @@ def parse_assignments(items: Sequence[str], flag: str, key_name: str = "KEY", pa
     return out
 
 
+def _option_value(text: str) -> Any:
+    """An ``--option`` value, parsed as YAML with the limits of every other YAML read."""
+    return parse_yaml_text(text, "--option value")
+
+
 def config_from_args(args: argparse.Namespace) -> StreamConfig:
     """The stream config from ``--config`` plus command-line overrides (shared by run, demo ...)."""
-    import yaml
-
     cfg = StreamConfig.from_yaml(args.config) if args.config else StreamConfig()
     window = {k: v for k, v in (("length_s", args.window), ("hop_s", args.hop)) if v is not None}
     engine = {k: v for k, v in (("name", args.engine), ("label_set", args.label_set)) if v is not None}
-    options = {**cfg.engine.options, **parse_assignments(args.option, "--option", parse=yaml.safe_load)}
+    options = {**cfg.engine.options, **parse_assignments(args.option, "--option", parse=_option_value)}
     if getattr(args, "weights", None):
         options["weights"] = args.weights
     if getattr(args, "export", None):

@@ -30,7 +30,6 @@ TensorRT is imported lazily; without it the command fails with one clear line
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -44,6 +43,7 @@ from emo_stream.errors import ConfigError, ModelFileError
 from emo_stream.export.artifacts import ExportWriter, load_manifest
 from emo_stream.export.common import ExportError, Progress
 from emo_stream.export.stages import TensorSpec, tensor_specs
+from emo_stream.structured_files import read_json, read_yaml
 
 TRT_PRECISIONS = ("fp16", "int8", "fp32")
 
@@ -81,16 +81,8 @@ def load_profile_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"profile file {p} not found")
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"profile file {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    # The one safe reader (size/depth limits, one-line errors) for either format.
+    data = read_yaml(p, what="profile file") if p.suffix in (".yaml", ".yml") else read_json(p, what="profile file")
     if not isinstance(data, dict) or not set(data) <= {"dims", "stages", "description"}:
         raise ConfigError(f"profile file {p} must be a mapping with 'dims' and/or 'stages'")
     return data
