@@ -88,3 +88,9 @@ def test_imports_no_torch() -> None:
     code = "import sys; import emo_stream.preprocess; print(sorted(m for m in ('torch', 'cv2', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_frames_for_hop_rounds_up_and_clips() -> None:
+    from emo_stream.preprocess import frames_for_hop
+
+    assert frames_for_hop(np.array([0, 1, 320, 321, 10**7]), 320, 1500).tolist() == [1, 1, 1, 2, 1500]

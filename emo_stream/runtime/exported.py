@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.preprocess import frames_for_hop
 from emo_stream.runtime.artifacts import Manifest, load_manifest
 from emo_stream.runtime.lm import LLM_BACKENDS, LanguageModelRuntime
 from emo_stream.runtime.stage import BACKENDS, StageRuntime
@@ -371,7 +372,7 @@ class ExportedEmotionLlama:
             frames = self._run("audio", {"input_features": _f32(audio["input_features"])})["frames"]
             rows = list(frames)
             p = int(cfg.backbone["max_source_positions"])
-            n = np.clip((lengths + 319) // 320, 1, p)
+            n = frames_for_hop(lengths, 320, p)  # log-mel hop 160, then a stride-2 conv
         t = max(int(n.max()), max(r.shape[0] for r in rows))
         d = rows[0].shape[-1]
         tokens = np.zeros((len(rows), t, d), dtype=np.float32)
