@@ -44,59 +44,57 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-from emo_stream.config import StreamConfig
+from emo_stream.config import StreamConfig, build_dataclass
 from emo_stream.engines.base import Engine, EngineOutput, register_engine
 from emo_stream.errors import ConfigError
 from emo_stream.labels import get_label_set, normalize, valence_arousal
 from emo_stream.stream.scheduler import Window
 
-_OPTIONS = {
-    "weights": str,
-    "tiny": bool,
-    "version": str,
-    "seed": int,
-    "device": str,
-    "rationale_every": int,
-    "max_new_tokens": int,
-    "subtitle": str,
-    "face_detector": str,
-    "face_crop_fraction": float,
-    "threads": int,
-}
+
+@dataclass(frozen=True)
+class EmotionLlamaOptions:
+    """``engine.options`` of the emotion-llama engine, built by
+    :func:`~emo_stream.config.build_dataclass` (the one options builder: unknown
+    keys and wrong types are named). ``None`` means "not given": the engine keeps
+    the option's own default (and, for ``threads``, torch's thread count)."""
+
+    weights: str | None = None
+    tiny: bool | None = None
+    version: Literal["v1", "v2"] | None = None
+    seed: int | None = None
+    device: str | None = None
+    rationale_every: int | None = None
+    max_new_tokens: int | None = None
+    subtitle: str | None = None
+    face_detector: Literal["none", "retinaface", "haar"] | None = None
+    face_crop_fraction: float | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.version is not None and self.weights is not None:
+            raise ConfigError("engine.options.version applies to tiny models only (a weights dir knows its version)")
+        if (self.rationale_every is not None and self.rationale_every < 0) or (self.max_new_tokens is not None and self.max_new_tokens < 1):
+            raise ConfigError("rationale_every must be >= 0 and max_new_tokens >= 1")
+        if self.face_crop_fraction is not None and not 0 < self.face_crop_fraction <= 1:
+            raise ConfigError("face_crop_fraction must be in (0, 1]")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads must be >= 1")
+
 
 FaceCropper = Callable[[np.ndarray], "np.ndarray | None"]
 
 
 def _options(raw: Mapping[str, Any], need_source: bool = True) -> dict[str, Any]:
-    unknown = sorted(set(raw) - set(_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown emotion-llama option(s) {unknown}; valid: {sorted(_OPTIONS)}")
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        want = _OPTIONS[key]
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not want:
-            raise ConfigError(f"engine.options.{key} must be {want.__name__}, got {value!r}")
-        out[key] = value
+    """The given options, validated (:class:`EmotionLlamaOptions`), as a dict of only the keys given."""
+    opts = build_dataclass(EmotionLlamaOptions, raw, "engine.options")
+    out = {k: v for k in raw if (v := getattr(opts, k)) is not None}
     if need_source and bool(out.get("tiny")) == ("weights" in out):
         raise ConfigError("emotion-llama needs exactly one of engine.options.weights (a weights dir) or engine.options.tiny: true")
-    if out.get("version", "v1") not in ("v1", "v2"):
-        raise ConfigError(f"engine.options.version must be 'v1' or 'v2', got {out['version']!r}")
-    if "version" in out and "weights" in out:
-        raise ConfigError("engine.options.version applies to tiny models only (a weights dir knows its version)")
-    if out.get("rationale_every", 0) < 0 or out.get("max_new_tokens", 1) < 1:
-        raise ConfigError("rationale_every must be >= 0 and max_new_tokens >= 1")
-    if not 0 < out.get("face_crop_fraction", 0.6) <= 1:
-        raise ConfigError("face_crop_fraction must be in (0, 1]")
-    if out.get("face_detector", "none") not in ("none", "retinaface", "haar"):
-        raise ConfigError(f"face_detector must be none, retinaface or haar, got {out['face_detector']!r}")
-    if out.get("threads", 1) < 1:
-        raise ConfigError("threads must be >= 1")
     return out
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emo_stream.config import build_dataclass
 from emo_stream.errors import ConfigError
 from emo_stream.labels import LabelSet, normalize
 
@@ -62,18 +63,22 @@ class FusionConfig:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Mapping[str, float]] | None) -> FusionConfig:
-        """Override some experts' ``weight``/``smoothing`` from a mapping (engine options)."""
+        """Override some experts' ``weight``/``smoothing`` from a mapping (engine options).
+
+        Each override goes through :func:`~emo_stream.config.build_dataclass`, the one
+        options builder: unknown keys and wrong types are named with their path.
+        """
         experts = dict(_default_experts())
+        if options is not None and not isinstance(options, Mapping):
+            raise ConfigError(f"engine.options.fusion must be a mapping of expert -> {{weight, smoothing}}, got {options!r}")
         for name, values in (options or {}).items():
             if name not in experts:
                 raise ConfigError(f"unknown fusion expert {name!r}; known: {sorted(experts)}")
-            unknown = set(values) - {"weight", "smoothing"}
-            if unknown:
-                raise ConfigError(f"fusion.{name}: unknown key(s) {sorted(unknown)}")
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"engine.options.fusion.{name} must be a mapping with weight/smoothing, got {values!r}")
             base = experts[name]
-            experts[name] = ExpertCalibration(
-                weight=float(values.get("weight", base.weight)), smoothing=float(values.get("smoothing", base.smoothing))
-            )
+            merged = {"weight": base.weight, "smoothing": base.smoothing, **values}
+            experts[name] = build_dataclass(ExpertCalibration, merged, f"engine.options.fusion.{name}")
         return cls(experts)
 
 
