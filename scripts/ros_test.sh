@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Run the ROS 2 tests (tests/ros) in .venv-ros, with real rclpy across processes.
+# Run the ROS 2 tests (tests/ros) in one distro's venv, with real rclpy across processes.
 #
-#   scripts/ros_test.sh [pytest args]      (scripts/ros_setup.sh first; make test runs both)
+#   scripts/ros_test.sh [pytest args]            Kilted (.venv-ros), or $ROS_DISTRO
+#   ROS_DISTRO=jazzy scripts/ros_test.sh [args]  Jazzy (.venv-ros-jazzy)
+#   (scripts/ros_setup.sh [distro] first; make test runs both distros)
 #
 # Environment for every process of the run: discovery on this host only
 # (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; each test also picks its own
@@ -10,8 +12,15 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
-py=.venv-ros/bin/python
-[ -x "$py" ] || { echo "ros_test: $py missing: run scripts/ros_setup.sh first" >&2; exit 1; }
+ros_distro=${ROS_DISTRO:-kilted}
+case "$ros_distro" in
+  kilted) venv=.venv-ros ;;
+  jazzy) venv=.venv-ros-jazzy ;;
+  *) echo "ros_test: error: unknown ROS distribution '$ros_distro' (kilted or jazzy)" >&2; exit 2 ;;
+esac
+py=$venv/bin/python
+[ -x "$py" ] || { echo "ros_test: $py missing: run scripts/ros_setup.sh $ros_distro first" >&2; exit 1; }
+echo "ros_test: ROS 2 $ros_distro ($venv)"
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/emo_stream_ros_logs.XXXXXX")
 trap 'rm -rf "$logs"' EXIT
