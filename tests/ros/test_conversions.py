@@ -203,6 +203,7 @@ def _state(**kw) -> EmotionState:
         signals={"motion_energy": 0.01},
         clock="ros",
         transcript="hello there",
+        person_id="p2",
     )
     args.update(kw)
     return EmotionState.build(**args)
@@ -219,7 +220,7 @@ def test_state_message_round_trip_carries_every_field():
     assert msg.header.frame_id == "cam" and msg.source_clock == "ros"
     back = msg_to_state(msg)
     for field in ("sequence", "label_set", "labels", "top_label", "modalities", "rationale", "rationale_age_s",
-                  "model_id", "flags", "transcript", "clock"):
+                  "model_id", "flags", "transcript", "clock", "person_id"):
         assert getattr(back, field) == getattr(st, field), field
     assert back.probabilities == pytest.approx(st.probabilities)
     assert back.confidence == pytest.approx(st.confidence)
@@ -241,6 +242,17 @@ def test_state_message_optional_fields_and_privacy():
     back = msg_to_state(msg, source_time=True)
     assert back.valence is None and back.arousal is None and back.rationale_age_s is None
     assert back.clock == "media" and back.window_start == pytest.approx(0.5) and back.window_end == pytest.approx(2.5)
+
+
+def test_state_message_person_id_default_and_malformed():
+    """No tracker: person_id "" both ways (the primary person, as before); an id that
+    is no ROS name token is refused by the state's own check (a ValueError the
+    consumer catches), never a crash deeper down."""
+    msg = state_to_msg(_state(person_id=""), window_start_ns=0, window_end_ns=2_000_000_000)
+    assert msg.person_id == "" and msg_to_state(msg).person_id == ""
+    msg.person_id = "p 1/x"
+    with pytest.raises(ValueError, match="person_id"):
+        msg_to_state(msg)
 
 
 def test_rosbags_typestore_agrees_with_the_generated_messages():

@@ -267,6 +267,7 @@ def state_to_msg(
     msg.source_clock = state.clock
     msg.source_offset_s = float(source_offset_s)
     msg.sequence = int(state.sequence)
+    msg.person_id = state.person_id
     msg.label_set = state.label_set
     msg.labels = list(state.labels)
     msg.probabilities = [float(p) for p in state.probabilities]
@@ -321,6 +322,8 @@ def msg_to_state(msg: Any, *, source_time: bool = False) -> EmotionState:
         signals={nv.name: float(nv.value) for nv in msg.signals},
         clock=msg.source_clock if source_time else "ros",
         transcript=msg.transcript,
+        # Bags recorded before person_id existed have no such field: the primary person.
+        person_id=str(getattr(msg, "person_id", "")),
     )
 
 

@@ -17,7 +17,10 @@ Lifecycle (``rclpy.lifecycle.LifecycleNode``):
 * **shutdown** / SIGINT / SIGTERM: the same teardown, then the process exits 0.
 
 Outputs: ``~/state`` (``emo_msgs/EmotionState``, reliable, keep-last
-``state_qos_depth``) and ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``
+``state_qos_depth``: the primary person, one per window), ``~/persons/state``
+(every tracked person's state, each with its ``person_id``), the ROS4HRI
+topics ``/humans/faces/tracked`` and ``/humans/faces/<id>/expression`` when
+``hri_msgs`` is importable (:mod:`emo_stream_ros.people`), and ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``
 every ``diagnostics_period_s``, while active): input rates, malformed and
 dropped counts, state rate, engine and end-to-end latency, model id.
 
@@ -58,6 +61,7 @@ from emo_stream.stream.sources.push import PushSource
 from emo_stream_ros import params as P
 from emo_stream_ros.conversions import key_values, seconds_to_ns, state_to_msg
 from emo_stream_ros.inputs import InputCounters, StampOrigin, TopicInput
+from emo_stream_ros.people import PeoplePublisher
 
 NODE_NAME = "emo_stream"
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -90,6 +94,14 @@ class _StateSink(Sink):
     def write(self, state: EmotionState) -> None:
         self.node._publish_state(state, self.to_ns, self.offset_s)
 
+    def write_person(self, state: EmotionState) -> None:
+        self.node._publish_state(state, self.to_ns, self.offset_s, primary=False)
+
+    def end_window(self) -> None:
+        people = self.node._people
+        if people is not None and self.node._active:
+            people.end_window()
+
 
 class EmotionNode(LifecycleNode):
     """The lifecycle node; see the module docstring."""
@@ -106,6 +118,7 @@ class EmotionNode(LifecycleNode):
         self.config = None
         self.engine = None
         self._state_pub = None
+        self._people: PeoplePublisher | None = None
         self._diag_pub = None
         self._diag_timer = None
         self._subs: list[Any] = []
@@ -150,6 +163,7 @@ class EmotionNode(LifecycleNode):
         self._values, self.config, self.engine = values, config, engine
         self._pending_reconfigure = False
         self._state_pub = self.create_lifecycle_publisher(EmotionStateMsg, "~/state", state_qos(values["state_qos_depth"]))
+        self._people = PeoplePublisher(self.create_publisher, self.destroy_publisher, state_qos(values["state_qos_depth"]))
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._diag_timer = self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
@@ -202,6 +216,9 @@ class EmotionNode(LifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
+        if self._people is not None:
+            self._people.close()
+            self._people = None
         for name in ("_state_pub", "_diag_pub"):
             pub = getattr(self, name)
             if pub is not None:
@@ -306,9 +323,12 @@ class EmotionNode(LifecycleNode):
         self._direct_sources = []
 
     # -- outputs ---------------------------------------------------------------------------------
-    def _publish_state(self, state: EmotionState, to_ns, offset_s: float) -> None:
+    def _publish_state(self, state: EmotionState, to_ns, offset_s: float, primary: bool = True) -> None:
+        """The primary person's state to ~/state (and ~/persons/state), another person's
+        to ~/persons/state only; both join the window's ROS4HRI outputs."""
         v = self._values
         pub = self._state_pub
+        people = self._people
         if not self._active or v is None or pub is None:
             return
         end_ns = to_ns(state.window_end)
@@ -321,6 +341,10 @@ class EmotionNode(LifecycleNode):
             publish_rationale=v["publish_rationale"],
             publish_transcript=v["publish_transcript"],
         )
+        if people is not None:
+            people.add(state, msg)
+        if not primary:
+            return
         pub.publish(msg)
         now_ns = self.get_clock().now().nanoseconds
         with self._lock:
