@@ -57,8 +57,11 @@ class StreamResult:
     stage_cpu_s: dict[str, float] = field(default_factory=dict)
     #: CPU seconds per thread name, from /proc (includes library thread pools)
     thread_cpu_s: dict[str, float] = field(default_factory=dict)
-    #: states per top label in order, for agreement between runs
+    #: states per top label in order
     label_sequence: list[str] = field(default_factory=list)
+    #: top label per ``"<window_end ms>/<person_id>"``, for agreement between runs: a paced
+    #: run drops windows and a multi-person state shares its window, so position does not pair them
+    label_by_window: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,4 +132,10 @@ def measure_stream(
         stage_cpu_s=dict(getattr(stats, "stage_cpu_s", {}) or {}),
         thread_cpu_s=usage.thread_cpu_s,
         label_sequence=[s.top_label for s in states],
+        label_by_window={window_key(s.window_end, s.person_id): s.top_label for s in states},
     )
+
+
+def window_key(window_end: float, person_id: str = "") -> str:
+    """The key that pairs a state with the same window's state of another run (same grid, same person)."""
+    return f"{round(window_end * 1000)}/{person_id}"
