@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -220,22 +221,34 @@ def fit_to_screen(width: int, height: int, screen: tuple[int, int] | None, fill:
 
 class CvDisplay:
     """An OpenCV window (``cv2.imshow``) sized to the video; refuses with
-    :class:`DisplayUnavailable` where none can open (or where opening would hang)."""
+    :class:`DisplayUnavailable` where none can open (or where opening would hang).
+
+    The window itself opens with the first frame, at that frame's size (scaled to
+    the screen): opened earlier it would sit at Qt's default 400 x 300, blank and
+    unresponsive, while the models load. The checks that can refuse run here, at
+    construction, so a missing display still fails before anything loads.
+    """
 
     def __init__(self, title: str = WINDOW_TITLE) -> None:
         cv2 = import_cv2()
         check_display(cv2)
         self.cv2, self.title = cv2, title
-        flags = cv2.WINDOW_NORMAL | getattr(cv2, "WINDOW_KEEPRATIO", 0) | getattr(cv2, "WINDOW_GUI_NORMAL", 0)
-        try:
-            cv2.namedWindow(title, flags)
-        except cv2.error as exc:
-            raise DisplayUnavailable(f"cannot open a window ({_cv_message(exc)}); {HEADLESS_HINT}") from None
-        self._opened = True
+        self._opened = False
         self._sized_for: tuple[int, int] | None = None
         self.size: tuple[int, int] | None = None  # the window size chosen for the current video size
 
+    def _open(self) -> None:
+        cv2 = self.cv2
+        flags = cv2.WINDOW_NORMAL | getattr(cv2, "WINDOW_KEEPRATIO", 0) | getattr(cv2, "WINDOW_GUI_NORMAL", 0)
+        try:
+            cv2.namedWindow(self.title, flags)
+        except cv2.error as exc:
+            raise DisplayUnavailable(f"cannot open a window ({_cv_message(exc)}); {HEADLESS_HINT}") from None
+        self._opened = True
+
     def show(self, image: np.ndarray) -> None:
+        if not self._opened:
+            self._open()
         h, w = image.shape[:2]
         if self._sized_for != (w, h):  # first frame, or the camera changed resolution
             self._sized_for = (w, h)
@@ -244,6 +257,9 @@ class CvDisplay:
         self.cv2.imshow(self.title, image)
 
     def poll_key(self, wait_ms: int) -> int:
+        if not self._opened:  # no window yet: nothing to pump, and waitKey would return at once (a busy loop)
+            time.sleep(max(1, int(wait_ms)) / 1000)
+            return -1
         key = self.cv2.waitKey(max(1, int(wait_ms)))
         try:  # the user closed the window with its close button: treat as quit
             if self.cv2.getWindowProperty(self.title, self.cv2.WND_PROP_VISIBLE) < 1:
