@@ -48,7 +48,7 @@ from emo_stream.runtime.stage import BACKENDS, StageRuntime
 log = logging.getLogger(__name__)
 
 #: GGUF preference when ``gguf="auto"``: smallest first (what a robot CPU wants).
-GGUF_PREFERENCE = ("Q4_K_M", "Q4_0", "Q8_0", "F16")
+GGUF_PREFERENCE = ("Q4_K_M", "Q8_0", "Q4_0", "F16")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
