@@ -27,6 +27,8 @@ trap 'rm -rf "$logs"' EXIT
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_LOG_DIR="$logs"
 export FASTDDS_DEFAULT_PROFILES_FILE="$here/ros2_ws/src/emo_stream_ros/config/fastdds_shm.xml"
+# Fast DDS 2.x (Jazzy) reads the profile from the variable's old name only (3.x, Kilted: either).
+export FASTRTPS_DEFAULT_PROFILES_FILE="$FASTDDS_DEFAULT_PROFILES_FILE"
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-0}
 export RCUTILS_COLORIZED_OUTPUT=0
 # Run tests/ros unless a path under tests/ros is given (e.g. scripts/ros_test.sh tests/ros/test_stream.py -x).

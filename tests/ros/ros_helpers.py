@@ -126,9 +126,11 @@ def ros_env(domain_id: int, log_dir: Path, profile: bool = True) -> dict[str, st
         RCUTILS_COLORIZED_OUTPUT="0",
     )
     if profile:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+        # Fast DDS 3 (Kilted) reads FASTDDS_...; Fast DDS 2.14 (Jazzy) only the old FASTRTPS_... name.
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
     else:
         env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+        env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
     return env
 
 
