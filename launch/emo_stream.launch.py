@@ -36,6 +36,7 @@ def generate_launch_description():
         DeclareLaunchArgument("fastdds_profile", default_value=os.path.normpath(PROFILE),
                               description="Fast DDS profile (FASTDDS_DEFAULT_PROFILES_FILE)"),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Jazzy's Fast DDS 2.x name
         Node(
             package="emo_stream_ros",
             executable="emo_stream_node",

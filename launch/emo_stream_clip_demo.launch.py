@@ -24,6 +24,7 @@ def generate_launch_description():
         DeclareLaunchArgument("params_file", default_value=os.path.join(HERE, "params", "emo_stream_topics.yaml")),
         DeclareLaunchArgument("fastdds_profile", default_value=os.path.normpath(PROFILE)),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Jazzy's Fast DDS 2.x name
         Node(
             package="emo_stream_ros",
             executable="emo_stream_node",

@@ -227,7 +227,7 @@ def test_launch_file_sets_only_declared_parameters_and_names_existing_executable
     checked_params = 0
     for args in _variants(ld, media):
         for e in ld.entities:
-            if isinstance(e, _SetEnv) and e.name == "FASTDDS_DEFAULT_PROFILES_FILE":
+            if isinstance(e, _SetEnv) and e.name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
                 assert Path(_resolve(e.value, args)).is_file()
         for n in nodes:
             kw = n.kw
