@@ -522,6 +522,12 @@ def _typical_tokens(model: Any, name: str) -> int:
     if enc is None:
         return 16
     c = enc.config
+    from emo_stream.model.encoders import ShippedViTConfig, ShippedWhisperConfig
+
+    if isinstance(c, ShippedViTConfig):  # [CLS + pooled patches], one CLS per face crop, one per temporal frame
+        return {"global": 1 + c.num_patches, "face": c.max_frames, "temporal": c.num_frames}[name]
+    if isinstance(c, ShippedWhisperConfig):  # 50 Hz frames of a 2 s window
+        return 100
     if name == "global":
         return 1 + c.num_patches
     if name == "face":

@@ -300,6 +300,10 @@ class EmotionLlamaLM(nn.Module):
             base_model, gguf_tok = load_gguf_llama(config)
             tokenizer = tokenizer if tokenizer is not None else gguf_tok
         base = base_model if base_model is not None else LlamaForCausalLM._from_config(config.llama_config(), dtype=config.torch_dtype)
+        if config.llama.get("tie_word_embeddings") and hasattr(base, "tie_weights"):
+            # under transformers' no_init_weights (EmotionLlama.from_pretrained) the head is not tied at construction;
+            # a tied LLM (SmolLM2) is saved with one of the twins only and must load through the other
+            base.tie_weights()
         if config.lora.enabled:
             import warnings
 
