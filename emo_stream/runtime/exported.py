@@ -168,6 +168,12 @@ class ExportedEmotionLlama:
 
         self._shipped = {n: e for n, e in self._shells.items() if isinstance(e.config, SHIPPED_CONFIGS)}
         self.synthetic_trained = bool(self.model_info.get("synthetic_trained"))
+        for n, enc in self._shipped.items():  # the package file must be the one the projector was trained on
+            want = ((self.model_info.get("shipped_encoders") or {}).get(n) or {}).get("sha256")
+            got = bytes(enc.weights_sha256.tolist()).hex()
+            if want and want != got:
+                raise ModelFileError(f"export {self.manifest.root}: the {n} encoder's package file changed since the export "
+                                     f"(sha256 {got[:12]}..., export made with {want[:12]}...); reinstall requirements/models.txt")
         self._torch_model: Any = None
         self._record = Path(self.runtime.record_inputs) if self.runtime.record_inputs else None
         self._record_count = 0
