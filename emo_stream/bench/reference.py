@@ -43,7 +43,6 @@ class ReferenceStyleEngine(Engine):
 
     def process(self, window: Window) -> EngineOutput:
         inner = self._inner
-        assert inner.transcriber is not None and inner.llm is not None, "the reference needs the default engine with ASR and the LLM"
         # Forget everything: the next window is analysed as a fresh clip.
         inner.reset()
         inner._start(window)
@@ -56,6 +55,7 @@ class ReferenceStyleEngine(Engine):
             voice, words = inner._voice_and_words(window, lat, signals, flags)
             # Whisper on the whole window every time, as a clip-level model does.
             t = time.perf_counter()
+            assert inner.transcriber is not None, "the reference transcribes every window: the default engine with ASR on"
             seg = inner.transcriber.transcribe(window.audio.samples, window.audio.start)
             lat["asr"] = lat.get("asr", 0.0) + (time.perf_counter() - t) * 1e3
             if seg.text.strip():
@@ -63,6 +63,7 @@ class ReferenceStyleEngine(Engine):
                 words = cl.WordsClue(seg.text.strip(), tc.prompt_hint(), tc.valence, dict(tc.evidence))
         clues = cl.WindowClues(face, voice, words)
         t = time.perf_counter()
+        assert inner.llm is not None, "the reference generates an answer: the default engine with its LLM"
         answer = inner.llm.generate(
             inner._prefix + sanitize_clue_text(cl.render(clues)), inner._tail, max_tokens=self._max_tokens, stop=("\n",), reuse_prefix=False
         )
