@@ -15,7 +15,8 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/config", glob("config/*.xml")),
     ],
-    install_requires=["setuptools"],
+    # The library it wraps (the repo root; scripts/ros_setup.sh installs it first, then this with --no-deps).
+    install_requires=["setuptools", "emo-stream"],
     zip_safe=True,
     maintainer="emo_stream maintainers",
     maintainer_email="maintainers@example.com",
