@@ -228,3 +228,22 @@ def read_jsonl(path: str) -> list[EmotionState]:
     """Read a JSONL file written by :class:`emo_stream.stream.sinks.JsonlSink`."""
     with open(path, encoding="utf-8") as fh:
         return [EmotionState.from_json(line) for line in fh if line.strip()]
+
+
+def primary_stream(states: Sequence[EmotionState]) -> list[EmotionState]:
+    """The primary person's states of a recorded stream that may hold several people.
+
+    A JSONL sink writes each window's primary state first and the other tracked
+    people's after it (same ``sequence``), so the primary stream is the first
+    state of each window in file order; a file of one person is returned
+    unchanged. Tools that describe one stream (reports) read this; per-person
+    views group by ``person_id`` instead.
+    """
+    seen: set[tuple[int, float]] = set()
+    out: list[EmotionState] = []
+    for s in states:
+        key = (s.sequence, s.window_end)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out

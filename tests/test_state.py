@@ -103,3 +103,13 @@ def test_person_id_must_be_a_ros_name_token(bad):
     d["person_id"] = bad
     with pytest.raises(ValueError, match="person_id"):
         EmotionState.from_dict(d)
+
+
+def test_primary_stream_keeps_the_first_state_of_each_window():
+    from emo_stream.state import primary_stream
+
+    a0, b0 = make(sequence=0, window_end=0.5, window_start=0.0, person_id="p2"), make(sequence=0, window_end=0.5, window_start=0.0, person_id="p1")
+    a1, b1 = make(sequence=1, window_end=1.0, window_start=0.0, person_id="p2"), make(sequence=1, window_end=1.0, window_start=0.0, person_id="p1")
+    assert primary_stream([a0, b0, a1, b1]) == [a0, a1]
+    single = [make(sequence=k, window_end=0.5 * (k + 1), window_start=0.0) for k in range(3)]
+    assert primary_stream(single) == single

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from emo_stream.errors import EmoStreamError
-from emo_stream.state import EmotionState
+from emo_stream.state import EmotionState, primary_stream
 from emo_stream.stats import percentile
 
 #: Segment label used when a state's probabilities are uniform (no evidence / not an emotion model).
@@ -60,7 +60,7 @@ def load_states(path: str | Path) -> list[EmotionState]:
             raise ReportError(f"{p}:{n + 1} is not UTF-8 text; is this a states JSONL file?") from None
     if not states:
         raise ReportError(f"{p} holds no states (empty file)")
-    return states
+    return primary_stream(states)  # the primary person's timeline (a JSONL may hold every tracked person)
 
 
 def check_consistent(states: Sequence[EmotionState]) -> None:
