@@ -13,7 +13,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/emo-robot.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "robot_test: exporting the tiny model with the full .venv (ONNX + GGUF Q8_0) into $work/export"
 .venv/bin/emo-stream export onnx --model tiny --out "$work/export" --quiet
-.venv/bin/emo-stream export gguf --model tiny --out "$work/export" --quiet 2>/dev/null
+.venv/bin/emo-stream export gguf --model tiny --out "$work/export" --quiet
 
 # addopts is replaced: the project's names pytest-benchmark, which the robot venv does not have.
 EMO_STREAM_ROBOT_EXPORT="$work/export" EMO_STREAM_CACHE="$work/cache" \
