@@ -80,8 +80,15 @@ def test_the_number_of_people_is_bounded_and_a_stray_detection_never_becomes_a_p
 
 
 def test_people_config_is_validated():
+    from emo_stream.config import build_dataclass
+
     with pytest.raises(ConfigError, match="max_people"):
         PeopleConfig(max_people=-1)
+    # engine.options.people goes through the project's one builder: wrong types and keys are named
+    with pytest.raises(ConfigError, match=r"engine\.options\.people\.max_people"):
+        build_dataclass(PeopleConfig, {"max_people": "four"}, "engine.options.people")
+    with pytest.raises(ConfigError, match=r"engine\.options\.people\.max_persons"):
+        build_dataclass(PeopleConfig, {"max_persons": 2}, "engine.options.people")
     with pytest.raises(ConfigError, match="reid_s"):
         PeopleConfig(reid_s=0)
     with pytest.raises(ConfigError, match="speaker_ratio"):
