@@ -128,7 +128,7 @@ def predict(
     votes: list[Counter] = [Counter() for _ in items]
     answers: list[str] = ["" for _ in items]
     valid = [True for _ in items]
-    from emo_stream.train.progress import progress_bar
+    from emo_stream.progress import progress_bar
 
     bar = progress_bar(sum(len(v) for v in groups.values()), 0, "eval", progress, unit="window")
     try:

@@ -80,7 +80,7 @@ from emo_stream.stream.samples import Sample as StreamSample
 from emo_stream.stream.scheduler import Window
 from emo_stream.stream.sources.base import Source
 from emo_stream.train.dataset import DatasetError, Manifest, Sample
-from emo_stream.train.progress import progress_bar
+from emo_stream.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -331,7 +331,7 @@ def make_synthetic_set(
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(per_label * test_fraction)))
     train, test, params = [], [], []
-    from emo_stream.train.progress import progress_bar
+    from emo_stream.progress import progress_bar
 
     bar = progress_bar(per_label * len(chosen), 0, "synthesize", progress, unit="clip")
     with tempfile.TemporaryDirectory(prefix="emo-synth-") as tmpd:

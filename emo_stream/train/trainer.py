@@ -814,7 +814,7 @@ class Trainer:
         accum = cfg.batch.accumulation(info.world)
         bar = None
         if self.progress and info.main:
-            from emo_stream.train.progress import progress_bar
+            from emo_stream.progress import progress_bar
 
             bar = progress_bar(total, start, "train", True, unit="step")
         last_loss = None

@@ -157,3 +157,38 @@ sys.exit(main(["demo", "--input", {str(media / "astronaut_3s_noaudio.mp4")!r}, "
     r = _python(code)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "a.mp4").is_file()
+
+
+class _SignalDuringLoad:
+    """Subprocess script: the live demo with a stand-in window whose engine load receives ``SIG``."""
+
+    CODE = """
+import os, signal, sys, time
+import emo_stream.demo.window as w
+import emo_stream.engines as engines
+w.display_problem = lambda *a, **k: None
+w.prepare_gui = lambda *a, **k: None
+class Window:
+    def __init__(self): pass
+    def show(self, image): pass
+    def poll_key(self, wait_ms): time.sleep(wait_ms / 1000); return -1
+    def close(self): print("window closed", flush=True)
+w.CvDisplay = Window
+def slow_load(config):
+    os.kill(os.getpid(), signal.{sig})  # arrives while the "models load"
+    time.sleep(30)
+    raise SystemExit("the signal did not stop the model load")
+engines.make_engine = slow_load
+from emo_stream.cli import main
+sys.exit(main(["demo", "--input", {clip!r}, "--engine", "baseline"]))
+"""
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_while_models_load_stops_the_live_demo_at_once(media, sig, code) -> None:
+    """Nothing streams yet, so nothing can end gently: the command stops now (one line, 128 + signal),
+    the window and sources closed on the way out, as ``emo-stream run`` does."""
+    r = _python(_SignalDuringLoad.CODE.format(sig=sig, clip=str(media / "astronaut_3s_noaudio.mp4")))
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    assert r.stderr.strip().splitlines() == [f"emo-stream: stopped by {sig}"]
+    assert r.stdout.strip() == "window closed"
