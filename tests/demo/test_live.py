@@ -145,3 +145,20 @@ def test_recorder_keeps_capture_times_encodes_mic_audio_and_drops_the_oldest_fra
     info = probe(tmp_path / "r.mp4")
     assert info.frames == 30 and info.audio_codec == "aac"
     assert info.video_duration_s == pytest.approx(29 * 0.05, abs=0.06)  # capture times, not a nominal rate
+
+
+def test_a_recording_the_disk_refuses_is_one_error_and_no_half_file(tmp_path, make_state) -> None:
+    """The encoder thread's write error reaches the caller as ``cannot write X: <reason>``."""
+    from emo_stream.errors import OutputError
+
+    states = LatestState()
+    states.put(make_state())
+    full = tmp_path / "full.mp4"
+    full.symlink_to("/dev/full")
+    rec = LiveRecorder(full, states)
+    for i in range(60):
+        rec.on_sample(VideoFrame(1000.0 + i * 0.05, np.random.default_rng(i).integers(0, 255, (96, 128, 3), dtype=np.uint8), i))
+    rec.start()
+    with pytest.raises(OutputError, match="cannot write .*No space left on device"):
+        rec.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.mp4"] and full.is_symlink()
