@@ -47,8 +47,9 @@ runner-up's and above ``min_motion``; otherwise nobody does and the states say
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -282,7 +283,7 @@ class PersonTracker:
                     cands.append((d, id(tr), tr, i))
         used_t: set[int] = set()
         used_i: set[int] = set()
-        for d, key, tr, i in sorted(cands, key=lambda x: x[0]):
+        for _d, key, tr, i in sorted(cands, key=lambda x: x[0]):
             if key in used_t or i in used_i:
                 continue
             used_t.add(key)
@@ -299,7 +300,7 @@ def _regions(gray: np.ndarray, box: Any) -> tuple[np.ndarray | None, np.ndarray 
     h, w = gray.shape[:2]
     lm = getattr(box, "landmarks", None)
     if lm is not None and len(lm) >= 5:
-        (rx, ry), (lx, ly), (nx, ny), (mrx, mry), (mlx, mly) = lm[:5]
+        (rx, ry), (lx, ly), _nose, (mrx, mry), (mlx, mly) = lm[:5]
         span = max(4.0, math.hypot(mlx - mrx, mly - mry))
         mcx, mcy = (mrx + mlx) / 2.0, (mry + mly) / 2.0
         mouth = (mcx - 0.8 * span, mcy - 0.5 * span, mcx + 0.8 * span, mcy + 0.6 * span)

@@ -73,7 +73,7 @@ def test_the_number_of_people_is_bounded_and_a_stray_detection_never_becomes_a_p
         faces = [box(50, 50, 80), box(300, 50, 70), box(550, 50, 40)]
         if k == 2:
             faces.append(box(700, 300, 30))  # one frame only: a false positive
-        pairs, ev = tr.update(k * 0.1, faces)
+        pairs, _ = tr.update(k * 0.1, faces)
         assert len(pairs) <= 2
     assert sorted(tr.live_ids) == ["p1", "p2"] and tr.dropped >= 5  # the two largest faces
     assert all(b.w in (80, 70) for _, b in pairs)

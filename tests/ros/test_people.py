@@ -14,10 +14,9 @@ import subprocess
 import time
 
 import pytest
+from emo_msgs.msg import EmotionState
 from hri_msgs.msg import Expression, IdsList
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-from emo_msgs.msg import EmotionState
 
 CLIP_S = 4
 

@@ -23,7 +23,8 @@ only: REP 155 topics need an id.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from emo_stream.labels import canonical
 from emo_stream.state import EmotionState
