@@ -149,7 +149,7 @@ def build_model_proto(hdf5: str | Path, config: MiniXceptionConfig | None = None
         return a
 
     def bn(x: str, target: str, n: int) -> str:
-        a = arrays(target, {k: (n,) for k in ("gamma", "beta", "moving_mean", "moving_variance")})
+        a = arrays(target, dict.fromkeys(("gamma", "beta", "moving_mean", "moving_variance"), (n,)))
         return _batchnorm(w, x, a, c.bn_eps)
 
     def separable(x: str, target: str, cin: int, cout: int, side: int) -> str:
