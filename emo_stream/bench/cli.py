@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from emo_stream.errors import EmoStreamError
+from emo_stream.progress import Progress
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -56,8 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-def _progress(msg: str) -> None:
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
+_progress = Progress(prefix="bench").note  # one stderr line per bench phase
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

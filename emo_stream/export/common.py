@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from emo_stream.errors import ConfigError, EmoStreamError, ModelFileError
-from emo_stream.errors import MissingDependencyError  # noqa: F401 - re-exported; one class wherever raised
+from emo_stream.errors import (
+    ConfigError,
+    EmoStreamError,
+    MissingDependencyError,  # noqa: F401 - re-exported; one class wherever raised
+    ModelFileError,
+)
 from emo_stream.export.artifacts import MODEL_CONFIG_NAME, TOKENIZER_DIR, ExportWriter
+from emo_stream.progress import Progress  # noqa: F401 - the exporters take a Progress; one progress helper
 
 #: ``--model`` values that build a random tiny model (fixed seed) instead of loading a directory.
 TINY_MODELS = {"tiny": "v1", "tiny-v1": "v1", "tiny-v2": "v2"}
@@ -146,40 +147,6 @@ def write_if_changed(writer: ExportWriter, rel: str, data: bytes) -> None:
         return
     with writer.write(rel) as tmp:
         tmp.write_bytes(data)
-
-
-class Progress:
-    """One line per step on stderr: ``emo-stream export: [3/12] global fp32: export ... 4.2 s``."""
-
-    def __init__(self, total: int = 0, enabled: bool = True, stream: TextIO | None = None, prefix: str = "emo-stream export") -> None:
-        self.total, self.enabled, self.stream, self.prefix = total, enabled, stream, prefix
-        self.done = 0
-        self.started = time.perf_counter()
-
-    def _out(self) -> TextIO:
-        return self.stream or sys.stderr
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            print(f"{self.prefix}: {text}", file=self._out(), flush=True)
-
-    @contextmanager
-    def step(self, text: str) -> Iterator[None]:
-        self.done += 1
-        count = f"[{self.done}/{self.total}] " if self.total else ""
-        if self.enabled:
-            print(f"{self.prefix}: {count}{text} ...", file=self._out(), end="", flush=True)
-        t = time.perf_counter()
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            if self.enabled:
-                print(f" {'done' if ok else 'FAILED'} ({time.perf_counter() - t:.1f} s)", file=self._out(), flush=True)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
 
 
 def parse_precisions(values: Any, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
