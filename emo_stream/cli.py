@@ -14,8 +14,8 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from emo_stream import __version__
 from emo_stream.cli_args import config_from_args, parse_assignments

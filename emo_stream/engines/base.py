@@ -45,7 +45,7 @@ class EngineOutput:
     person_id: str = ""
     #: One output per OTHER tracked person of the window (each with its person_id);
     #: the pipeline sends them to sinks' ``write_person``. Empty for single-person engines.
-    people: list["EngineOutput"] = field(default_factory=list)
+    people: list[EngineOutput] = field(default_factory=list)
 
 
 class Engine(ABC):
