@@ -8,6 +8,8 @@ Two passes over the file, each single-threaded and deterministic:
    latest state whose ``window_end <= t`` (see
    :class:`~emo_stream.demo.track.StateTrack`) and encoded with the input's
    timestamps; the audio track is copied in (see :mod:`emo_stream.demo.video`).
+   The other tracked people of that state's window (the states the pipeline
+   sends to ``Sink.write_person``) are drawn too, each at their own face.
 
 The output therefore has the input's frame count, frame times and audio, and
 on the frames before the first state the panel says "waiting for first state".
@@ -36,11 +38,34 @@ from emo_stream.demo.video import (
     video_stream_params,
 )
 from emo_stream.engines.base import Engine
-from emo_stream.state import EmotionState
 from emo_stream.pipeline import Pipeline, PipelineStats
+from emo_stream.state import EmotionState
 from emo_stream.stream.sinks import CallbackSink, JsonlSink, Sink
 
 log = logging.getLogger(__name__)
+
+
+class _Recorder(Sink):
+    """Keeps the primary stream and, per window, the other tracked people's states.
+
+    WHY a sink of its own: ``CallbackSink`` sees the primary stream only (it
+    ignores ``write_person``, so callers that know one person see no change),
+    and the overlay needs everyone of the window it shows.
+    """
+
+    def __init__(self) -> None:
+        self.states: list[EmotionState] = []
+        self.people: dict[tuple[int, float], list[EmotionState]] = {}
+
+    def write(self, state: EmotionState) -> None:
+        self.states.append(state)
+
+    def write_person(self, state: EmotionState) -> None:
+        self.people.setdefault((state.sequence, state.window_end), []).append(state)
+
+    def others(self, state: EmotionState | None) -> list[EmotionState]:
+        """The other people of ``state``'s window (empty for single-person engines)."""
+        return [] if state is None else self.people.get((state.sequence, state.window_end), [])
 
 
 @dataclass
@@ -119,8 +144,9 @@ class FileAnnotator:
 
         sources = open_sources(str(self.input), self.config)  # "file not found" etc. in one line
         width, height, time_base, rate, has_audio = video_stream_params(self.input)
-        states: list[EmotionState] = []
-        sinks: list[Sink] = [CallbackSink(states.append)]
+        recorder = _Recorder()
+        states = recorder.states
+        sinks: list[Sink] = [recorder]
         if self.on_state is not None:
             sinks.append(CallbackSink(self.on_state))
         if self.jsonl is not None:
@@ -150,7 +176,7 @@ class FileAnnotator:
                 frames_in += 1
                 src = frame.bgr()
                 state, ostats = track.at(frame.t, note=note)
-                writer.write(draw_overlay(src, state, ostats), frame.pts, source=frame.frame, source_bgr=src)
+                writer.write(draw_overlay(src, state, ostats, recorder.others(state)), frame.pts, source=frame.frame, source_bgr=src)
                 frames_out += 1
         return AnnotateResult(
             video=self.out,

@@ -16,7 +16,14 @@ Layout (all sizes scale with the frame; see :func:`overlay_layout`):
 * a semi-transparent **rationale strip** along the bottom edge (only when a
   rationale exists), with its age;
 * the **face box** (outline only) from the state's normalised face signals
-  (``face_x``, ``face_y``, ``face_w``, ``face_h``), tagged with the top label.
+  (``face_x``, ``face_y``, ``face_w``, ``face_h``), tagged with the person's id
+  (when the engine tracks people) and the top label;
+* for every **other tracked person** (``people``: the states the pipeline
+  sends to :meth:`~emo_stream.stream.sinks.Sink.write_person`), a compact
+  version next to their own face: the box, a tag with id, top label and
+  confidence, and a small block of probability bars under (or above) the box.
+  The primary person keeps the full panel; the others' blocks are drawn first,
+  so where they overlap the panel the primary person's panel wins.
 
 Everything is drawn through views clipped to those rectangles, so pixels
 outside :func:`overlay_regions` are guaranteed to stay identical to the input
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +89,16 @@ class OverlayStats:
 
 
 @dataclass(frozen=True)
+class PersonLayout:
+    """Where one non-primary tracked person is drawn (see :func:`overlay_layout`)."""
+
+    state: EmotionState
+    face: Rect  # box + tag + line width
+    face_box: Rect  # the box itself
+    bars: Rect | None  # the compact probability bars (None when the frame has no room)
+
+
+@dataclass(frozen=True)
 class OverlayLayout:
     """Where the overlay draws on a frame of a given size (see :func:`overlay_layout`)."""
 
@@ -90,9 +107,13 @@ class OverlayLayout:
     rationale: Rect | None
     face: Rect | None
     face_box: Rect | None  # the box itself (inside ``face``, which adds the tag and line width)
+    people: tuple[PersonLayout, ...] = ()
 
     def regions(self) -> list[Rect]:
-        return [r for r in (self.panel, self.rationale, self.face) if r is not None]
+        out = [r for r in (self.panel, self.rationale, self.face) if r is not None]
+        for p in self.people:
+            out += [r for r in (p.face, p.bars) if r is not None]
+        return out
 
 
 # -- geometry ---------------------------------------------------------------------------
@@ -170,8 +191,63 @@ def _wrap(text: str, width_px: float, fs: float) -> list[str]:
     return lines
 
 
-def overlay_layout(shape: tuple[int, ...], state: EmotionState | None, stats: OverlayStats | None = None) -> OverlayLayout:
-    """The rectangles :func:`draw_overlay` draws into for a frame of ``shape`` (H, W[, C])."""
+def face_tag(state: EmotionState) -> str:
+    """The text over a face box: the person's id (when tracked), then the top label and confidence."""
+    what = "face" if _uniform(state) else f"{state.top_label} {state.confidence:.2f}"
+    return f"{state.person_id} {what}" if state.person_id else what
+
+
+def _tag_width(state: EmotionState, s: float) -> float:
+    """Upper bound of the face tag's width in pixels (Hershey simplex at 0.45 * s: <= 10 px per char)."""
+    return len(face_tag(state)) * 10.0 * s + 8 * s
+
+
+def _face_rect(box: Rect, state: EmotionState, w: int, h: int, s: float) -> Rect | None:
+    """The face box grown by the line width and the tag above it (or inside it at the top edge)."""
+    t = max(1, round(2 * s))
+    tag_h = round(18 * s)
+    x0, y0, x1, y1 = box
+    top = y0 - tag_h if y0 - tag_h >= 0 else y0
+    return _clip((x0 - t, min(top, y0 - t), max(x1 + t, x0 + int(max(110 * s, _tag_width(state, s)))), y1 + t), w, h)
+
+
+#: Height of one compact probability bar row (times the scale).
+PERSON_ROW = 9.0
+
+
+def _person_layout(state: EmotionState, w: int, h: int, s: float, now: float | None) -> PersonLayout | None:
+    """A non-primary person's box, tag and bar block; None without a (fresh) face box."""
+    box = face_box(state, w, h, now)
+    if box is None:
+        return None
+    face = _face_rect(box, state, w, h, s)
+    if face is None:
+        return None
+    bw = max(box[2] - box[0], 96 * s)
+    bh = len(state.labels) * PERSON_ROW * s + 6 * s
+    t = max(1, round(2 * s))
+    if box[3] + t + bh <= h:  # under the box
+        y0 = box[3] + t
+    elif face[1] - bh >= 0:  # above the tag
+        y0 = face[1] - bh
+    else:  # no room around it: over the bottom of the box
+        y0 = max(0.0, h - bh)
+    x0 = min(float(box[0]), max(0.0, w - bw))
+    bars = _clip((x0, y0, x0 + bw, y0 + bh), w, h)
+    return PersonLayout(state=state, face=face, face_box=box, bars=bars)
+
+
+def overlay_layout(
+    shape: tuple[int, ...],
+    state: EmotionState | None,
+    stats: OverlayStats | None = None,
+    people: Sequence[EmotionState] = (),
+) -> OverlayLayout:
+    """The rectangles :func:`draw_overlay` draws into for a frame of ``shape`` (H, W[, C]).
+
+    ``people``: the other tracked people's states of the same window (not the
+    primary ``state``); each with a face box gets a :class:`PersonLayout`.
+    """
     stats = stats or OverlayStats()
     h, w = int(shape[0]), int(shape[1])
     s = _scale(w, h)
@@ -179,12 +255,23 @@ def overlay_layout(shape: tuple[int, ...], state: EmotionState | None, stats: Ov
     pw = min(round(196 * s), max(1, w - 2 * m))
     ph = min(round(_panel_rows(state, s) + (14 * s if stats.note else 0)), max(1, h - 2 * m))
     box = face_box(state, w, h, stats.now)
+    others = []
+    primary_id = state.person_id if state is not None else ""
+    for p in people:
+        if primary_id and p.person_id == primary_id:
+            continue  # the primary person is drawn with the panel
+        lay = _person_layout(p, w, h, s, stats.now)
+        if lay is not None:
+            others.append(lay)
+    # keep the faces visible: move the panel to the right edge when that covers less of them
+    # (the primary face and every other person's box and bars)
+    faces = ([box] if box is not None else []) + [r for p in others for r in (p.face, p.bars) if r is not None]
     left = _clip((m, m, m + pw, m + ph), w, h) or (0, 0, max(1, w), max(1, h))
     panel = left
-    if box is not None and _overlap(left, box) > 0:
-        # keep the face visible: move the panel to the right edge when that covers less of it
+    hidden = sum(_overlap(left, f) for f in faces)
+    if hidden > 0:
         right = _clip((w - m - pw, m, w - m, m + ph), w, h) or left
-        if _overlap(right, box) < _overlap(left, box):
+        if sum(_overlap(right, f) for f in faces) < hidden:
             panel = right
     rationale = None
     text = _rationale_text(state, stats)
@@ -195,19 +282,15 @@ def overlay_layout(shape: tuple[int, ...], state: EmotionState | None, stats: Ov
         rationale = _clip((m, h - m - rh, w - m, h - m), w, h)
         if rationale is not None and rationale[1] < panel[3]:  # tiny frame: panel wins
             rationale = _clip((m, panel[3], w - m, h - m), w, h)
-    face = None
-    if box is not None:
-        t = max(1, round(2 * s))
-        tag_h = round(18 * s)
-        x0, y0, x1, y1 = box
-        top = y0 - tag_h if y0 - tag_h >= 0 else y0  # tag above the box, or inside it at the top edge
-        face = _clip((x0 - t, min(top, y0 - t), max(x1 + t, x0 + int(110 * s)), y1 + t), w, h)
-    return OverlayLayout(scale=s, panel=panel, rationale=rationale, face=face, face_box=box)
+    face = _face_rect(box, state, w, h, s) if box is not None and state is not None else None
+    return OverlayLayout(scale=s, panel=panel, rationale=rationale, face=face, face_box=box, people=tuple(others))
 
 
-def overlay_regions(shape: tuple[int, ...], state: EmotionState | None, stats: OverlayStats | None = None) -> list[Rect]:
+def overlay_regions(
+    shape: tuple[int, ...], state: EmotionState | None, stats: OverlayStats | None = None, people: Sequence[EmotionState] = ()
+) -> list[Rect]:
     """Rectangles outside which :func:`draw_overlay` leaves every pixel unchanged."""
-    return overlay_layout(shape, state, stats).regions()
+    return overlay_layout(shape, state, stats, people).regions()
 
 
 def regions_mask(shape: tuple[int, ...], regions: list[Rect], grow: int = 0) -> np.ndarray:
@@ -240,21 +323,32 @@ def _fmt_signed(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.2f}"
 
 
-def draw_overlay(frame: np.ndarray, state: EmotionState | None, stats: OverlayStats | None = None) -> np.ndarray:
+def draw_overlay(
+    frame: np.ndarray,
+    state: EmotionState | None,
+    stats: OverlayStats | None = None,
+    people: Sequence[EmotionState] = (),
+) -> np.ndarray:
     """A copy of ``frame`` (H x W x 3 uint8 BGR) with ``state`` drawn on it.
 
-    ``state`` None draws the panel with "waiting for first state". Never raises
-    on odd states (no valence, uniform probabilities, no face, tiny frames).
+    ``state`` None draws the panel with "waiting for first state". ``people``:
+    the other tracked people's states of the same window, each drawn compactly
+    at their own face. Never raises on odd states (no valence, uniform
+    probabilities, no face, tiny frames).
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"draw_overlay needs an H x W x 3 uint8 BGR frame, got {frame.shape} {frame.dtype}")
     cv2 = _cv2()
     stats = stats or OverlayStats()
     out = frame.copy()
-    lay = overlay_layout(out.shape, state, stats)
+    lay = overlay_layout(out.shape, state, stats, people)
     s = lay.scale
+    for person in lay.people:  # first: the primary person's face and panel are drawn over them
+        _draw_face(cv2, out, person.face, person.face_box, person.state, s)
+        if person.bars is not None:
+            _draw_person_bars(cv2, out, person.bars, person.state, s)
     if lay.face is not None and lay.face_box is not None:
-        _draw_face(cv2, out, lay, state, s)
+        _draw_face(cv2, out, lay.face, lay.face_box, state, s)
     _draw_panel(cv2, out, lay.panel, state, stats, s)
     if lay.rationale is not None:
         _draw_rationale(cv2, out, lay.rationale, _rationale_text(state, stats), stats, s)
@@ -277,14 +371,14 @@ def _uniform(state: EmotionState) -> bool:
     return bool(p) and max(p) - min(p) < 1e-6
 
 
-def _draw_face(cv2, out: np.ndarray, lay: OverlayLayout, state: EmotionState, s: float) -> None:
-    fx0, fy0, fx1, fy1 = lay.face  # type: ignore[misc]
+def _draw_face(cv2, out: np.ndarray, face: Rect, box: Rect, state: EmotionState, s: float) -> None:
+    fx0, fy0, fx1, fy1 = face
     roi = out[fy0:fy1, fx0:fx1]  # a view: drawing cannot leave the face region
-    bx0, by0, bx1, by1 = lay.face_box  # type: ignore[misc]
+    bx0, by0, bx1, by1 = box
     color = DIM_BGR if _uniform(state) else emotion_bgr(state.top_label)
     t = max(1, round(2 * s))
     cv2.rectangle(roi, (bx0 - fx0, by0 - fy0), (bx1 - 1 - fx0, by1 - 1 - fy0), color, t, cv2.LINE_8)
-    tag = "face" if _uniform(state) else f"{state.top_label} {state.confidence:.2f}"
+    tag = face_tag(state)
     fs = 0.45 * s
     (tw, _th), _ = cv2.getTextSize(tag, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
     tag_h = round(18 * s)
@@ -292,6 +386,26 @@ def _draw_face(cv2, out: np.ndarray, lay: OverlayLayout, state: EmotionState, s:
     x0, y0 = bx0 - fx0, ty0 - fy0
     cv2.rectangle(roi, (x0, y0), (x0 + tw + int(8 * s), y0 + tag_h), color, -1)
     _text(cv2, roi, tag, (x0 + 4 * s, y0 + tag_h - 5 * s), fs, _ink_on(color), 1)
+
+
+def _draw_person_bars(cv2, out: np.ndarray, rect: Rect, state: EmotionState, s: float) -> None:
+    """A non-primary person's compact bars: a 3-letter label and one bar per label, no numbers."""
+    x0, y0, x1, y1 = rect
+    roi = out[y0:y1, x0:x1]
+    _shade(roi)
+    pad = 3 * s
+    label_w = 26 * s
+    bar_max = max(4.0, (x1 - x0) - label_w - 2 * pad)
+    row = PERSON_ROW * s
+    fs = 0.3 * s
+    for i, (lab, p) in enumerate(zip(state.labels, state.probabilities)):
+        cy = pad + i * row
+        _text(cv2, roi, lab[:3], (pad, cy + row - 2 * s), fs, (200, 200, 200))
+        bx0, by0, by1 = round(pad + label_w), round(cy + 1.5 * s), round(cy + row - 1.5 * s)
+        bw = round(bar_max * min(1.0, max(0.0, p)))
+        cv2.rectangle(roi, (bx0, by0), (round(pad + label_w + bar_max), by1), (70, 70, 70), 1)
+        if bw > 0:
+            cv2.rectangle(roi, (bx0, by0), (bx0 + bw, by1), emotion_bgr(lab), -1)
 
 
 def _draw_panel(cv2, out: np.ndarray, rect: Rect, state: EmotionState | None, stats: OverlayStats, s: float) -> None:

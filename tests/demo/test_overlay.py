@@ -10,6 +10,7 @@ from emo_stream.demo.overlay import (
     OverlayStats,
     draw_overlay,
     face_box,
+    face_tag,
     overlay_layout,
     overlay_regions,
     regions_mask,
@@ -124,3 +125,71 @@ def test_latest_rationale_comes_from_stats_when_the_state_has_none(astronaut_fra
     without = overlay_layout(astronaut_frame.shape, state, OverlayStats())
     with_old = overlay_layout(astronaut_frame.shape, state, OverlayStats(rationale="said earlier", rationale_age_s=1.5))
     assert without.rationale is None and with_old.rationale is not None
+
+
+# -- every tracked person ---------------------------------------------------------------
+def _two_people(make_state):
+    """The primary person (p1, happy, left) and two others: p2 (sad, right) and p3 without a face box."""
+    primary = make_state(person_id="p1", signals=dict(face_x=0.08, face_y=0.62, face_w=0.2, face_h=0.25))
+    sad = (0.02, 0.02, 0.03, 0.88, 0.03, 0.02)
+    p2 = make_state(probs=sad, person_id="p2", signals=dict(face_x=0.62, face_y=0.25, face_w=0.22, face_h=0.28))
+    p3 = make_state(person_id="p3", modalities=("video", "audio"), signals={})
+    return primary, [p2, p3]
+
+
+def test_every_tracked_person_gets_a_box_tag_and_bars_at_their_own_face(astronaut_frame, make_state) -> None:
+    primary, others = _two_people(make_state)
+    stats = OverlayStats(now=2.0)
+    out = draw_overlay(astronaut_frame, primary, stats, others)
+    changed = _changed(out, astronaut_frame)
+    lay = overlay_layout(astronaut_frame.shape, primary, stats, others)
+    assert [p.state.person_id for p in lay.people] == ["p2"]  # p3 has no face to draw at
+    p2 = lay.people[0]
+    # nothing escapes the regions, the other person's included
+    assert changed[~regions_mask(astronaut_frame.shape, lay.regions())].sum() == 0
+    # the outline, in p2's own top-label colour (sad), not the primary's (happy)
+    x0, y0, x1, y1 = p2.face_box
+    left_edge = out[y0 + 10 : y1 - 10, x0]
+    assert np.all(left_edge == emotion_bgr("sad"))
+    assert face_tag(p2.state) == "p2 sad 0.88" and face_tag(primary).startswith("p1 happy")
+    # the compact bars sit under the box and are mostly drawn on
+    assert p2.bars is not None and p2.bars[1] >= y1 and _frac(changed, p2.bars) > 0.5
+    # the longest bar is p2's top label: its row holds the most bar colour
+    bx0, by0, bx1, by1 = p2.bars
+    rows = np.array_split(np.arange(by0, by1), len(p2.state.labels))
+    sad_px = [int(np.all(out[r[0] : r[-1] + 1, bx0:bx1] == emotion_bgr("sad"), axis=2).sum()) for r in rows]
+    assert int(np.argmax(sad_px)) == p2.state.labels.index("sad")
+    # without the others, their region is left alone
+    alone = draw_overlay(astronaut_frame, primary, stats)
+    assert np.array_equal(alone[y0:y1, x0:x1], astronaut_frame[y0:y1, x0:x1])
+
+
+def test_a_person_with_the_primary_id_is_not_drawn_twice(astronaut_frame, make_state) -> None:
+    primary, _ = _two_people(make_state)
+    lay = overlay_layout(astronaut_frame.shape, primary, OverlayStats(now=2.0), [primary])
+    assert lay.people == ()
+
+
+@pytest.mark.parametrize("shape", [(120, 160, 3), (480, 640, 3), (64, 64, 3)])
+def test_others_near_the_frame_edges_stay_inside_it_and_their_regions(make_state, shape) -> None:
+    frame = np.full(shape, 90, np.uint8)
+    primary = make_state(person_id="p1")
+    edge = [
+        make_state(person_id="p2", signals=dict(face_x=0.8, face_y=0.75, face_w=0.2, face_h=0.25)),  # bottom right
+        make_state(person_id="p3", signals=dict(face_x=0.0, face_y=0.0, face_w=0.3, face_h=0.9)),  # tall, top left
+    ]
+    out = draw_overlay(frame, primary, OverlayStats(now=2.0), edge)
+    lay = overlay_layout(shape, primary, OverlayStats(now=2.0), edge)
+    assert len(lay.people) == 2
+    h, w = shape[:2]
+    assert all(0 <= r[0] < r[2] <= w and 0 <= r[1] < r[3] <= h for r in lay.regions())
+    assert _changed(out, frame)[~regions_mask(shape, lay.regions())].sum() == 0
+
+
+def test_panel_moves_right_when_it_would_hide_another_person(astronaut_frame, make_state) -> None:
+    primary = make_state(person_id="p1", modalities=("video", "audio"), signals={})  # primary face not seen
+    p2 = make_state(person_id="p2", signals=dict(face_x=0.05, face_y=0.05, face_w=0.2, face_h=0.25))
+    shape = astronaut_frame.shape
+    assert overlay_layout(shape, primary).panel[0] < 50  # alone: top left, as always
+    lay = overlay_layout(shape, primary, None, [p2])
+    assert lay.panel[0] > shape[1] // 2
