@@ -26,6 +26,7 @@ PUBLIC_MODULES = {
     "emo_stream.stats",
     "emo_stream.state",
     "emo_stream.perception.face",
+    "emo_stream.stream.downscale",
     "emo_stream.stream.samples",
     "emo_stream.stream.sinks",
     "emo_stream.stream.sources.audio_convert",

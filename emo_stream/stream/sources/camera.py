@@ -29,6 +29,7 @@ import numpy as np
 from emo_stream.errors import SourceError
 from emo_stream.stream.samples import VIDEO, SourceEvent, VideoFrame
 from emo_stream.stream.sources.base import LiveSource
+from emo_stream.stream.downscale import downscale
 
 
 def import_cv2():
@@ -181,12 +182,7 @@ class CameraSource(LiveSource):
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         elif img.shape[2] == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-        m = self.max_frame_side
-        h, w = img.shape[:2]
-        if m is not None and max(h, w) > m:
-            s = m / max(h, w)
-            img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(img)
+        return np.ascontiguousarray(downscale(img, self.max_frame_side))
 
     def close(self) -> None:
         super().close()

@@ -52,6 +52,7 @@ from emo_stream.stream.samples import AUDIO, VIDEO, AudioChunk, Sample, SourceEv
 from emo_stream.stream.sources.audio_convert import AUDIO_GAP_S, AudioStamper
 from emo_stream.stream.sources.base import ConditionEvents, Source
 from emo_stream.stream.sources.orientation import frame_orientation
+from emo_stream.stream.downscale import scaled_size
 
 __all__ = ["AUDIO_GAP_S", "MediaFileSource", "WavFileSource", "read_audio", "PtsGuesser"]
 
@@ -395,12 +396,7 @@ class MediaFileSource(Source):
     def _target_size(self, w: int, h: int) -> tuple[int, int]:
         size = self._v_size.get((w, h))
         if size is None:
-            m = self.max_frame_side
-            if m is None or max(w, h) <= m:
-                size = (w, h)
-            else:
-                s = m / max(w, h)
-                size = (max(1, round(w * s)), max(1, round(h * s)))
+            size = scaled_size(w, h, self.max_frame_side)
             self._v_size[(w, h)] = size
         return size
 

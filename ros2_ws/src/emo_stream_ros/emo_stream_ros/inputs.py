@@ -24,6 +24,7 @@ import numpy as np
 
 from emo_stream.stream.samples import AUDIO, VIDEO, AudioChunk, VideoFrame
 from emo_stream.stream.sources.audio_convert import AudioConverter
+from emo_stream.stream.downscale import downscale
 from emo_stream.stream.sources.push import PushSource
 
 from emo_stream_ros.conversions import (
@@ -154,14 +155,7 @@ class TopicInput:
         self.push.push(VideoFrame(self.origin.to_seconds(ns), img, self.counters.images - 1))
 
     def _downscale(self, img: np.ndarray) -> np.ndarray:
-        side = self.max_frame_side
-        h, w = img.shape[:2]
-        if side is None or max(h, w) <= side:
-            return img
-        import cv2
-
-        scale = side / max(h, w)
-        return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        return downscale(img, self.max_frame_side)
 
     # -- audio --------------------------------------------------------------------------
     def on_audio(self, msg: Any) -> None:
