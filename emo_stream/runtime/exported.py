@@ -112,7 +112,9 @@ def shell_encoder(cfg: Any) -> Any:
     from emo_stream.model.encoders import SHIPPED_CONFIGS, build_encoder
 
     if isinstance(cfg, SHIPPED_CONFIGS):
-        return build_encoder(cfg).eval()
+        enc = build_encoder(cfg).eval()
+        enc.warm()  # sessions open while the model loads, not in the first window
+        return enc
 
     from emo_stream.model.encoders import (
         AudioEncoder,

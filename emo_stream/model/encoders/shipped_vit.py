@@ -248,6 +248,11 @@ class ShippedViTEncoder(nn.Module):
             self._runner = vit_s14_runner(self.config.threads, self.config.cache_images)
         return self._runner
 
+    def warm(self) -> None:
+        """Open the ONNX Runtime session and run one image now, so that the first streamed window does not
+        pay for it (~1 s: the graph is read, pruned and optimised)."""
+        self.runner.session.run([VIT_S14_TOKENS], {VIT_S14_INPUT: np.zeros((1, 3, 224, 224), np.float32)})
+
     def preprocess(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None = None) -> Tensor:
         """BGR uint8 frames/crops -> (n, 3, 224, 224): the global view's one frame, the face view's middle
         ``max_frames`` crops, or the temporal view's ``num_frames`` evenly spaced frames."""

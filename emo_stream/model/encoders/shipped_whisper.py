@@ -103,6 +103,10 @@ class ShippedWhisperEncoder(nn.Module):
     def model(self) -> Any:
         return _ct2_whisper(self._path, self.config.threads)
 
+    def warm(self) -> None:
+        """Load the CTranslate2 model and encode 0.1 s now, so that the first streamed window does not pay for it."""
+        self.encode_numpy(np.zeros((1, 80, 10), np.float32), np.array([1600]))
+
     def mel(self, wave: np.ndarray) -> np.ndarray:
         """(80, 2 P) log-mel of one mono 16 kHz wave (P >= 1 encoder frames)."""
         if self._extractor is None:
