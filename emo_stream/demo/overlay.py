@@ -264,8 +264,9 @@ def overlay_layout(
         if lay is not None:
             others.append(lay)
     # keep the faces visible: move the panel to the right edge when that covers less of them
-    # (the primary face and every other person's box and bars)
-    faces = ([box] if box is not None else []) + [r for p in others for r in (p.face, p.bars) if r is not None]
+    # (the primary face with its tag, every other person's box, tag and bars)
+    face = _face_rect(box, state, w, h, s) if box is not None and state is not None else None
+    faces = ([face] if face is not None else []) + [r for p in others for r in (p.face, p.bars) if r is not None]
     left = _clip((m, m, m + pw, m + ph), w, h) or (0, 0, max(1, w), max(1, h))
     panel = left
     hidden = sum(_overlap(left, f) for f in faces)
@@ -282,7 +283,6 @@ def overlay_layout(
         rationale = _clip((m, h - m - rh, w - m, h - m), w, h)
         if rationale is not None and rationale[1] < panel[3]:  # tiny frame: panel wins
             rationale = _clip((m, panel[3], w - m, h - m), w, h)
-    face = _face_rect(box, state, w, h, s) if box is not None and state is not None else None
     return OverlayLayout(scale=s, panel=panel, rationale=rationale, face=face, face_box=box, people=tuple(others))
 
 

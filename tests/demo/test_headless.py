@@ -153,3 +153,56 @@ def test_stop_during_the_pipeline_writes_no_video(media, tmp_path) -> None:
     assert result.stopped and result.video is None and not (tmp_path / "stopped.mp4").exists()
     assert result.states == 3 and len(read_jsonl(str(tmp_path / "stopped.jsonl"))) == 3
     assert "stopped before rendering" in result.summary()
+
+
+@pytest.fixture(scope="module")
+def two_faces(media, tmp_path_factory) -> Run:
+    """3 s: Megamind (left) beside the astronaut photo (right), with speech, through the real default engine."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("two")
+    clip = d / "two_faces.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-t", "3", "-i", str(media / "megamind.avi"), "-t", "3", "-i", str(media / "astronaut_speech.mp4"),
+         "-filter_complex", "[1:v]scale=-2:528,fps=24[r];[0:v]fps=24[l];[l][r]hstack=inputs=2[v]", "-map", "[v]", "-map", "1:a",
+         "-c:v", "libx264", "-preset", "ultrafast", "-crf", "16", "-c:a", "aac", "-shortest", str(clip)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return _annotate(clip, d / "annotated.mp4", "default", options={"llm": False, "rationale": "off", "asr": "off"})
+
+
+@pytest.mark.slow
+def test_two_people_each_get_their_box_and_label_drawn(two_faces) -> None:
+    """Both people of a real two-face clip are drawn at their own faces; nothing outside the overlay changes."""
+    everyone = read_jsonl(str(two_faces.result.jsonl))
+    primary = [s for s in everyone if s.person_id == everyone[0].person_id]
+    others: dict[tuple[int, float], list] = {}
+    for s in everyone:
+        if s.person_id != everyone[0].person_id:
+            others.setdefault((s.sequence, s.window_end), []).append(s)
+    assert others, "the default engine tracked one person only"
+    track = StateTrack(primary)
+    frames_in = {f.index: f for f in iter_video_frames(two_faces.input)}
+    seen_right = 0
+    for out in iter_video_frames(two_faces.result.video):
+        if out.index % 12:
+            continue
+        src = frames_in[out.index]
+        state, stats = track.at(src.t, note="engine: default")
+        people = others.get((state.sequence, state.window_end), []) if state is not None else []
+        a, b = src.bgr(), out.bgr()
+        lay = overlay_layout(a.shape, state, stats, people)
+        changed = np.any(a != b, axis=2)
+        assert changed[~regions_mask(a.shape, lay.regions())].sum() == 0  # lossless: exact outside the overlay
+        if state is None:
+            continue
+        assert lay.face is not None and changed[lay.face[1] : lay.face[3], lay.face[0] : lay.face[2]].mean() > 0.05
+        assert len(lay.people) == len(people)  # every other person of the window had a fresh face box
+        for p in lay.people:  # their box outline, id tag and bars are drawn at their own face
+            x0, y0, x1, y1 = p.face_box
+            assert changed[y0 + 4 : y1 - 4, x0].mean() > 0.9  # the outline
+            tag = (p.face[0], p.face[1], p.face[2], y0)  # the tag strip above the box
+            assert changed[tag[1] : tag[3], tag[0] : tag[0] + 40].mean() > 0.5
+            assert p.bars is not None and changed[p.bars[1] : p.bars[3], p.bars[0] : p.bars[2]].mean() > 0.5
+            seen_right += x0 >= 720  # the astronaut photo, right of Megamind's 720 px
+    assert seen_right >= 4  # the astronaut is drawn in (almost) every sampled frame with states
