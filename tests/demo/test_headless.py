@@ -111,7 +111,7 @@ def test_default_engine_on_the_speech_clip_draws_the_face_box(media, tmp_path) -
     state, stats = track.at(src.t)
     lay = overlay_layout(a.shape, state, stats)
     assert lay.face_box is not None
-    x0, y0, x1, y1 = lay.face_box
+    x0, y0, _x1, y1 = lay.face_box
     diff = np.abs(a - b).max(axis=2)
     assert diff[y0 + 20 : y1 - 20, x0].mean() > 40  # the outline (lossy: compare magnitudes)
     outside = ~regions_mask(a.shape, lay.regions(), grow=8)
@@ -199,7 +199,7 @@ def test_two_people_each_get_their_box_and_label_drawn(two_faces) -> None:
         assert lay.face is not None and changed[lay.face[1] : lay.face[3], lay.face[0] : lay.face[2]].mean() > 0.05
         assert len(lay.people) == len(people)  # every other person of the window had a fresh face box
         for p in lay.people:  # their box outline, id tag and bars are drawn at their own face
-            x0, y0, x1, y1 = p.face_box
+            x0, y0, _x1, y1 = p.face_box
             assert changed[y0 + 4 : y1 - 4, x0].mean() > 0.9  # the outline
             tag = (p.face[0], p.face[1], p.face[2], y0)  # the tag strip above the box
             assert changed[tag[1] : tag[3], tag[0] : tag[0] + 40].mean() > 0.5
