@@ -110,6 +110,10 @@ class DefaultEngineOptions:
         asr: ``auto`` | ``sync`` | ``background`` | ``off`` (see module doc).
         text_horizon_s: words spoken this long before the window end still count
             (an utterance is transcribed only once it has ended).
+        asr_partial_every_s: while an utterance goes on, transcribe it again every
+            this much new speech (latest wins on the ASR worker; 0 = words only
+            once it ended). 2 s: a long first utterance of a short clip otherwise
+            carries no words in paced runs (issue 14, lossless vs paced agreement).
         llm: score labels with the LLM (False: experts + fusion only).
         rationale: ``auto`` | ``sync`` | ``background`` | ``off``.
         rationale_every_s: stream time between rationale requests. 3 s so that, live,
@@ -133,6 +137,7 @@ class DefaultEngineOptions:
     face_detect_every: int = 1
     asr: str = "auto"
     text_horizon_s: float = 6.0
+    asr_partial_every_s: float = 2.0
     llm: bool = True
     rationale: str = "auto"
     rationale_every_s: float = 3.0
@@ -157,6 +162,8 @@ class DefaultEngineOptions:
             raise ConfigError(f"engine.options.face_detect_every must be in [1, 30], got {self.face_detect_every}")
         if not 0 <= self.text_horizon_s <= 60:
             raise ConfigError(f"engine.options.text_horizon_s must be in [0, 60], got {self.text_horizon_s}")
+        if not (self.asr_partial_every_s == 0.0 or 0.5 <= self.asr_partial_every_s <= 8.0):
+            raise ConfigError(f"engine.options.asr_partial_every_s must be 0 (off) or in [0.5, 8], got {self.asr_partial_every_s}")
         if self.rationale_every_s <= 0:
             raise ConfigError("engine.options.rationale_every_s must be > 0 (use rationale: off to disable)")
         if not 4 <= self.rationale_max_tokens <= 256:
@@ -215,8 +222,9 @@ class DefaultEngine(Engine):
         else:
             self.face_analyzer = FaceAnalyzer(self.faces, self.expressions, self._face_results, fps=fps, detect_every=o.face_detect_every)
         self.voice = VoiceAnalyzer(self.vad, self.prosody, self.clock)
-        self._asr_config = AsrConfig(cpu_threads=self.threads.asr_threads)
-        self._whisper = load_whisper(self._asr_config) if o.asr != "off" else None
+        self._asr_config = AsrConfig(cpu_threads=self.threads.asr_threads, partial_every_s=o.asr_partial_every_s)
+        # Warmed at load: CTranslate2's first call costs 2-3x a warm one, and it would land on the first utterance.
+        self._whisper = load_whisper(self._asr_config, warm_up=True) if o.asr != "off" else None
         self.transcriber = None  # built when the stream's mode is known (prepare / first window)
         self.llm = None
         if o.llm or o.rationale != "off":
@@ -515,8 +523,8 @@ class DefaultEngine(Engine):
             # Only utterances that ended by the window end: lossless mode has audio
             # decoded past the window end (containers interleave loosely), and a state
             # must not know words that had not been spoken yet.
-            segs = self.transcriber.segments(window.end - self.options.text_horizon_s, window.end)
-            text = " ".join(seg.text for seg in segs if seg.text and seg.t1 <= window.end + 1e-6)
+            # A long utterance's partial transcript stands in until its final one exists.
+            text = self.transcriber.text_for(window.end - self.options.text_horizon_s, window.end, ended_by=window.end)
             if text.strip():
                 t = time.perf_counter()
                 tc = self.text.analyze(text)

