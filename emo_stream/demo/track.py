@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from emo_stream.demo.overlay import OverlayStats, latency_of
 from emo_stream.state import EmotionState
+from emo_stream.stream.sinks import Sink
 
 #: States within this many seconds before *t* count towards the state rate.
 RATE_HORIZON_S = 3.0
@@ -85,11 +86,14 @@ class LatestState:
         self._state: EmotionState | None = None
         self._arrivals: collections.deque[float] = collections.deque(maxlen=16)
         self._rationale: EmotionState | None = None
+        self._people: tuple[EmotionState, ...] = ()
         self.count = 0
 
-    def put(self, state: EmotionState) -> None:
+    def put(self, state: EmotionState, people: Sequence[EmotionState] = ()) -> None:
+        """The newest primary state and the other tracked people of its window."""
         with self._lock:
             self._state = state
+            self._people = tuple(people)
             self._arrivals.append(self._wall())
             if state.rationale.strip():
                 self._rationale = state
@@ -99,6 +103,42 @@ class LatestState:
     def state(self) -> EmotionState | None:
         with self._lock:
             return self._state
+
+    def people_of(self, state: EmotionState | None) -> tuple[EmotionState, ...]:
+        """The other people of ``state``'s window; empty once a newer state replaced it (so a
+        frame never shows one window's primary person beside another window's others)."""
+        with self._lock:
+            return self._people if state is not None and state is self._state else ()
+
+
+class LatestSink(Sink):
+    """Feeds a :class:`LatestState` a whole window at a time: the primary state with the
+    other tracked people (``write_person``), published at ``end_window``.
+
+    WHY buffer until the window ends: publishing the primary state at once would show it
+    for a frame or two without the people that come right after it.
+    """
+
+    def __init__(self, latest: LatestState) -> None:
+        self.latest = latest
+        self._state: EmotionState | None = None
+        self._people: list[EmotionState] = []
+
+    def write(self, state: EmotionState) -> None:
+        if self._state is not None:  # a caller without end_window: publish the previous window
+            self.end_window()
+        self._state, self._people = state, []
+
+    def write_person(self, state: EmotionState) -> None:
+        self._people.append(state)
+
+    def end_window(self) -> None:
+        if self._state is not None:
+            self.latest.put(self._state, self._people)
+        self._state, self._people = None, []
+
+    def close(self) -> None:
+        self.end_window()
 
     def snapshot(self, now: float | None = None, **extra) -> tuple[EmotionState | None, OverlayStats]:
         """The newest state and overlay numbers; ``now`` is the shown frame's time (state clock)."""
