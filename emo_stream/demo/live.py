@@ -43,11 +43,12 @@ from emo_stream.demo.video import AnnotatedVideoWriter, check_output_path
 from emo_stream.demo.window import CvDisplay, display_problem  # noqa: F401 - re-exported: the window lives in .window
 from emo_stream.engines.base import Engine
 from emo_stream.errors import EmoStreamError
-from emo_stream.state import EmotionState
 from emo_stream.pipeline import Pipeline, PipelineStats
+from emo_stream.state import EmotionState
 from emo_stream.stream.samples import AudioChunk, Sample, VideoFrame
 from emo_stream.stream.sinks import CallbackSink, JsonlSink, Sink
-from emo_stream.stream.sources.base import Source, SourceStats
+from emo_stream.stream.sources.base import Source
+from emo_stream.stream.sources.wrapped import WrappedSource
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Display(Protocol):
 
 
 # -- fan-out of captured samples -------------------------------------------------------------------------
-class TeeSource(Source):
+class TeeSource(WrappedSource):
     """Passes ``inner``'s samples through unchanged and shows each one to ``on_sample`` first.
 
     ``on_sample`` runs on the pipeline's pump thread and must return at once
@@ -82,22 +83,9 @@ class TeeSource(Source):
     """
 
     def __init__(self, inner: Source, on_sample: Callable[[Sample], None]) -> None:
-        # no Source.__init__: the counters are the inner source's
-        self.inner = inner
+        super().__init__(inner)  # counters, streams, clock, timing flags: the inner source's
         self.on_sample = on_sample
-        self.name = inner.name
-        self.live = inner.live
-        self.clock = inner.clock
-        self.paced = getattr(inner, "paced", False)
         self._opened = False
-
-    @property
-    def stats(self) -> SourceStats:  # type: ignore[override]
-        return self.inner.stats
-
-    @property
-    def streams(self) -> frozenset[str]:
-        return self.inner.streams
 
     def open(self) -> None:
         if not self._opened:
@@ -111,9 +99,6 @@ class TeeSource(Source):
             except Exception:  # noqa: BLE001 - a display problem must not stop perception
                 log.exception("demo frame hook failed")
             yield sample
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class LatestFrame:

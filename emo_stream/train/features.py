@@ -70,17 +70,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emo_stream.durable import fsync_path, sha256_file
 from emo_stream.config import StreamConfig
+from emo_stream.durable import fsync_path, sha256_file
 from emo_stream.engines.base import Engine, EngineOutput
 from emo_stream.errors import ConfigError, EmoStreamError
 from emo_stream.outputs import write_text, writing
+from emo_stream.progress import progress_bar
 from emo_stream.stream.samples import AudioChunk
 from emo_stream.stream.samples import Sample as StreamSample
 from emo_stream.stream.scheduler import Window
 from emo_stream.stream.sources.base import Source
+from emo_stream.stream.sources.wrapped import WrappedSource
 from emo_stream.train.dataset import DatasetError, Manifest, Sample
-from emo_stream.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -213,27 +214,13 @@ def source_key(sample: Sample) -> str:
 # ---------------------------------------------------------------------------
 
 
-class ClipSource(Source):
+class ClipSource(WrappedSource):
     """A file source cut to media time [start, end) (samples keep their media timestamps)."""
 
     def __init__(self, inner: Source, start: float | None, end: float | None) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)  # counters, streams, clock: the inner source's
         self.start = start or 0.0
         self.end = math.inf if end is None else end
-        self.name = inner.name
-        self.clock = inner.clock
-        self.stats = inner.stats
-
-    @property
-    def streams(self) -> frozenset[str]:
-        return self.inner.streams
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def samples(self) -> Iterator[StreamSample]:
         for s in self.inner.samples():

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 
 from emo_stream.stream.samples import AudioChunk, Sample
-from emo_stream.stream.sources.base import Source, SourceStats
+from emo_stream.stream.sources.base import Source
+from emo_stream.stream.sources.wrapped import WrappedSource
 
 #: Longest single sleep, so :meth:`PacedSource.close` from another thread takes effect promptly.
 MAX_SLEEP_S = 0.1
@@ -31,7 +32,7 @@ MAX_SLEEP_S = 0.1
 REORDER_S = 1.0
 
 
-class PacedSource(Source):
+class PacedSource(WrappedSource):
     """Release the samples of ``inner`` at ``speed`` x their media rate on the wall clock.
 
     The first sample is released at once and fixes the mapping media time ->
@@ -59,25 +60,16 @@ class PacedSource(Source):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        # No Source.__init__: stats belong to the inner source (one set of counters).
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
-        self.inner = inner
+        super().__init__(inner)  # stats, streams, clock: the inner source's
+        self.live, self.paced = False, True
         self.speed = float(speed)
         self._clock = clock
         self._sleep = sleep
         self._closed = False
         self._t0: tuple[float, float] | None = None  # (media time, wall time) of the first sample
         self.name = f"paced({inner.name}, x{self.speed:g})"
-        self.clock = inner.clock
-
-    @property
-    def stats(self) -> SourceStats:  # type: ignore[override]
-        return self.inner.stats
-
-    @property
-    def streams(self) -> frozenset[str]:
-        return self.inner.streams
 
     def __getattr__(self, name: str):
         # Pass through source-specific properties (duration, fps, path ...).
@@ -87,11 +79,11 @@ class PacedSource(Source):
 
     def open(self) -> None:
         self._closed = False
-        self.inner.open()
+        super().open()
 
     def close(self) -> None:
         self._closed = True
-        self.inner.close()
+        super().close()
 
     def media_now(self) -> float | None:
         """The media time being played now (None before the first sample).
