@@ -38,7 +38,7 @@ import numpy as np
 from emo_stream.config import StreamConfig
 from emo_stream.demo.errors import DemoError
 from emo_stream.demo.overlay import draw_overlay
-from emo_stream.demo.track import LatestState
+from emo_stream.demo.track import LatestSink, LatestState
 from emo_stream.demo.video import AnnotatedVideoWriter, check_output_path
 from emo_stream.demo.window import CvDisplay, display_problem  # noqa: F401 - re-exported: the window lives in .window
 from emo_stream.engines.base import Engine
@@ -228,7 +228,7 @@ class LiveRecorder:
             return  # a camera that changed resolution mid-stream: keep the file consistent
         state, stats = self.latest_state.snapshot(now=item.t, note=self.note, dropped=self.frames_dropped)
         pts = round((item.t - self._t0) / _LIVE_TIME_BASE)
-        self._writer.write(draw_overlay(item.image, state, stats), pts)
+        self._writer.write(draw_overlay(item.image, state, stats, self.latest_state.people_of(state)), pts)
         self.frames_written += 1
 
     def close(self) -> None:
@@ -372,7 +372,7 @@ class LiveDemo:
         done = threading.Event()
         try:
             engine = self.engine if self.engine is not None else make_engine(self.config)
-            sinks: list[Sink] = [CallbackSink(self.latest_state.put)]
+            sinks: list[Sink] = [LatestSink(self.latest_state)]  # with the other tracked people
             if self.on_state is not None:
                 sinks.append(CallbackSink(self.on_state))
             if self.jsonl is not None:
@@ -472,5 +472,5 @@ class LiveDemo:
         state, stats = self.latest_state.snapshot(
             now=frame.t, fps=self.latest_frame.fps(), paused=paused, note=f"{HELP}  engine: {self.config.engine.name}"
         )
-        self.display.show(draw_overlay(frame.image, state, stats))  # type: ignore[union-attr]
+        self.display.show(draw_overlay(frame.image, state, stats, self.latest_state.people_of(state)))  # type: ignore[union-attr]
         self.frames_shown += 1

@@ -111,6 +111,25 @@ class LatestState:
             return self._people if state is not None and state is self._state else ()
 
 
+    def snapshot(self, now: float | None = None, **extra) -> tuple[EmotionState | None, OverlayStats]:
+        """The newest state and overlay numbers; ``now`` is the shown frame's time (state clock)."""
+        with self._lock:
+            state, arrivals, r = self._state, list(self._arrivals), self._rationale
+        wall = self._wall()
+        recent = [a for a in arrivals if wall - a <= RATE_HORIZON_S]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else None
+        if state is None:
+            return None, OverlayStats(now=now, note=extra.pop("note", "waiting for first state"), **extra)
+        rationale = age = None
+        if r is not None:
+            rationale = r.rationale.strip()
+            ref = now if now is not None else state.window_end
+            age = max(0.0, ref - _rationale_stamp(r))
+        return state, OverlayStats(
+            now=now, state_rate_hz=rate, latency_ms=latency_of(state), rationale=rationale, rationale_age_s=age, **extra
+        )
+
+
 class LatestSink(Sink):
     """Feeds a :class:`LatestState` a whole window at a time: the primary state with the
     other tracked people (``write_person``), published at ``end_window``.
@@ -139,21 +158,3 @@ class LatestSink(Sink):
 
     def close(self) -> None:
         self.end_window()
-
-    def snapshot(self, now: float | None = None, **extra) -> tuple[EmotionState | None, OverlayStats]:
-        """The newest state and overlay numbers; ``now`` is the shown frame's time (state clock)."""
-        with self._lock:
-            state, arrivals, r = self._state, list(self._arrivals), self._rationale
-        wall = self._wall()
-        recent = [a for a in arrivals if wall - a <= RATE_HORIZON_S]
-        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else None
-        if state is None:
-            return None, OverlayStats(now=now, note=extra.pop("note", "waiting for first state"), **extra)
-        rationale = age = None
-        if r is not None:
-            rationale = r.rationale.strip()
-            ref = now if now is not None else state.window_end
-            age = max(0.0, ref - _rationale_stamp(r))
-        return state, OverlayStats(
-            now=now, state_rate_hz=rate, latency_ms=latency_of(state), rationale=rationale, rationale_age_s=age, **extra
-        )
