@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -311,29 +312,15 @@ class Pipeline:
         now = self._capture_now(window.clock)
         if now is not None:
             latency["since_window_end"] = (now - window.end) * 1e3
-        return EmotionState.build(
-            label_set=self.engine.label_set,
-            probabilities=out.probabilities,
-            window_start=window.start,
-            window_end=window.end,
-            sequence=window.index,
-            model_id=self.engine.model_id,
-            valence=out.valence,
-            arousal=out.arousal,
-            modalities=out.modalities,
-            rationale=rationale,
-            rationale_age_s=age,
-            latency_ms=latency,
-            flags=[*window.flags, *out.flags],
-            signals=out.signals,
-            clock=window.clock,
-            transcript=out.transcript,
-            person_id=out.person_id,
-        )
+        return self._build_state(window, out, latency, rationale=rationale, rationale_age_s=age)
 
     def _person_state(self, window: Window, out: EngineOutput, latency: Mapping[str, float]) -> EmotionState:
         """State of a non-primary tracked person: the window's timing, their own evidence;
         no rationale (the reasoner explains the primary person only)."""
+        return self._build_state(window, out, latency)
+
+    def _build_state(self, window: Window, out: EngineOutput, latency: Mapping[str, float], **extra: Any) -> EmotionState:
+        """The one place a window plus an engine output become a state (primary or other person)."""
         return EmotionState.build(
             label_set=self.engine.label_set,
             probabilities=out.probabilities,
@@ -350,4 +337,5 @@ class Pipeline:
             clock=window.clock,
             transcript=out.transcript,
             person_id=out.person_id,
+            **extra,
         )
