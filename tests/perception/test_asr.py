@@ -12,6 +12,7 @@ import pytest
 from emo_stream.errors import ConfigError, ModelFileError
 from emo_stream.perception.asr import AsrConfig, Transcriber, load_whisper, normalize_text, word_error_rate
 from emo_stream.perception.vad import SAMPLE_RATE, VoiceActivityDetector
+from emo_stream.stream.samples import AudioChunk
 from emo_stream.stream.sources.media_file import read_audio
 
 MEDIA = Path(__file__).resolve().parents[2] / ".cache" / "media"
@@ -169,3 +170,96 @@ def test_config_and_model_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="model.bin"):
         AsrConfig(model_dir=str(tmp_path)).resolved_model_dir()
     assert (AsrConfig().resolved_model_dir() / "model.bin").is_file()
+
+
+# ---------------------------------------------------------------- partials, slivers, warm-up
+def voice_stream(x: np.ndarray, transcriber: Transcriber, stop_s: float | None = None, chunk: int = 512):
+    """Feed ``x`` through the engine's own VoiceAnalyzer (real VAD + prosody) in 32-ms chunks, as the audio worker does.
+
+    Stops before the end-of-stream flush when ``stop_s`` is given (the span is still open then).
+    """
+    from emo_stream.perception.prosody import ProsodyTracker
+    from emo_stream.perception.workers import VoiceAnalyzer
+    from emo_stream.threads import StageClock
+
+    voice = VoiceAnalyzer(VoiceActivityDetector(), ProsodyTracker(), StageClock())
+    voice.transcriber = transcriber
+    n = x.shape[0] if stop_s is None else int(stop_s * SAMPLE_RATE)
+    for i in range(0, n, chunk):
+        voice.analyze(AudioChunk(i / SAMPLE_RATE, x[i:min(i + chunk, n)], SAMPLE_RATE))
+    return voice
+
+
+def test_partial_words_arrive_before_a_long_span_closes(whisper, references) -> None:
+    """librivox 0870 is one 6.9-s utterance: without partials it has no words until it ends."""
+    x = load_wav(MEDIA / "librivox_0870.wav")
+    runs = []
+    for _ in range(2):  # inline (lossless) mode twice: partials are cut in audio time, so the results repeat
+        asr = Transcriber(AsrConfig(partial_every_s=2.0), model=whisper)
+        voice = voice_stream(x, asr, stop_s=6.5)
+        open_segs = asr.segments()
+        assert asr.partial_calls == 3 and asr.model_calls == 3  # at 2, 4 and 6 s of open speech
+        assert len(open_segs) == 1 and open_segs[0].partial and open_segs[0].t1 <= 6.5 + 1e-6
+        early = asr.segments(ended_by=3.0)  # a window ending at 3.0 s sees the 2-s partial, not later ones
+        assert len(early) == 1 and early[0].partial and early[0].t1 <= 3.0 and early[0].text
+        ref = normalize_text(references["0870"])
+        hyp = normalize_text(early[0].text)
+        assert 2 <= len(hyp) < len(ref) and word_error_rate(ref[: len(hyp)], hyp) < 0.5, early[0].text
+        # The rest of the clip, then the end of stream: the final transcript replaces the partial.
+        for i in range(int(6.5 * SAMPLE_RATE), x.shape[0], 512):
+            voice.analyze(AudioChunk(i / SAMPLE_RATE, x[i:i + 512], SAMPLE_RATE))
+        voice.finish()
+        final = asr.segments()
+        assert len(final) == 1 and not final[0].partial and asr.model_calls == 4
+        assert word_error_rate(references["0870"], final[0].text) < 0.3
+        assert asr.segments(ended_by=3.0) == early  # a window that ended mid-utterance still answers the same
+        runs.append([(s.t0, s.t1, s.text, s.partial) for s in (*asr._partials, *final)])
+    assert runs[0] == runs[1]
+
+
+def test_background_partials_are_latest_wins_and_finals_go_first(whisper, references) -> None:
+    x = load_wav(MEDIA / "librivox_0870.wav")
+    with Transcriber(AsrConfig(cpu_threads=1, partial_every_s=2.0), model=whisper, background=True) as asr:
+        voice_stream(x, asr).finish()  # feeding is fast; the worker is still on the first partial
+        assert asr.wait_idle(timeout=120) and asr.last_error is None and asr.pending == 0
+        # Each of the 3 partial jobs either ran or was superseded (by a newer one or by the final): no backlog.
+        assert asr.partial_calls + asr.partials_replaced == 3 and asr.partials_replaced >= 1
+        assert asr.model_calls == asr.partial_calls + 1
+        final = asr.segments()
+    assert len(final) == 1 and not final[0].partial
+    assert word_error_rate(references["0870"], final[0].text) < 0.3
+
+
+def test_sliver_joins_the_next_span_in_one_call(whisper) -> None:
+    x = load_wav(MEDIA / "librivox_0880.wav")  # speech 0.16-2.99 s
+    asr = Transcriber(AsrConfig(partial_every_s=0.0), model=whisper)
+    asr.update(0.0, x, [(0.16, 0.7), (0.75, 2.99)])
+    assert asr.model_calls == 1 and [(s.t0, s.t1) for s in asr.segments()] == [(0.16, 2.99)]
+
+
+def test_sliver_waits_for_an_open_span_and_is_flushed_alone_at_the_end(whisper) -> None:
+    x = load_wav(MEDIA / "librivox_0880.wav")
+    asr = Transcriber(AsrConfig(partial_every_s=0.0), model=whisper)
+    asr.update(0.0, x[: int(1.5 * SAMPLE_RATE)], [(0.16, 0.7)], open_span=(0.75, 1.5))
+    assert asr.model_calls == 0  # held: the span that follows will take it along
+    assert len(asr.flush()) == 1 and asr.model_calls == 1  # the stream ended first: transcribed alone
+    assert [(s.t0, s.t1) for s in asr.segments()] == [(0.16, 0.7)]
+    lone = Transcriber(AsrConfig(partial_every_s=0.0), model=whisper)
+    lone.update(0.0, x, [(0.16, 0.7)])  # audio already 2.3 s past it, no speech after: no wait
+    assert lone.model_calls == 1
+
+
+def test_warm_up_happens_at_load() -> None:
+    model = load_whisper(AsrConfig(cpu_threads=1), warm_up=True)
+    assert model.emo_stream_warmup_s > 0.0
+    assert not hasattr(load_whisper(AsrConfig(cpu_threads=1)), "emo_stream_warmup_s")
+
+
+def test_partial_and_sliver_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="partial_every_s"):
+        AsrConfig(partial_every_s=0.1)
+    with pytest.raises(ConfigError, match="sliver_s"):
+        AsrConfig(sliver_s=9.0)
+    with pytest.raises(ConfigError, match="merge_gap_s"):
+        AsrConfig(merge_gap_s=-1.0)
+    assert AsrConfig(partial_every_s=0.0).partial_every_s == 0.0
