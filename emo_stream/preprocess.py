@@ -181,6 +181,23 @@ def hubert_inputs(waves: Sequence[np.ndarray], normalize: bool, min_samples: int
     return values, lengths
 
 
+def clean_wave(x: np.ndarray) -> np.ndarray:
+    """Samples as a flat float32 array with NaN/inf replaced by 0 (one bad sample must not poison a window)."""
+    a = np.asarray(x, dtype=np.float32).reshape(-1)
+    if not np.all(np.isfinite(a)):
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    return a
+
+
+def resample_linear(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """Linear-interpolation resampling (adequate for speech features; not a band-limited resampler)."""
+    if src_rate == dst_rate or x.size == 0:
+        return x.astype(np.float32)
+    n_out = max(1, int(round(x.size * dst_rate / src_rate)))
+    t_out = np.arange(n_out) * (src_rate / dst_rate)
+    return np.interp(t_out, np.arange(x.size), x).astype(np.float32)
+
+
 def frames_for_hop(lengths: np.ndarray, hop: int, max_frames: int) -> np.ndarray:
     """Frames of a hop-``hop`` front end covering ``lengths`` samples, in [1, max_frames] (Whisper: hop 320)."""
     n = (np.asarray(lengths, dtype=np.int64) + hop - 1) // hop
@@ -190,10 +207,12 @@ def frames_for_hop(lengths: np.ndarray, hop: int, max_frames: int) -> np.ndarray
 __all__ = [
     "INTERPOLATIONS",
     "center_square_box",
+    "clean_wave",
     "crop_to_box",
     "frames_for_hop",
     "hubert_inputs",
     "images_to_pixels",
+    "resample_linear",
     "resample_taps",
     "resize_antialiased",
 ]

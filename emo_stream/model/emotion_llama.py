@@ -32,6 +32,29 @@ from torch import Tensor, nn
 
 from emo_stream.errors import ConfigError, ModelFileError
 from emo_stream.labels import LabelSet, get_label_set
+from emo_stream.model.configs.emotion_llama import (
+    MODALITIES as MODALITIES,
+)
+
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.emotion_llama import (
+    SMALL_PROMPT_TEMPLATE as SMALL_PROMPT_TEMPLATE,
+)
+from emo_stream.model.configs.emotion_llama import (
+    V1_FEATURE_OF as V1_FEATURE_OF,
+)
+from emo_stream.model.configs.emotion_llama import (
+    EmotionLlamaConfig as EmotionLlamaConfig,
+)
+from emo_stream.model.configs.emotion_llama import (
+    _from_dict as _from_dict,
+)
+from emo_stream.model.configs.emotion_llama import (
+    _tuplify as _tuplify,
+)
+from emo_stream.model.configs.emotion_llama import (
+    _union_member as _union_member,
+)
 from emo_stream.model.encoders import (
     AudioEncoder,
     EncoderOutput,
@@ -53,18 +76,7 @@ from emo_stream.model.projectors import (
 from emo_stream.model.prompts import (
     instruction_for,
 )
-# moved to a torch-free module (emo_stream.model.configs); re-exported here
-from emo_stream.model.configs.emotion_llama import (
-    SMALL_PROMPT_TEMPLATE as SMALL_PROMPT_TEMPLATE,
-    MODALITIES as MODALITIES,
-    V1_FEATURE_OF as V1_FEATURE_OF,
-    EmotionLlamaConfig as EmotionLlamaConfig,
-    _from_dict as _from_dict,
-    _union_member as _union_member,
-    _tuplify as _tuplify,
-)
-
-
+from emo_stream.preprocess import resample_linear as resample_linear  # numpy, shared with the exported runtime
 
 FORMAT = "emo_stream.emotion_llama"
 FORMAT_VERSION = 1
@@ -339,15 +351,6 @@ def load_weights(model: nn.Module, path: Path) -> None:
             f"{path} does not match the model: missing {len(missing)} {missing[:6]}{' ...' if len(missing) > 6 else ''}; "
             f"unexpected {len(unexpected)} {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
         )
-
-
-def resample_linear(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
-    """Linear-interpolation resampling (adequate for speech features; not a band-limited resampler)."""
-    if src_rate == dst_rate or x.size == 0:
-        return x.astype(np.float32)
-    n_out = max(1, int(round(x.size * dst_rate / src_rate)))
-    t_out = np.arange(n_out) * (src_rate / dst_rate)
-    return np.interp(t_out, np.arange(x.size), x).astype(np.float32)
 
 
 def build_emotion_llama(config: EmotionLlamaConfig, tokenizer: Any = None) -> EmotionLlama:

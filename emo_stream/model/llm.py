@@ -44,7 +44,6 @@ and decodes like any transformers tokenizer, so the code path is the real one.
 from __future__ import annotations
 
 import importlib.util
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -54,15 +53,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emo_stream.errors import ConfigError, ModelFileError
-from emo_stream.model.projectors import SlotTokens
-from emo_stream.model.prompts import split_prompt
+from emo_stream.model.configs.llm import (
+    LlamaLMConfig as LlamaLMConfig,
+)
+from emo_stream.model.configs.llm import (
+    LoraSettings as LoraSettings,
+)
+
 # moved to a torch-free module (emo_stream.model.configs); re-exported here
 from emo_stream.model.configs.llm import (
     _llama2_7b as _llama2_7b,
-    smollm2_llama_kwargs as smollm2_llama_kwargs,
-    LoraSettings as LoraSettings,
-    LlamaLMConfig as LlamaLMConfig,
 )
+from emo_stream.model.configs.llm import (
+    smollm2_llama_kwargs as smollm2_llama_kwargs,
+)
+from emo_stream.model.projectors import SlotTokens
+from emo_stream.model.prompts import split_prompt
 
 #: Words a test tokenizer knows beyond the prompts: enough for a tiny random
 #: model to "write" rationales made of real words.

@@ -52,13 +52,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emo_stream.errors import ConfigError
-from emo_stream.model.prompts import FEATURE_SLOT, VIDEO_SLOT
+from emo_stream.model.configs.projectors import (
+    ConvAttentionFusionConfig as ConvAttentionFusionConfig,
+)
+
 # moved to a torch-free module (emo_stream.model.configs); re-exported here
 from emo_stream.model.configs.projectors import (
     EmotionLlamaProjectorConfig as EmotionLlamaProjectorConfig,
-    _default_modalities as _default_modalities,
-    ConvAttentionFusionConfig as ConvAttentionFusionConfig,
 )
+from emo_stream.model.configs.projectors import (
+    _default_modalities as _default_modalities,
+)
+from emo_stream.model.prompts import FEATURE_SLOT, VIDEO_SLOT
 
 #: v1 utterance features in the order of ``feats_llama_proj1..3``.
 V1_FEATURES = ("face", "video", "audio")

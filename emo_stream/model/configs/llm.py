@@ -6,11 +6,13 @@ exported runtime reads them on a robot without torch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from emo_stream.errors import ConfigError
 from emo_stream.model.configs.encoders import canonical_mapping
+
 
 def _llama2_7b() -> dict[str, Any]:
     # meta-llama/Llama-2-7b-chat-hf config.json
@@ -86,7 +88,7 @@ class LlamaLMConfig:
             raise ConfigError(f"llm dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
 
     @classmethod
-    def tiny(cls, vocab_size: int = 256, hidden_size: int = 32) -> "LlamaLMConfig":
+    def tiny(cls, vocab_size: int = 256, hidden_size: int = 32) -> LlamaLMConfig:
         return cls(
             llama=dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024, rms_norm_eps=1e-5,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from emo_stream.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class EmotionLlamaProjectorConfig:
     """Shapes of Emotion-LLaMA's projector (defaults: EVA-CLIP-g 448 px, 1024-d features, LLaMA-2-7B).
@@ -42,7 +43,7 @@ class EmotionLlamaProjectorConfig:
             raise ConfigError(f"ln_eps must be in (0, 1), got {self.ln_eps}")
 
     @classmethod
-    def tiny(cls, llm_width: int = 32) -> "EmotionLlamaProjectorConfig":
+    def tiny(cls, llm_width: int = 32) -> EmotionLlamaProjectorConfig:
         return cls(vision_width=24, num_patches=16, group=4, feature_dims=(16, 16, 16), llm_width=llm_width)
 
     @property
@@ -96,7 +97,7 @@ class ConvAttentionFusionConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
     @classmethod
-    def tiny(cls, llm_width: int = 32, modalities: tuple[tuple[str, int], ...] | None = None) -> "ConvAttentionFusionConfig":
+    def tiny(cls, llm_width: int = 32, modalities: tuple[tuple[str, int], ...] | None = None) -> ConvAttentionFusionConfig:
         mods = modalities or (("global", 24), ("face", 16), ("temporal", 16), ("audio", 16))
         return cls(modalities=mods, hidden=16, num_tokens=4, num_blocks=1, kernel_size=3, llm_width=llm_width)
 

@@ -11,6 +11,17 @@ import torch
 from torch import Tensor, nn
 
 from emo_stream.errors import ModelFileError
+from emo_stream.model.configs.encoders import (
+    AudioEncoderConfig as AudioEncoderConfig,
+)
+
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    _hubert_large_backbone as _hubert_large_backbone,
+)
+from emo_stream.model.configs.encoders import (
+    _whisper_large_v3_backbone as _whisper_large_v3_backbone,
+)
 from emo_stream.model.encoders.common import (
     _HOW,
     EncoderOutput,
@@ -20,18 +31,7 @@ from emo_stream.model.encoders.common import (
     load_state_dict_dir,
     masked_mean,
 )
-# moved to a torch-free module (emo_stream.model.configs); re-exported here
-from emo_stream.model.configs.encoders import (
-    _hubert_large_backbone as _hubert_large_backbone,
-    _whisper_large_v3_backbone as _whisper_large_v3_backbone,
-    AudioEncoderConfig as AudioEncoderConfig,
-)
-
-
-
-
-
-
+from emo_stream.preprocess import clean_wave
 
 
 def _receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
@@ -42,11 +42,8 @@ def _receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
     return rf
 
 
-def _clean_wave(x: np.ndarray) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float32).reshape(-1)
-    if not np.all(np.isfinite(a)):
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-    return a
+#: numpy, shared with the torch-free exported runtime
+_clean_wave = clean_wave
 
 
 class AudioEncoder(nn.Module):

@@ -14,37 +14,44 @@ from torch import Tensor
 
 from emo_stream.errors import ModelFileError
 
-# The pixel work is numpy (shared with the torch-free exported runtime); center_square_box is re-exported.
-#: INTERPOLATIONS: resize filters a view may use (the original pipelines: BLIP-2 bicubic, torchvision's bilinear default).
-from emo_stream.preprocess import INTERPOLATIONS, center_square_box, images_to_pixels  # noqa: F401
 # moved to a torch-free module (emo_stream.model.configs); re-exported here
 from emo_stream.model.configs.encoders import (
     CLIP_MEAN as CLIP_MEAN,
+)
+from emo_stream.model.configs.encoders import (
     CLIP_STD as CLIP_STD,
-    IMAGENET_MEAN as IMAGENET_MEAN,
-    IMAGENET_STD as IMAGENET_STD,
+)
+from emo_stream.model.configs.encoders import (
     FRAME_CHOICES as FRAME_CHOICES,
+)
+from emo_stream.model.configs.encoders import (
+    IMAGENET_MEAN as IMAGENET_MEAN,
+)
+from emo_stream.model.configs.encoders import (
+    IMAGENET_STD as IMAGENET_STD,
+)
+from emo_stream.model.configs.encoders import (
     NO_MEAN as NO_MEAN,
+)
+from emo_stream.model.configs.encoders import (
     NO_STD as NO_STD,
+)
+from emo_stream.model.configs.encoders import (
     _check_norm as _check_norm,
-    check_choice as check_choice,
-    canonical_mapping as canonical_mapping,
+)
+from emo_stream.model.configs.encoders import (
     _check_transformer as _check_transformer,
 )
+from emo_stream.model.configs.encoders import (
+    canonical_mapping as canonical_mapping,
+)
+from emo_stream.model.configs.encoders import (
+    check_choice as check_choice,
+)
 
-
-
-
-
-
-
-
-
-
-
-
-
-
+# The pixel work is numpy (shared with the torch-free exported runtime); center_square_box is re-exported.
+#: INTERPOLATIONS: resize filters a view may use (the original pipelines: BLIP-2 bicubic, torchvision's bilinear default).
+from emo_stream.preprocess import INTERPOLATIONS, center_square_box, images_to_pixels  # noqa: F401
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 

@@ -10,6 +10,25 @@ import torch
 from torch import Tensor, nn
 
 from emo_stream.errors import ModelFileError
+from emo_stream.model.configs.encoders import (
+    FACE_POOLINGS as FACE_POOLINGS,
+)
+from emo_stream.model.configs.encoders import (
+    FaceViewConfig as FaceViewConfig,
+)
+
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    _mae_large_backbone as _mae_large_backbone,
+)
+from emo_stream.model.encoders.common import (
+    _HOW,
+    EncoderOutput,
+    _config_kwargs,
+    check_pretrained_dir,
+    images_to_tensor,
+    masked_mean,
+)
 from emo_stream.model.encoders.timm_convert import (
     check_complete,
     convert_block,
@@ -20,26 +39,6 @@ from emo_stream.model.encoders.timm_convert import (
     resize_grid_pos_embed,
     strip_prefix,
 )
-from emo_stream.model.encoders.common import (
-    _HOW,
-    EncoderOutput,
-    _config_kwargs,
-    check_pretrained_dir,
-    images_to_tensor,
-    masked_mean,
-)
-# moved to a torch-free module (emo_stream.model.configs); re-exported here
-from emo_stream.model.configs.encoders import (
-    _mae_large_backbone as _mae_large_backbone,
-    FACE_POOLINGS as FACE_POOLINGS,
-    FaceViewConfig as FaceViewConfig,
-)
-
-
-
-
-
-
 
 
 class FaceViewEncoder(nn.Module):

@@ -10,6 +10,21 @@ import torch
 from torch import Tensor, nn
 
 from emo_stream.errors import ModelFileError
+from emo_stream.model.configs.encoders import (
+    GlobalViewConfig as GlobalViewConfig,
+)
+
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    _eva_clip_g_backbone as _eva_clip_g_backbone,
+)
+from emo_stream.model.encoders.common import (
+    _HOW,
+    EncoderOutput,
+    _config_kwargs,
+    check_pretrained_dir,
+    images_to_tensor,
+)
 from emo_stream.model.encoders.timm_convert import (
     check_complete,
     convert_block,
@@ -19,22 +34,6 @@ from emo_stream.model.encoders.timm_convert import (
     report_conversion,
     resize_grid_pos_embed,
 )
-from emo_stream.model.encoders.common import (
-    _HOW,
-    EncoderOutput,
-    _config_kwargs,
-    check_pretrained_dir,
-    images_to_tensor,
-)
-# moved to a torch-free module (emo_stream.model.configs); re-exported here
-from emo_stream.model.configs.encoders import (
-    _eva_clip_g_backbone as _eva_clip_g_backbone,
-    GlobalViewConfig as GlobalViewConfig,
-)
-
-
-
-
 
 
 class GlobalViewEncoder(nn.Module):

