@@ -4,6 +4,11 @@
 :func:`make_report`. Works with the states of every engine (uniform
 probabilities, missing valence/arousal and absent modalities are drawn and
 described as such). matplotlib is imported only when plotting (Agg backend).
+
+A JSONL that holds several tracked people (``person_id``; the default engine
+writes every person) gets one timeline row per person in the PNG and a
+"People" table in the summary; the other panels and tables describe the
+primary person's stream, so a single-person file's report is unchanged.
 """
 
 from __future__ import annotations
@@ -22,14 +27,16 @@ from emo_stream.report.analysis import (
     check_consistent,
     covers,
     hop_of,
+    load_all_states,
     load_states,
     modality_spans,
     overview,
+    people_streams,
     segments,
     sort_states,
     spans,
 )
-from emo_stream.state import EmotionState
+from emo_stream.state import EmotionState, primary_stream
 
 __all__ = [
     "UNIFORM",
@@ -39,10 +46,12 @@ __all__ = [
     "Segment",
     "covers",
     "hop_of",
+    "load_all_states",
     "load_states",
     "make_report",
     "modality_spans",
     "overview",
+    "people_streams",
     "segments",
     "spans",
 ]
@@ -60,6 +69,7 @@ class Report:
     axes: dict[str, tuple[int, int, int, int]]
     segments: list[Segment]
     overview: Overview
+    people: tuple[str, ...] = ()  # the tracked people's ids, one timeline row each (empty: one person)
 
 
 def default_summary_path(png: str | Path) -> Path:
@@ -76,7 +86,9 @@ def make_report(
 ) -> Report:
     """Write the timeline PNG ``out`` and the summary (markdown, or HTML for .html) for ``states``.
 
-    ``states`` is a list of states or the path of a states JSONL file.
+    ``states`` is a list of states or the path of a states JSONL file; either
+    may hold several tracked people (the primary person's state first in each
+    window, as the JSONL sink writes them).
     """
     from emo_stream.report.plot import plot_timeline
     from emo_stream.report.summary import write_summary
@@ -88,11 +100,12 @@ def make_report(
         # report must never replace its own input).
         refuse_alias({"--out": out, "--summary": summary_path}, {"--jsonl": states})
         source_name = Path(states).name
-        states = load_states(states)
+        everyone = load_all_states(states)
     else:
         source_name = None
         if not states:
             raise ReportError("no states to report on")
+        everyone = list(states)
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise ReportError(f"--out must be a .png file, got {out}")
     if out.is_dir():
@@ -101,8 +114,9 @@ def make_report(
         raise ReportError("the summary and the image must be different files")
     if summary_path.suffix.lower() not in (".md", ".markdown", ".html", ".htm"):
         raise ReportError(f"the summary must be a .md or .html file, got {summary_path}")
-    check_consistent(states)
-    ordered = sort_states(states)
+    check_consistent(everyone)
+    people = people_streams(everyone)
+    ordered = sort_states(primary_stream(everyone))
     hop = hop_of(ordered)
     segs = segments(ordered, hop)
     ov = overview(ordered, segs, hop)
@@ -110,7 +124,11 @@ def make_report(
     heading = title or (f"Emotion timeline: {source_name}" if source_name else "Emotion timeline")
     # Both files are written atomically: a failed write (full disk, read-only folder) is
     # one ``cannot write X: <reason>`` error and leaves any earlier report in place.
-    plot = plot_timeline(ordered, out, segments=segs, origin=origin, title=heading)
+    plot = plot_timeline(ordered, out, segments=segs, origin=origin, title=heading, people=people)
     image_ref = os.path.relpath(out.resolve(), summary_path.resolve().parent)
-    write_summary(summary_path, ov, segs, origin=origin, image=image_ref, title=heading)
-    return Report(png=out, summary=summary_path, width=plot.width, height=plot.height, axes=plot.axes, segments=segs, overview=ov)
+    people_ov = {pid: overview(ss) for pid, ss in people.items()}
+    write_summary(summary_path, ov, segs, origin=origin, image=image_ref, title=heading, people=people_ov)
+    return Report(
+        png=out, summary=summary_path, width=plot.width, height=plot.height, axes=plot.axes, segments=segs, overview=ov,
+        people=tuple(people),
+    )  # fmt: skip

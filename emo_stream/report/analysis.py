@@ -34,7 +34,13 @@ class ReportError(EmoStreamError):
 
 
 def load_states(path: str | Path) -> list[EmotionState]:
-    """Read a states JSONL file; one-line :class:`ReportError` naming the bad line on failure."""
+    """The primary person's stream of a states JSONL file (see :func:`load_all_states`)."""
+    return primary_stream(load_all_states(path))
+
+
+def load_all_states(path: str | Path) -> list[EmotionState]:
+    """Read every state of a states JSONL file, every tracked person's, in file order;
+    one-line :class:`ReportError` naming the bad line on failure."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ReportError(f"states file not found: {p}")
@@ -60,7 +66,21 @@ def load_states(path: str | Path) -> list[EmotionState]:
             raise ReportError(f"{p}:{n + 1} is not UTF-8 text; is this a states JSONL file?") from None
     if not states:
         raise ReportError(f"{p} holds no states (empty file)")
-    return primary_stream(states)  # the primary person's timeline (a JSONL may hold every tracked person)
+    return states
+
+
+def people_streams(states: Sequence[EmotionState]) -> dict[str, list[EmotionState]]:
+    """Each tracked person's states, sorted, by ``person_id`` in order of first appearance.
+
+    Empty when the states describe one person (no ids, or a single id): such a
+    stream's report is the single-person report, unchanged.
+    """
+    by_id: dict[str, list[EmotionState]] = {}
+    for s in states:
+        by_id.setdefault(s.person_id, []).append(s)
+    if len(by_id) < 2:
+        return {}
+    return {pid: sort_states(ss) for pid, ss in by_id.items()}
 
 
 def check_consistent(states: Sequence[EmotionState]) -> None:

@@ -10,11 +10,17 @@ the first window for live clocks):
    **speech** spans (blue, "voice" among the modalities) shaded behind them;
 3. modality lanes: one bar per modality (video, audio, face, voice, text)
    where the states report it present.
+
+When the stream holds several tracked people (``people``: states by
+``person_id``), one more row per person follows the probabilities, labelled
+with the id: that person's label probabilities, stacked, one bar per window
+they were seen in (gaps where they were not). The three panels above describe
+the primary person's stream, as for one person.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +32,8 @@ from emo_stream.report.palette import emotion_mpl, modality_mpl
 from emo_stream.state import MODALITIES, EmotionState
 
 FIG_SIZE_IN = (12.0, 7.5)
+#: Figure height added per tracked person's row (inches).
+PERSON_ROW_IN = 1.1
 DPI = 100
 FACE_SHADE = (1.0, 0.62, 0.25)
 SPEECH_SHADE = (0.30, 0.60, 1.0)
@@ -61,8 +69,14 @@ def plot_timeline(
     segments: Sequence[Segment] = (),
     origin: float = 0.0,
     title: str | None = None,
+    people: Mapping[str, Sequence[EmotionState]] | None = None,
 ) -> PlotResult:
-    """Draw the timeline of sorted ``states`` into the PNG ``out``."""
+    """Draw the timeline of sorted ``states`` into the PNG ``out``.
+
+    ``people``: every tracked person's sorted states by id (see
+    :func:`~emo_stream.report.analysis.people_streams`); two or more add one
+    row per person, an empty mapping or None draws the single-person figure.
+    """
     _, plt = _matplotlib()
     from matplotlib.patches import Patch
 
@@ -78,9 +92,14 @@ def plot_timeline(
     if 0.0 < t_lo < 0.25 * (t_hi - t_lo):
         t_lo = 0.0  # start the axis at the stream start, not at the first window's first sample
 
-    fig, (ax_p, ax_va, ax_m) = plt.subplots(
-        3, 1, figsize=FIG_SIZE_IN, dpi=DPI, sharex=True, gridspec_kw={"height_ratios": [3.0, 2.0, 1.3], "hspace": 0.12}
-    )
+    people = dict(people or {})
+    n_people = len(people) if len(people) >= 2 else 0
+    fig_h = FIG_SIZE_IN[1] + PERSON_ROW_IN * n_people
+    fig, axes = plt.subplots(
+        3 + n_people, 1, figsize=(FIG_SIZE_IN[0], fig_h), dpi=DPI, sharex=True,
+        gridspec_kw={"height_ratios": [3.0] + [1.0] * n_people + [2.0, 1.3], "hspace": 0.12 + 0.04 * n_people},
+    )  # fmt: skip
+    ax_p, ax_people, ax_va, ax_m = axes[0], list(axes[1 : 1 + n_people]), axes[-2], axes[-1]
     try:
         # 1. probabilities, stacked; a single state is drawn as a bar of the hop's width
         colors = [emotion_mpl(lab) for lab in labels]
@@ -105,8 +124,15 @@ def plot_timeline(
         head = title or "emotion timeline"
         model = states[0].model_id
         ax_p.set_title(head, fontsize=11, loc="left", pad=16)
-        ax_p.text(0.0, 1.015, f"{len(states)} states | label set {states[0].label_set} | {model}", transform=ax_p.transAxes,
+        who = f" | {n_people} people: the primary person's stream, then one row per person" if n_people else ""
+        ax_p.text(0.0, 1.015, f"{len(states)} states | label set {states[0].label_set} | {model}{who}", transform=ax_p.transAxes,
                   fontsize=8, color="0.35", ha="left", va="bottom")  # fmt: skip
+
+        # 1b. one row per tracked person: their probabilities, stacked, in the windows they were seen
+        primary_ids = {s.person_id for s in states}
+        for ax, (pid, pstates) in zip(ax_people, people.items()):
+            _person_row(ax, pstates, labels, colors, hop, origin)
+            ax.set_ylabel(pid + ("\n(primary)" if pid in primary_ids else ""), fontsize=8, rotation=0, ha="right", va="center")
 
         # 2. valence / arousal with face and speech spans shaded behind
         for a, b in modality_spans(states, "face", hop):
@@ -143,14 +169,16 @@ def plot_timeline(
         ax_m.set_ylim(-0.6, len(MODALITIES) - 0.4)
         ax_m.set_xlabel("time (s)" if origin == 0.0 else "time since the first window (s)")
         ax_m.set_xlim(t_lo, t_hi)
-        for ax in (ax_p, ax_va, ax_m):
+        for ax in (ax_p, *ax_people, ax_va, ax_m):
             ax.grid(axis="x", color="0.85", lw=0.6)
             ax.set_axisbelow(True)
-        fig.subplots_adjust(left=0.07, right=0.87, top=0.92, bottom=0.08)
+        # the same margins in inches as the single-person figure
+        fig.subplots_adjust(left=0.07, right=0.87, top=1 - 0.08 * FIG_SIZE_IN[1] / fig_h, bottom=0.08 * FIG_SIZE_IN[1] / fig_h)
         fig.canvas.draw()
         width, height = (round(v) for v in fig.canvas.get_width_height())
         boxes = {}
-        for name, ax in (("probabilities", ax_p), ("valence_arousal", ax_va), ("modalities", ax_m)):
+        named = [("probabilities", ax_p), *((f"person:{pid}", ax) for pid, ax in zip(people, ax_people))]
+        for name, ax in (*named, ("valence_arousal", ax_va), ("modalities", ax_m)):
             bb = ax.get_window_extent()
             boxes[name] = (int(np.ceil(bb.x0)), int(np.ceil(height - bb.y1)), int(np.floor(bb.x1)), int(np.floor(height - bb.y0)))
         with atomic_output(out) as tmp:  # never half a PNG under the final name
@@ -158,3 +186,20 @@ def plot_timeline(
     finally:
         plt.close(fig)
     return PlotResult(path=out, width=width, height=height, axes=boxes)
+
+
+def _person_row(ax, states: Sequence[EmotionState], labels: list[str], colors: list, hop: float, origin: float) -> None:
+    """One person's probabilities as stacked bars, one per window they were seen in.
+
+    WHY bars and not a stack plot: a person is absent from some windows (not
+    yet entered, left, occluded); bars leave those windows empty instead of
+    joining across them.
+    """
+    x = np.array([s.window_end for s in states], dtype=np.float64) - origin - hop
+    probs = np.array([s.probabilities for s in states], dtype=np.float64)
+    bottom = np.zeros(len(states))
+    for k, (lab, c) in enumerate(zip(labels, colors)):
+        ax.bar(x, probs[:, k], width=hop, bottom=bottom, color=c, align="edge", linewidth=0, label=lab)
+        bottom += probs[:, k]
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])

@@ -5,13 +5,16 @@ rate, engine latency, flags), the dominant emotions (share of time as top
 label, mean probability), the modalities' time shares (face present, speech,
 text), and the **segments**: runs of consecutive windows with the same top
 label, with their time range, mean confidence, mean valence/arousal and up to
-two sampled rationales.
+two sampled rationales. A stream of several tracked people adds a
+**People** table: per person id, the windows they were seen in, their time
+range, dominant emotion (and its share of their time) and how often their
+face was seen.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from emo_stream.outputs import write_text
@@ -29,7 +32,21 @@ def _t(x: float) -> str:
     return f"{x:.2f}"
 
 
-def _tables(ov: Overview, segs: Sequence[Segment], origin: float) -> tuple[list[tuple[str, str]], dict[str, tuple[list[str], list[list[str]]]], list[str]]:
+Tables = dict[str, tuple[list[str], list[list[str]]]]
+
+
+def _people_table(people: Mapping[str, Overview], origin: float) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for pid, pov in people.items():
+        top = next(iter(pov.label_time_share), "-")
+        rows.append([
+            pid, str(pov.states), f"{_t(pov.start - origin)} - {_t(pov.end - origin)}", top,
+            f"{pov.label_time_share.get(top, 0.0) * 100:.0f}%", f"{pov.modality_share.get('face', 0.0) * 100:.0f}%",
+        ])  # fmt: skip
+    return ["person", "windows", "time range (s)", "dominant emotion", "its share of their time", "face present"], rows
+
+
+def _tables(ov: Overview, segs: Sequence[Segment], origin: float, people: Mapping[str, Overview] | None = None) -> tuple[list[tuple[str, str]], Tables, list[str]]:
     """(facts, {section: (header, rows)}, notes) shared by both renderers."""
     rate = 1.0 / ov.hop if ov.hop > 0 else None
     facts = [
@@ -60,6 +77,7 @@ def _tables(ov: Overview, segs: Sequence[Segment], origin: float) -> tuple[list[
     tables = {
         "Dominant emotions": (["top label", "share of time", "mean probability"], dom_rows),
         "Modalities": (["modality", "share of time present"], mod_rows),
+        **({"People": _people_table(people, origin)} if people else {}),
         "Segments": (
             ["#", "from (s)", "to (s)", "duration (s)", "top label", "states", "mean confidence", "valence", "arousal", "modalities", "rationale (sampled)"],
             seg_rows,
@@ -77,19 +95,24 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None, title: str = "Emotion timeline") -> str:
-    facts, tables, notes = _tables(ov, segs, origin)
+def render_markdown(
+    ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None, title: str = "Emotion timeline",
+    people: Mapping[str, Overview] | None = None,
+) -> str:
+    facts, tables, notes = _tables(ov, segs, origin, people)
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {_md_cell(v)}" for k, v in facts]
     lines.append("")
     if image:
         lines += [f"![timeline]({image})", ""]
-    for name in ("Dominant emotions", "Modalities", "Segments"):
+    for name in tables:
         header, rows = tables[name]
         lines.append(f"## {name}")
         lines.append("")
         if name == "Segments":
-            lines += ["Consecutive windows with the same top label.", ""]
+            lines += ["Consecutive windows with the same top label" + (" (the primary person's stream)." if "People" in tables else "."), ""]
+        if name == "People":
+            lines += ["Every tracked person, one timeline row each in the image.", ""]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---" for _ in header) + "|")
         lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
@@ -98,8 +121,11 @@ def render_markdown(ov: Overview, segs: Sequence[Segment], *, origin: float = 0.
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_html(ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None, title: str = "Emotion timeline") -> str:
-    facts, tables, notes = _tables(ov, segs, origin)
+def render_html(
+    ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None, title: str = "Emotion timeline",
+    people: Mapping[str, Overview] | None = None,
+) -> str:
+    facts, tables, notes = _tables(ov, segs, origin, people)
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -112,7 +138,7 @@ def render_html(ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, i
     ]
     if image:
         parts.append(f'<img src="{e(image)}" alt="timeline">')
-    for name in ("Dominant emotions", "Modalities", "Segments"):
+    for name in tables:
         header, rows = tables[name]
         parts.append(f"<h2>{e(name)}</h2>")
         parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
@@ -123,9 +149,13 @@ def render_html(ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, i
     return "\n".join(parts) + "\n"
 
 
-def write_summary(path: str | Path, ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None, title: str = "Emotion timeline") -> Path:
+def write_summary(
+    path: str | Path, ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None,
+    title: str = "Emotion timeline", people: Mapping[str, Overview] | None = None,
+) -> Path:
     """Write markdown, or HTML when ``path`` ends in .html/.htm (atomically; a failed
-    write raises ``cannot write PATH: <reason>``)."""
+    write raises ``cannot write PATH: <reason>``). ``people``: each tracked person's
+    overview by id (two or more add the People table)."""
     p = Path(path)
     render = render_html if p.suffix.lower() in (".html", ".htm") else render_markdown
-    return write_text(p, render(ov, segs, origin=origin, image=image, title=title))
+    return write_text(p, render(ov, segs, origin=origin, image=image, title=title, people=people))
