@@ -206,3 +206,16 @@ def test_two_people_each_get_their_box_and_label_drawn(two_faces) -> None:
             assert p.bars is not None and changed[p.bars[1] : p.bars[3], p.bars[0] : p.bars[2]].mean() > 0.5
             seen_right += x0 >= 720  # the astronaut photo, right of Megamind's 720 px
     assert seen_right >= 4  # the astronaut is drawn in (almost) every sampled frame with states
+
+
+@pytest.mark.slow
+def test_report_of_the_two_face_clip_has_one_row_per_person(two_faces, tmp_path) -> None:
+    """The JSONL the demo wrote holds every tracked person: `emo-stream report` plots each of them."""
+    from emo_stream.report import make_report
+
+    everyone = read_jsonl(str(two_faces.result.jsonl))
+    ids = list(dict.fromkeys(s.person_id for s in everyone))
+    rep = make_report(two_faces.result.jsonl, tmp_path / "timeline.png")
+    assert len(ids) >= 2 and rep.people == tuple(ids)
+    assert {f"person:{pid}" for pid in ids} <= set(rep.axes)
+    assert rep.overview.states == two_faces.result.states  # the panels above: the primary stream, one state per window
