@@ -17,7 +17,7 @@ run: media
 
 # The ROS 2 tests run on Kilted (.venv-ros) and on the Jazzy LTS (.venv-ros-jazzy), one venv each: the ROS wheels re-execute every
 # Python process of their venv, so they never share one with the rest.
-test: media
+test: media lint
 	$(VENV)/bin/python -m pytest -q
 	scripts/robot_test.sh
 	scripts/ros_setup.sh kilted

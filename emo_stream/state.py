@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ class EmotionState:
         clock: str = "media",
         transcript: str = "",
         person_id: str = "",
-    ) -> "EmotionState":
+    ) -> EmotionState:
         """Build a state from raw engine output: normalises the probabilities,
         derives the top label, clips valence/arousal into range and orders
         modalities canonically."""
@@ -204,7 +205,7 @@ class EmotionState:
         return json.dumps(self.as_dict(), separators=(",", ":"), allow_nan=False)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EmotionState":
+    def from_dict(cls, d: Mapping[str, Any]) -> EmotionState:
         data = dict(d)
         schema = data.pop("schema", SCHEMA_VERSION)
         if schema != SCHEMA_VERSION:
@@ -214,7 +215,7 @@ class EmotionState:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, line: str) -> "EmotionState":
+    def from_json(cls, line: str) -> EmotionState:
         return cls.from_dict(json.loads(line))
 
 

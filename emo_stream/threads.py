@@ -190,7 +190,7 @@ class StageClock:
             self._cpu[stage] = self._cpu.get(stage, 0.0) + seconds
             self._calls[stage] = self._calls.get(stage, 0) + calls
 
-    def measure(self, stage: str) -> "_Measure":
+    def measure(self, stage: str) -> _Measure:
         return _Measure(self, stage)
 
     def seconds(self) -> dict[str, float]:
@@ -214,7 +214,7 @@ class _Measure:
     def __init__(self, clock: StageClock, stage: str) -> None:
         self._clock, self._stage = clock, stage
 
-    def __enter__(self) -> "_Measure":
+    def __enter__(self) -> _Measure:
         self._t0 = time.thread_time()
         return self
 

@@ -96,7 +96,7 @@ class TeeSource(WrappedSource):
         for sample in self.inner.samples():
             try:
                 self.on_sample(sample)
-            except Exception:  # noqa: BLE001 - a display problem must not stop perception
+            except Exception:
                 log.exception("demo frame hook failed")
             yield sample
 
@@ -202,7 +202,7 @@ class LiveRecorder:
                     if isinstance(item, VideoFrame):
                         self._frames_queued -= 1
                 self._handle(item)
-        except BaseException as exc:  # noqa: BLE001 - reported by close() on the caller's thread
+        except BaseException as exc:
             self.error = exc
             log.exception("recorder failed")
 
@@ -384,7 +384,7 @@ class LiveDemo:
             def run_pipeline() -> None:
                 try:
                     result_box["stats"] = self._pipeline.run()  # type: ignore[union-attr]
-                except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+                except BaseException as exc:
                     result_box["error"] = exc
                 finally:
                     done.set()

@@ -56,12 +56,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from emo_stream.stream.sources.media_file import PtsGuesser
-from emo_stream.stream.sources.orientation import IDENTITY, Orientation, frame_orientation
 from emo_stream.demo.errors import DemoError
 from emo_stream.durable import atomic_path
 from emo_stream.errors import SourceError
 from emo_stream.outputs import write_error
+from emo_stream.stream.sources.media_file import PtsGuesser
+from emo_stream.stream.sources.orientation import IDENTITY, Orientation, frame_orientation
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ class AnnotatedVideoWriter:
         codec = "libx264"
         try:
             av.codec.Codec(codec, "w")
-        except Exception:  # noqa: BLE001 - an FFmpeg build without x264
+        except Exception:
             codec = "ffv1" if self.lossless and self.format in ("matroska", "avi") else "mpeg4"
         kwargs = {"rate": self.rate} if self.rate else {}
         vs = self._out.add_stream(codec, **kwargs)
@@ -383,7 +383,7 @@ class AnnotatedVideoWriter:
         a = c.streams.audio[0]
         try:
             a = c.streams.best("audio") or a
-        except Exception:  # noqa: BLE001, S110 - older PyAV: keep the first audio track
+        except Exception:  # noqa: S110 - older PyAV: keep the first audio track
             pass
         name = a.codec_context.name
         allowed = _COPY_OK.get(self.format)
@@ -396,7 +396,7 @@ class AnnotatedVideoWriter:
                 out = self._out.add_stream(template=a)
             try:
                 out.codec_context.codec_tag = "\0\0\0\0"  # let the muxer pick its own tag (AVI's 0x2000 is not MP4's ac-3)
-            except Exception:  # noqa: BLE001, S110 - best effort; the muxer copes for most codecs
+            except Exception:  # noqa: S110 - best effort; the muxer copes for most codecs
                 pass
             self._a_out, self._a_copy = out, True
             self.audio_mode = f"copy {name}"

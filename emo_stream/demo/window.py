@@ -81,7 +81,7 @@ def gui_backend(cv2) -> str | None:
     """OpenCV's ``GUI:`` build setting (``NONE`` in headless wheels, ``QT5``/``GTK3``/``WIN32UI``/``COCOA`` otherwise)."""
     try:
         info = cv2.getBuildInformation()
-    except Exception:  # noqa: BLE001 - an odd cv2 build: unknown, not fatal
+    except Exception:
         return None
     for line in info.splitlines():
         key, sep, value = line.strip().partition(":")

@@ -60,8 +60,9 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -172,7 +173,7 @@ class DefaultEngineOptions:
             raise ConfigError(f"engine.options.llm_threads must be in [1, 256], got {self.llm_threads}")
 
     @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> "DefaultEngineOptions":
+    def from_mapping(cls, options: Mapping[str, Any]) -> DefaultEngineOptions:
         """Validated options from the YAML mapping (the project's one builder, strict types)."""
         data = dict(options)
         for name in ("asr", "rationale"):
@@ -499,7 +500,7 @@ class DefaultEngine(Engine):
         if window.final:
             self.voice.finish()
         t = time.perf_counter()
-        spans, ratio, pros, nonfinite = self.voice.window(window.start, window.end)
+        _spans, ratio, pros, nonfinite = self.voice.window(window.start, window.end)
         if nonfinite > self._nonfinite_seen:
             flags.append("nan_input")
             self._nonfinite_seen = nonfinite

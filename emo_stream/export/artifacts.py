@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from emo_stream.durable import PARTIAL_MARK as _PARTIAL
-from emo_stream.durable import atomic_path, fsync_path, partial_path, sha256_file  # noqa: F401 - re-exported
+from emo_stream.durable import atomic_path, fsync_path, partial_path, sha256_file
 from emo_stream.errors import ModelFileError
+
 # The reading half (format constants, Manifest, load_manifest) is the runtime's:
 # runtimes open exports without importing the exporters (issue 15, layers).
 from emo_stream.runtime.artifacts import (  # noqa: F401 - re-exported
@@ -51,7 +52,6 @@ from emo_stream.runtime.artifacts import (  # noqa: F401 - re-exported
     _read_json,
     load_manifest,
 )
-
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

@@ -47,7 +47,6 @@ the GGUF expects is ``n_embd`` and is recorded as ``projector_output_width``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import re
 import tempfile
 import time

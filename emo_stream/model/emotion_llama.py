@@ -22,9 +22,10 @@ Weights are saved as a directory: ``config.json`` (this config), ``model.safeten
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -285,7 +286,7 @@ class EmotionLlama(nn.Module):
         return d
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "EmotionLlama":
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> EmotionLlama:
         """Load a directory written by :meth:`save_pretrained` (or by the checkpoint importer)."""
         from emo_stream.model.llm import load_tokenizer
 
@@ -330,7 +331,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     target = model.state_dict(keep_vars=True)
     try:
         handle = safe_open(str(path), framework="pt", device="cpu")
-    except Exception as exc:  # noqa: BLE001 - a corrupt/foreign file
+    except Exception as exc:
         raise ModelFileError(f"{path} is not a readable safetensors file ({exc})") from None
     with handle as fh:
         keys = set(fh.keys())

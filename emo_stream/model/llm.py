@@ -44,9 +44,10 @@ and decodes like any transformers tokenizer, so the code path is the real one.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,7 @@ def gguf_path(name: str) -> Path:
     return check_model_file(p)
 
 
-def load_gguf_llama(config: "LlamaLMConfig") -> tuple[nn.Module, Any]:
+def load_gguf_llama(config: LlamaLMConfig) -> tuple[nn.Module, Any]:
     """``LlamaForCausalLM`` + tokenizer from ``config.gguf`` (transformers de-quantizes the GGUF to ``config.dtype``).
 
     The module is rebuilt from ``config.llama`` and the GGUF's tensors copied in, so a loaded model carries no
@@ -121,7 +122,7 @@ def load_gguf_llama(config: "LlamaLMConfig") -> tuple[nn.Module, Any]:
     try:
         src = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=config.torch_dtype)
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign GGUF
+    except Exception as exc:
         raise ModelFileError(f"{path}: transformers cannot read this GGUF ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -184,7 +185,7 @@ def load_tokenizer(path: str | Path) -> Any:
         )
     try:
         return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - surface as a model-file problem with the cause
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         what = "tokenizer.model (sentencepiece)" if sentencepiece_only else "tokenizer.json"
         raise ModelFileError(f"tokenizer in {p} cannot be loaded from {what}: {type(exc).__name__}: {first}") from None
@@ -246,7 +247,7 @@ class EmotionLlamaLM(nn.Module):
     # -- construction ----------------------------------------------------------
     @classmethod
     def from_llama_dir(cls, path: str | Path, lora: LoraSettings | None = None, dtype: str | None = None,
-                       tokenizer_dir: str | Path | None = None) -> "EmotionLlamaLM":
+                       tokenizer_dir: str | Path | None = None) -> EmotionLlamaLM:
         """Load a local LLaMA-2 directory (weights + tokenizer) and add fresh LoRA adapters."""
         from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -55,8 +55,8 @@ scores ``label + </s>`` after ``[/INST]``.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from emo_stream.errors import ConfigError
 from emo_stream.labels import LabelSet

@@ -36,8 +36,9 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -178,7 +179,7 @@ class SampleWorker(Generic[T]):
             try:
                 with self._clock.measure(self._stage):
                     self._handle(item)
-            except Exception as exc:  # noqa: BLE001 - see class doc
+            except Exception as exc:
                 self.errors += 1
                 self.last_error = exc
                 log.exception("%s worker failed on one item", self._stage)
@@ -250,7 +251,7 @@ class LatestWins(Generic[J, R]):
             try:
                 with self._clock.measure(self._stage):
                     result = (self._compute(job), job, stamp)
-            except Exception:  # noqa: BLE001 - a failed job must not stop the stream
+            except Exception:
                 self.errors += 1
                 log.exception("%s worker failed", self._stage)
             with self._cond:

@@ -130,7 +130,7 @@ def open_session(
     arg = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(arg, sess_options=sess_options, providers=list(providers), **kwargs)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own, unrelated exception types
+    except Exception as exc:
         tail = f"; {fix}" if fix else ""
         raise ModelFileError(f"{what} {name} cannot be loaded by ONNX Runtime ({_reason(exc)}): truncated or corrupt?{tail}") from None
 

@@ -12,8 +12,9 @@ import logging
 import os
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from emo_stream.errors import OutputError
 from emo_stream.outputs import write_error, writing
@@ -138,7 +139,7 @@ class CallbackSink(Sink):
     def write(self, state: EmotionState) -> None:
         try:
             self.fn(state)
-        except Exception:  # noqa: BLE001 - isolation is the point
+        except Exception:
             self.failures += 1
             if self.failures == 1 or self.failures % 100 == 0:
                 log.exception("state callback failed (%d failures so far)", self.failures)

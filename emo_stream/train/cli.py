@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from emo_stream.errors import ConfigError
 
@@ -229,11 +230,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from emo_stream.model.emotion_llama import EmotionLlama
+    from emo_stream.outputs import make_dir, refuse_alias
     from emo_stream.train.dataset import read_manifest
     from emo_stream.train.evaluate import evaluate
     from emo_stream.train.features import FeatureCache, extract_features
-
-    from emo_stream.outputs import make_dir, refuse_alias
 
     refuse_alias({"--out": a.out}, {"--model": a.model, "--manifest": a.manifest, "--cache": a.cache})
     make_dir(a.out, f"eval output directory {a.out}")  # before the model loads, not after the predictions
@@ -335,11 +335,9 @@ def cmd_dataset_check(a: argparse.Namespace) -> int:
 
 
 def cmd_convert_merr(a: argparse.Namespace) -> int:
-    from emo_stream.train.dataset import convert_merr
-
     from emo_stream.cli_args import parse_assignments
-
     from emo_stream.outputs import refuse_alias
+    from emo_stream.train.dataset import convert_merr
 
     dirs = parse_assignments(a.feature_dir, "--feature-dir", "VIEW")
     refuse_alias({"--out": a.out}, {"--annotation": a.annotation, "--transcription": a.transcription,

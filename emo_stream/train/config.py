@@ -12,10 +12,10 @@ and ``run_dir``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
-
+from typing import Any
 
 from emo_stream.config import build_dataclass
 from emo_stream.errors import ConfigError
@@ -319,12 +319,12 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base: Path | None = None) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any], base: Path | None = None) -> TrainConfig:
         cfg = build_dataclass(cls, data, "")
         return cfg if base is None else cfg.resolve_paths(base)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
         from emo_stream.structured_files import read_yaml
 
         p = Path(path).expanduser()
@@ -334,7 +334,7 @@ class TrainConfig:
             raise ConfigError(f"training config {p} must hold a mapping")
         return cls.from_dict(data, base=p.parent)
 
-    def resolve_paths(self, base: Path) -> "TrainConfig":
+    def resolve_paths(self, base: Path) -> TrainConfig:
         """Relative paths in the file are relative to the config file's folder."""
 
         def r(x: str | None) -> str | None:

@@ -68,9 +68,10 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from emo_stream.errors import ConfigError, EmoStreamError
 from emo_stream.labels import LabelSet, get_label_set
@@ -175,7 +176,7 @@ class Manifest:
         return {s.id: s for s in self.samples}
 
     def label_counts(self) -> dict[str, int]:
-        counts = {lab: 0 for lab in self.label_set.labels}
+        counts = dict.fromkeys(self.label_set.labels, 0)
         for s in self.samples:
             if s.label is not None:
                 counts[self.label_set.labels[s.label_index(self.label_set)]] += 1

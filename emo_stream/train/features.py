@@ -62,9 +62,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -249,11 +250,11 @@ class _FeatureTap:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
-    def to(self, *args: Any, **kwargs: Any) -> "_FeatureTap":
+    def to(self, *args: Any, **kwargs: Any) -> _FeatureTap:
         self._model.to(*args, **kwargs)
         return self
 
-    def eval(self) -> "_FeatureTap":
+    def eval(self) -> _FeatureTap:
         self._model.eval()
         return self
 
@@ -301,7 +302,7 @@ class _CaptureEngine(Engine):
         captured = self.tap.captured or {}
         self.windows.append(WindowFeatures(window.index, window.start, window.end,
                                            {n: _to_numpy(e, n in self.keep_tokens, self.dtype) for n, e in captured.items()},
-                                           [f for f in out.flags]))
+                                           list(out.flags)))
         return out
 
 

@@ -24,8 +24,9 @@ scores; use them to compare runs of your own with the same judge.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from emo_stream.train.metrics import open_labels
 

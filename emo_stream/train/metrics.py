@@ -25,8 +25,8 @@ scikit-learn is not a dependency: the tests check these functions against it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -128,7 +128,7 @@ def answer_to_label(answer: str, label_set: LabelSet, fallback: str = "neutral")
     if words:
         try:
             return label_set.index(words[-1]), True
-        except Exception:
+        except ValueError:  # the last word is not a label: try the other rules below
             pass
     try:
         return label_set.index(fallback), False
@@ -143,20 +143,16 @@ def answer_to_label(answer: str, label_set: LabelSet, fallback: str = "neutral")
 #: Emotion words (adjectives, nouns, verbs) -> canonical emotion. Coarse, in the
 #: spirit of an emotion wheel's inner ring; used to read open labels out of text.
 EMOTION_LEXICON: dict[str, str] = {
-    **{w: "happy" for w in ("happy", "happiness", "joy", "joyful", "glad", "cheerful", "delighted", "pleased", "excited",
-                            "excitement", "elated", "content", "contented", "satisfied", "amused", "grateful", "thrilled")},
-    **{w: "sad" for w in ("sad", "sadness", "unhappy", "sorrow", "sorrowful", "depressed", "down", "gloomy", "upset",
-                          "disappointed", "disappointment", "grief", "grieving", "miserable", "melancholy", "lonely", "hurt")},
-    **{w: "angry" for w in ("angry", "anger", "mad", "furious", "annoyed", "irritated", "irritation", "rage", "outraged",
-                            "frustrated", "frustration", "hostile", "resentful")},
-    **{w: "neutral" for w in ("neutral", "calm", "indifferent", "flat", "composed", "unemotional")},
-    **{w: "worried" for w in ("worried", "worry", "anxious", "anxiety", "nervous", "concerned", "uneasy", "tense",
-                              "stressed", "apprehensive")},
-    **{w: "surprise" for w in ("surprise", "surprised", "astonished", "amazed", "shocked", "startled", "stunned")},
-    **{w: "fear" for w in ("fear", "afraid", "scared", "frightened", "terrified", "fearful", "panic", "panicked")},
-    **{w: "disgust" for w in ("disgust", "disgusted", "repulsed", "revolted")},
-    **{w: "contempt" for w in ("contempt", "contemptuous", "scornful", "disdain", "disdainful")},
-    **{w: "doubt" for w in ("doubt", "doubtful", "skeptical", "sceptical", "uncertain", "confused", "puzzled", "suspicious")},
+    **dict.fromkeys(("happy", "happiness", "joy", "joyful", "glad", "cheerful", "delighted", "pleased", "excited", "excitement", "elated", "content", "contented", "satisfied", "amused", "grateful", "thrilled"), "happy"),
+    **dict.fromkeys(("sad", "sadness", "unhappy", "sorrow", "sorrowful", "depressed", "down", "gloomy", "upset", "disappointed", "disappointment", "grief", "grieving", "miserable", "melancholy", "lonely", "hurt"), "sad"),
+    **dict.fromkeys(("angry", "anger", "mad", "furious", "annoyed", "irritated", "irritation", "rage", "outraged", "frustrated", "frustration", "hostile", "resentful"), "angry"),
+    **dict.fromkeys(("neutral", "calm", "indifferent", "flat", "composed", "unemotional"), "neutral"),
+    **dict.fromkeys(("worried", "worry", "anxious", "anxiety", "nervous", "concerned", "uneasy", "tense", "stressed", "apprehensive"), "worried"),
+    **dict.fromkeys(("surprise", "surprised", "astonished", "amazed", "shocked", "startled", "stunned"), "surprise"),
+    **dict.fromkeys(("fear", "afraid", "scared", "frightened", "terrified", "fearful", "panic", "panicked"), "fear"),
+    **dict.fromkeys(("disgust", "disgusted", "repulsed", "revolted"), "disgust"),
+    **dict.fromkeys(("contempt", "contemptuous", "scornful", "disdain", "disdainful"), "contempt"),
+    **dict.fromkeys(("doubt", "doubtful", "skeptical", "sceptical", "uncertain", "confused", "puzzled", "suspicious"), "doubt"),
 }
 for _alias, _canon in ALIASES.items():
     EMOTION_LEXICON.setdefault(_alias, _canon)

@@ -38,9 +38,9 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -337,7 +337,7 @@ def make_synthetic_set(
     with tempfile.TemporaryDirectory(prefix="emo-synth-") as tmpd:
         tmp = Path(tmpd)
         try:
-            for li, lab in enumerate(chosen):
+            for lab in chosen:
                 st = styles[lab]
                 for k in range(per_label):
                     sid = f"{canonical(lab)}_{k:03d}"

@@ -77,9 +77,10 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -186,7 +187,7 @@ def trainable_names(model: Any, groups: Sequence[str]) -> list[str]:
     """Parameter names of the ``projector`` (minus the frozen ``ln_vision``) and/or ``lora`` groups."""
     names = []
     for n, _ in model.named_parameters():
-        if "projector" in groups and n.startswith("projector.") and not n.startswith("projector.ln_vision.") or "lora" in groups and "lora_" in n and n.startswith("llm."):
+        if ("projector" in groups and n.startswith("projector.") and not n.startswith("projector.ln_vision.")) or ("lora" in groups and "lora_" in n and n.startswith("llm.")):
             names.append(n)
     if not names:
         raise ConfigError(f"no parameters in trainable groups {list(groups)} (LoRA disabled in this model?)")
@@ -1043,7 +1044,7 @@ class Trainer:
         for p in paths:
             try:
                 names.append(read_manifest(p, ls).name)
-            except Exception:  # noqa: BLE001 - provenance is informative; the manifest was read for training already
+            except Exception:
                 names.append("")
         return {"train_manifests": list(paths), "manifest_names": names,
                 "synthetic": bool(names) and all(n.startswith("synthetic") for n in names),

@@ -53,9 +53,10 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -151,7 +152,7 @@ class Case:
     id: str
     what: str
     expect: Outcome
-    build: Callable[["Corpus", Path], Invocation]
+    build: Callable[[Corpus, Path], Invocation]
     flags: tuple[str, ...] = ()
     owner: str = ""
     xfail: str | None = None

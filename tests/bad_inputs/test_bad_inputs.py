@@ -46,7 +46,7 @@ def _param(case):
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory, media) -> "gen.Corpus":
+def corpus(tmp_path_factory, media) -> gen.Corpus:
     """The corpus media, built on first use and shared by every case of the session."""
     return gen.Corpus(tmp_path_factory.mktemp("bad_inputs_media"), media)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emo_stream.demo.window import display_problem
 from emo_stream.demo.video import probe
+from emo_stream.demo.window import display_problem
 from emo_stream.state import read_jsonl
 
 
@@ -64,7 +64,7 @@ def test_report_command(cli, media, tmp_path) -> None:
     out = tmp_path / "annotated.mp4"
     assert cli("demo", "-i", media / "astronaut_3s_noaudio.mp4", "--headless", "-O", out, "--engine", "baseline", "-q")[0] == 0
     n = len(read_jsonl(str(out.with_suffix(".jsonl"))))
-    code, stdout, stderr = cli("report", "--jsonl", out.with_suffix(".jsonl"), "--out", tmp_path / "timeline.png")
+    code, _stdout, stderr = cli("report", "--jsonl", out.with_suffix(".jsonl"), "--out", tmp_path / "timeline.png")
     assert code == 0, stderr
     assert (tmp_path / "timeline.png").stat().st_size > 10_000
     assert "(uniform) 100%" in stderr and f"{n} states" in stderr

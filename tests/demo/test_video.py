@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from emo_stream.demo.errors import DemoError
-from emo_stream.errors import OutputError, SourceError
 from emo_stream.demo.video import (
     AnnotatedVideoWriter,
     iter_video_frames,
@@ -18,6 +17,7 @@ from emo_stream.demo.video import (
     splice_yuv420,
     video_stream_params,
 )
+from emo_stream.errors import OutputError, SourceError
 
 
 def _clip(path: Path, *, frames=25, size=(64, 48), audio_codec: str | None = "pcm_s16le", rate=16000) -> Path:
@@ -173,7 +173,7 @@ def test_a_failed_render_leaves_no_half_video(tmp_path) -> None:
         with AnnotatedVideoWriter(out, 64, 48, Fraction(1, 25), Fraction(25)) as writer:
             for i in range(10):
                 writer.write(frame, i)
-            1 / 0
+            raise ZeroDivisionError
     assert list(tmp_path.iterdir()) == []  # neither the final name nor the temporary one
     with AnnotatedVideoWriter(out, 64, 48, Fraction(1, 25), Fraction(25)) as writer:
         for i in range(10):

@@ -40,7 +40,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from emo_stream.demo.window import gui_backend  # noqa: E402 - after the importorskip
+from emo_stream.demo.window import gui_backend
 
 if (gui_backend(cv2) or "NONE").upper() == "NONE":
     pytest.skip(

@@ -80,8 +80,8 @@ def _engine_config(export_dir, **options):
 
 def test_engine_streams_a_real_clip_from_the_export(export_v1, media):
     from emo_stream.engines.emotion_llama_export import EmotionLlamaExportEngine
-    from emo_stream.state import EmotionState
     from emo_stream.pipeline import Pipeline
+    from emo_stream.state import EmotionState
     from emo_stream.stream.sinks import CallbackSink
     from emo_stream.stream.sources.factory import open_sources
 

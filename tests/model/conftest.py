@@ -9,7 +9,7 @@ the pool's synchronisation made a tiny forward pass ~30x slower (measured:
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch

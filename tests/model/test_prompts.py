@@ -42,9 +42,9 @@ MERR_EXAMPLE = (
 
 def _original(sentence: str, task: str, instruction: str) -> str:
     """The original's string formatting (first_face.py __getitem__ + MiniGPTBase.prompt_template)."""
-    character_line = "The person in video says: {}. ".format(sentence)
-    user = "<video><VideoHere></video> <feature><FeatureHere></feature> {} [{}] {} ".format(character_line, task, instruction)
-    return "[INST] {} [/INST]".format(user)
+    character_line = f"The person in video says: {sentence}. "
+    user = f"<video><VideoHere></video> <feature><FeatureHere></feature> {character_line} [{task}] {instruction} "
+    return f"[INST] {user} [/INST]"
 
 
 def test_merr_emotion_prompt_is_the_original_byte_for_byte() -> None:

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from emo_stream.errors import ConfigError
+from emo_stream.model.emotion_llama import EmotionLlamaConfig
 from emo_stream.model.encoders import ShippedViTConfig, ShippedWhisperConfig, build_encoder
 from emo_stream.model.encoders.shipped_vit import pool_patches
-from emo_stream.model.emotion_llama import EmotionLlamaConfig
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("ctranslate2")

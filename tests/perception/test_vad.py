@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from emo_stream.errors import ConfigError
-from emo_stream.stream.sources.media_file import read_audio
 from emo_stream.perception.vad import FRAME_S, SAMPLE_RATE, AudioCursor, VadConfig, VoiceActivityDetector
+from emo_stream.stream.sources.media_file import read_audio
 
 MEDIA = Path(__file__).resolve().parents[2] / ".cache" / "media"
 LIBRIVOX = sorted(MEDIA.glob("librivox_*.wav"))

@@ -17,4 +17,4 @@ if importlib.util.find_spec("rclpy") is None:
     collect_ignore_glob = ["*"]
 else:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from ros_helpers import *  # noqa: F401,F403,E402  (fixtures: harness, domain_id, ros_env, procs ...)
+    from ros_helpers import *  # noqa: F403  (fixtures: harness, domain_id, ros_env, procs ...)

@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 import numpy as np
+from emo_msgs.msg import AudioDataStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from emo_msgs.msg import AudioDataStamped
 from emo_stream_ros.conversions import array_to_audio, bgr_to_image
 
 
@@ -33,7 +33,7 @@ class Feeder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "Feeder":
+    def start(self) -> Feeder:
         self._thread.start()
         return self
 

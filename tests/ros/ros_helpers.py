@@ -21,13 +21,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
+from emo_msgs.msg import EmotionState
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -37,7 +39,6 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
-from emo_msgs.msg import EmotionState
 from emo_stream_ros.conversions import diagnostic_values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -243,7 +244,7 @@ class Harness:
         try:
             while self.ctx.ok():
                 self.executor.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001 - context shut down under us at teardown
+        except Exception:
             pass
 
     # -- subscriptions ---------------------------------------------------------------------
@@ -316,7 +317,7 @@ class Harness:
         self._thread.join(timeout=5)
         try:
             self.node.destroy_node()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -342,6 +343,18 @@ def read_rgb_astronaut(media: Path) -> Any:
 
 
 __all__ = [
-    "REPO", "BIN", "PROFILE", "media", "domain_id", "procs", "harness", "ros_env", "Proc", "Procs", "Harness",
-    "cleanup_shm", "read_rgb_astronaut", "ParameterMsg",
+    "BIN",
+    "PROFILE",
+    "REPO",
+    "Harness",
+    "ParameterMsg",
+    "Proc",
+    "Procs",
+    "cleanup_shm",
+    "domain_id",
+    "harness",
+    "media",
+    "procs",
+    "read_rgb_astronaut",
+    "ros_env",
 ]

@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CompressedImage, Image
-
 from emo_msgs.msg import AudioDataStamped
 from emo_msgs.msg import EmotionState as EmotionStateMsg
+from rclpy.serialization import deserialize_message, serialize_message
+from ros_helpers import read_rgb_astronaut
+from sensor_msgs.msg import CompressedImage, Image
+
 from emo_stream.labels import get_label_set
 from emo_stream.state import EmotionState
 from emo_stream.stream.samples import AudioChunk, VideoFrame
@@ -31,7 +32,6 @@ from emo_stream_ros.conversions import (
     state_to_msg,
 )
 from emo_stream_ros.inputs import InputCounters, StampOrigin, TopicInput
-from ros_helpers import read_rgb_astronaut
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 
-
 FRAMES = 120  # 4 s at 30 Hz
 
 

@@ -10,11 +10,11 @@ import time
 import cv2
 import numpy as np
 import pytest
+from feeder import Feeder
+from ros_helpers import read_rgb_astronaut
 
 from emo_stream.stream.sources.media_file import read_audio
 from emo_stream_ros.conversions import array_to_audio, bgr_to_image, stamp_to_ns
-from feeder import Feeder
-from ros_helpers import read_rgb_astronaut
 
 NODE = "/emo_stream"
 

@@ -21,11 +21,11 @@ import yaml
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
+from ros_helpers import BIN, REPO
 
 from emo_stream_ros import params as P
 from emo_stream_ros.clip_publisher import build_parser as clip_parser
 from emo_stream_ros.node import EmotionNode
-from ros_helpers import BIN, REPO
 
 LAUNCH_DIR = REPO / "launch"
 LAUNCH_FILES = sorted(LAUNCH_DIR.glob("*.launch.py"))

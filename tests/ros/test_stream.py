@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import pytest
-
 from emo_msgs.msg import EmotionState
+
 from emo_stream_ros import bag
 from emo_stream_ros.conversions import stamp_to_ns
 

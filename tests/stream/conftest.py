@@ -6,7 +6,7 @@ are the point (e.g. a frame's brightness encodes its index).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -8,8 +8,8 @@ from emo_stream.config import StreamConfig
 from emo_stream.engines import make_engine
 from emo_stream.engines.base import Engine, EngineOutput
 from emo_stream.labels import get_label_set
-from emo_stream.state import read_jsonl
 from emo_stream.pipeline import Pipeline
+from emo_stream.state import read_jsonl
 from emo_stream.stream.samples import AudioChunk, VideoFrame
 from emo_stream.stream.sinks import CallbackSink, JsonlSink
 from emo_stream.stream.sources.push import PushSource

@@ -148,7 +148,7 @@ def _check_end(ws, hop):
     assert [w.final for w in ws].count(True) == 1 and ws[-1].final
     ends = [w.end for w in ws]
     assert all(b > a for a, b in zip(ends, ends[1:])), ends  # in order, nothing twice
-    assert [w.index for w in ws] == sorted(set(w.index for w in ws))
+    assert [w.index for w in ws] == sorted({w.index for w in ws})
     for w in ws[:-1]:
         assert (w.end / hop) == pytest.approx(round(w.end / hop))  # on the grid
 

@@ -174,7 +174,8 @@ def test_resume_after_a_kill_is_bitwise_identical(synthetic_caches: Path, tmp_pa
     assert res.metrics == full.metrics
     la = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     lb = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+    def strip(lines):
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
     assert strip(la) == strip(lb)
     assert (tmp_path / "full" / "eval" / "predictions.jsonl").read_text() == (tmp_path / "killed" / "eval" / "predictions.jsonl").read_text()
     # a changed config cannot resume that run

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,7 +162,7 @@ class AudioEncoder(nn.Module):
         return EncoderOutput(tokens=tokens, mask=mask, pooled=masked_mean(tokens, mask))
 
     @classmethod
-    def from_pretrained_dir(cls, path: str | Path, kind: str | None = None, normalize: bool | None = None, layer: int = -1) -> "AudioEncoder":
+    def from_pretrained_dir(cls, path: str | Path, kind: str | None = None, normalize: bool | None = None, layer: int = -1) -> AudioEncoder:
         """Load a HuBERT or Whisper directory; ``kind`` is read from config.json when not given."""
         from transformers import HubertConfig, HubertModel, WhisperConfig
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ class FaceViewEncoder(nn.Module):
         return EncoderOutput(tokens=per_frame, mask=mask, pooled=masked_mean(per_frame, mask))
 
     @classmethod
-    def from_pretrained_dir(cls, path: str | Path, **view_options: Any) -> "FaceViewEncoder":
+    def from_pretrained_dir(cls, path: str | Path, **view_options: Any) -> FaceViewEncoder:
         """Load a transformers ViTMAE directory; ``view_options`` override :class:`FaceViewConfig` preprocessing fields."""
         from transformers import ViTMAEConfig, ViTMAEModel
 
@@ -94,7 +95,7 @@ class FaceViewEncoder(nn.Module):
         return enc.eval()
 
     @classmethod
-    def from_mae_checkpoint(cls, source: str | Path | Mapping[str, Tensor], config: FaceViewConfig | None = None) -> "FaceViewEncoder":
+    def from_mae_checkpoint(cls, source: str | Path | Mapping[str, Tensor], config: FaceViewConfig | None = None) -> FaceViewEncoder:
         """Build the face view from the authors' MAE checkpoint (timm-style ``{'model': ...}``); prints one progress line."""
         config = config or FaceViewConfig()
         sd = dict(source) if isinstance(source, Mapping) else read_torch_checkpoint(source, "face-view MAE", _HOW["face"])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ class GlobalViewEncoder(nn.Module):
         return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens[:, 1:].mean(dim=1))
 
     @classmethod
-    def from_pretrained_dir(cls, path: str | Path, final_norm: bool = False) -> "GlobalViewEncoder":
+    def from_pretrained_dir(cls, path: str | Path, final_norm: bool = False) -> GlobalViewEncoder:
         """Load a transformers ViT directory (config.json + weights)."""
         from transformers import ViTConfig, ViTModel
 
@@ -79,7 +80,7 @@ class GlobalViewEncoder(nn.Module):
         return enc.eval()
 
     @classmethod
-    def from_eva_checkpoint(cls, source: str | Path | Mapping[str, Tensor], config: GlobalViewConfig | None = None) -> "GlobalViewEncoder":
+    def from_eva_checkpoint(cls, source: str | Path | Mapping[str, Tensor], config: GlobalViewConfig | None = None) -> GlobalViewEncoder:
         """Build the EVA-CLIP-g global view from ``eva_vit_g.pth`` (or its state dict); prints one progress line."""
         config = config or GlobalViewConfig()
         sd = dict(source) if isinstance(source, Mapping) else read_torch_checkpoint(source, "EVA", _HOW["global"])

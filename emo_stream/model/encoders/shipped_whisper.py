@@ -17,8 +17,9 @@ encoder's second conv has stride 2). Frames beyond a row's length are masked.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

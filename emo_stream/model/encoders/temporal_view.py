@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ class TemporalViewEncoder(nn.Module):
         return EncoderOutput(tokens=tokens, mask=mask, pooled=tokens.mean(dim=1))
 
     @classmethod
-    def from_pretrained_dir(cls, path: str | Path, **view_options: Any) -> "TemporalViewEncoder":
+    def from_pretrained_dir(cls, path: str | Path, **view_options: Any) -> TemporalViewEncoder:
         """Load a transformers VideoMAE directory; ``view_options`` override :class:`TemporalViewConfig` preprocessing fields."""
         from transformers import VideoMAEConfig, VideoMAEModel
 
@@ -119,7 +120,7 @@ class TemporalViewEncoder(nn.Module):
         return enc.eval()
 
     @classmethod
-    def from_videomae_checkpoint(cls, source: str | Path | Mapping[str, Tensor], config: TemporalViewConfig | None = None) -> "TemporalViewEncoder":
+    def from_videomae_checkpoint(cls, source: str | Path | Mapping[str, Tensor], config: TemporalViewConfig | None = None) -> TemporalViewEncoder:
         """Build the temporal view from the authors' VideoMAE checkpoint (``encoder.``-prefixed, timm-style); prints one progress line."""
         config = config or TemporalViewConfig()
         sd = dict(source) if isinstance(source, Mapping) else read_torch_checkpoint(source, "temporal-view VideoMAE", _HOW["temporal"])

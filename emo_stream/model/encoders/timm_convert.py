@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ def read_torch_checkpoint(path: str | Path, what: str, how: str) -> dict[str, Te
         raise ModelFileError(f"{what} checkpoint {p} not found. {how}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a plain tensor file"
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelFileError(f"{what} checkpoint {p} cannot be read as plain tensors ({type(exc).__name__}: {first})") from None
     if isinstance(obj, Mapping):

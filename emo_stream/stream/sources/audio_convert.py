@@ -50,7 +50,7 @@ from collections.abc import Callable
 import av
 import numpy as np
 
-from emo_stream.stream.samples import AudioChunk, Sample, SourceEvent
+from emo_stream.stream.samples import AudioChunk, Sample
 from emo_stream.stream.sources.base import ConditionEvents
 
 _INT_SCALE = {

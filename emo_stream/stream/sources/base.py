@@ -15,8 +15,8 @@ import collections
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from emo_stream.config import MIN_HOP_S
 from emo_stream.stream.samples import Sample, SourceEvent
@@ -117,7 +117,7 @@ class Source(ABC):
     def close(self) -> None:
         """Release the input; safe to call twice and from another thread."""
 
-    def __enter__(self) -> "Source":
+    def __enter__(self) -> Source:
         self.open()
         return self
 

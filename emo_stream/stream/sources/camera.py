@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from emo_stream.errors import SourceError
+from emo_stream.stream.downscale import downscale
 from emo_stream.stream.samples import VIDEO, SourceEvent, VideoFrame
 from emo_stream.stream.sources.base import LiveSource
-from emo_stream.stream.downscale import downscale
 
 
 def import_cv2():

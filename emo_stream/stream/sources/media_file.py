@@ -48,13 +48,13 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from emo_stream.errors import SourceError
+from emo_stream.stream.downscale import scaled_size
 from emo_stream.stream.samples import AUDIO, VIDEO, AudioChunk, Sample, SourceEvent, VideoFrame
 from emo_stream.stream.sources.audio_convert import AUDIO_GAP_S, AudioStamper
 from emo_stream.stream.sources.base import ConditionEvents, Source
 from emo_stream.stream.sources.orientation import frame_orientation
-from emo_stream.stream.downscale import scaled_size
 
-__all__ = ["AUDIO_GAP_S", "MediaFileSource", "WavFileSource", "read_audio", "PtsGuesser"]
+__all__ = ["AUDIO_GAP_S", "MediaFileSource", "PtsGuesser", "WavFileSource", "read_audio"]
 
 #: The input is called truncated when its samples end this much (seconds) or
 #: more before the container's declared duration: more than the last frame's
@@ -207,7 +207,7 @@ class MediaFileSource(Source):
                 # FFmpeg's choice among several tracks (e.g. the main video, not a thumbnail)
                 try:
                     best = container.streams.best(kind)
-                except Exception:  # noqa: BLE001 - older PyAV: fall back to the first track
+                except Exception:
                     best = None
                 found[kind] = best if best in candidates else candidates[0]
         wanted = self._wanted if self._wanted is not None else frozenset(_KINDS)

@@ -127,7 +127,7 @@ class _PyAudioBackend(_Backend):
         try:
             with _quiet_stderr():
                 return self._pa_mod.PyAudio()
-        except Exception as exc:  # noqa: BLE001 - PortAudio init failure is a user-facing condition
+        except Exception as exc:
             raise SourceError(f"PortAudio could not start ({exc})") from None
 
     def devices(self) -> list[InputDevice]:
@@ -383,7 +383,7 @@ class MicrophoneSource(LiveSource):
         try:
             with _quiet_stderr():
                 stream = self._backend.open(dev.index, rate, ch, block, lambda data, n, ovf: on_block(data, n, ovf, rate))
-        except Exception as exc:  # noqa: BLE001 - PortAudio reports busy/unplugged devices with various types
+        except Exception as exc:
             raise SourceError(f"audio input {dev.name!r} could not be opened at {rate} Hz x{ch} ({exc})") from None
         self.opened = (dev, rate, ch)
         return stream

@@ -7,8 +7,7 @@ subscriber callback can hand samples over and return at once.
 from __future__ import annotations
 
 import threading
-import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from emo_stream.stream.samples import Sample
 from emo_stream.stream.sources.base import DropOldestQueue, Source

@@ -28,8 +28,9 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 #: Message types recorded with sensor-data (best effort) QoS under ``--qos auto``.
 SENSOR_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "emo_msgs/msg/AudioDataStamped"})
@@ -44,7 +45,7 @@ def emo_msgs_dir() -> Path:
         d = Path(get_package_share_directory("emo_msgs")) / "msg"
         if d.is_dir():
             return d
-    except Exception:  # noqa: BLE001 - not installed through ament: fall back to the source tree
+    except Exception:  # noqa: S110 - not installed as a ROS package: fall back to the source tree below
         pass
     d = Path(__file__).resolve().parents[2] / "emo_msgs" / "msg"
     if d.is_dir():
@@ -110,7 +111,7 @@ class BagRecorder:
     def __init__(self, node: Any, path: str | Path, topics: dict[str, Any], qos: str = "auto", on_message: Any = None) -> None:
         self.node = node
         self.path = Path(path)
-        self.counts: dict[str, int] = {t: 0 for t in topics}
+        self.counts: dict[str, int] = dict.fromkeys(topics, 0)
         self._on_message = on_message
         self._store = typestore()
         self._writer = _writer(self.path)
@@ -182,10 +183,9 @@ def replay(
 ) -> dict[str, int]:
     """Publish a bag's messages at their recorded pace; returns messages published per topic."""
     from rclpy.serialization import deserialize_message, serialize_message
+    from rosbags.rosbag2 import Reader
 
     from emo_stream_ros.conversions import ns_to_stamp, stamp_to_ns
-
-    from rosbags.rosbag2 import Reader
 
     with Reader(Path(path)) as reader:
         conns = [c for c in reader.connections if topics is None or c.topic in topics]
@@ -195,7 +195,7 @@ def replay(
             if c.topic not in pubs:
                 classes[c.topic] = msg_class(c.msgtype)
                 pubs[c.topic] = node.create_publisher(classes[c.topic], c.topic, _qos(qos, c.msgtype))
-    counts = {t: 0 for t in pubs}
+    counts = dict.fromkeys(pubs, 0)
     if wait_subscribers > 0:
         deadline = time.monotonic() + wait_timeout
         while any(p.get_subscription_count() < wait_subscribers for p in pubs.values()):
@@ -240,10 +240,10 @@ def clip_to_bag(
     Header stamps and log times are ``stamp_origin_ns + media time``; audio is
     logged at its end (when a microphone would deliver it), like a live recording.
     """
+    from emo_msgs.msg import AudioDataStamped
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
 
-    from emo_msgs.msg import AudioDataStamped
     from emo_stream.stream.samples import VideoFrame
     from emo_stream_ros.clip_publisher import media_samples
     from emo_stream_ros.conversions import array_to_audio, bgr_to_image
@@ -268,7 +268,7 @@ def clip_to_bag(
         conns[image_topic] = writer.add_connection(image_topic, type_name(Image), typestore=store)
     if audio_topic:
         conns[audio_topic] = writer.add_connection(audio_topic, type_name(AudioDataStamped), typestore=store)
-    counts = {t: 0 for t in conns}
+    counts = dict.fromkeys(conns, 0)
     try:
         for ns, topic, raw in items:
             writer.write(conns[topic], ns, raw)

@@ -32,8 +32,8 @@ import json
 import signal
 import sys
 import time
-from typing import Any, Iterator
-
+from collections.abc import Iterator
+from typing import Any
 
 from emo_stream.stream.samples import AudioChunk, VideoFrame
 
@@ -147,10 +147,10 @@ def in_due_order(samples: Iterator[Any], horizon_s: float = REORDER_HORIZON_S) -
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
+    from emo_msgs.msg import AudioDataStamped
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
 
-    from emo_msgs.msg import AudioDataStamped
     from emo_stream_ros.conversions import array_to_audio, bgr_to_compressed, bgr_to_image
 
     streams = {s for s, topic in (("video", args.image_topic), ("audio", args.audio_topic)) if topic}

@@ -18,7 +18,8 @@ times below ~1e6 s).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def stamp_to_ns(stamp: Any) -> int:
 def ns_to_stamp(ns: int, stamp_type: type | None = None) -> Any:
     """Integer nanoseconds -> ``builtin_interfaces/Time`` (negative clamps to 0)."""
     if stamp_type is None:
-        from builtin_interfaces.msg import Time as stamp_type  # noqa: N813
+        from builtin_interfaces.msg import Time as stamp_type
     ns = max(0, int(ns))
     return stamp_type(sec=ns // NS, nanosec=ns % NS)
 
@@ -348,17 +349,17 @@ def diagnostic_values(status: Any) -> dict[str, str]:
 __all__: Sequence[str] = (
     "MALFORMED_REASONS",
     "MalformedInput",
-    "stamp_to_ns",
-    "ns_to_stamp",
-    "seconds_to_ns",
-    "image_to_bgr",
+    "array_to_audio",
+    "audio_to_array",
+    "bgr_to_compressed",
     "bgr_to_image",
     "compressed_to_bgr",
-    "bgr_to_compressed",
-    "audio_to_array",
-    "array_to_audio",
-    "state_to_msg",
-    "msg_to_state",
-    "key_values",
     "diagnostic_values",
+    "image_to_bgr",
+    "key_values",
+    "msg_to_state",
+    "ns_to_stamp",
+    "seconds_to_ns",
+    "stamp_to_ns",
+    "state_to_msg",
 )

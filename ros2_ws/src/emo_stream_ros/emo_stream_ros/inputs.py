@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from emo_stream.stream.downscale import downscale
 from emo_stream.stream.samples import AUDIO, VIDEO, AudioChunk, VideoFrame
 from emo_stream.stream.sources.audio_convert import AudioConverter
-from emo_stream.stream.downscale import downscale
 from emo_stream.stream.sources.push import PushSource
-
 from emo_stream_ros.conversions import (
     MALFORMED_REASONS,
     NS,

@@ -47,17 +47,16 @@ from emo_msgs.msg import EmotionState as EmotionStateMsg
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from emo_stream.engines import make_engine
 from emo_stream.errors import EmoStreamError
-from emo_stream.state import EmotionState
 from emo_stream.pipeline import Pipeline
+from emo_stream.state import EmotionState
 from emo_stream.stream.samples import AUDIO, VIDEO
 from emo_stream.stream.sinks import Sink
 from emo_stream.stream.sources.push import PushSource
-
 from emo_stream_ros import params as P
 from emo_stream_ros.conversions import key_values, seconds_to_ns, state_to_msg
 from emo_stream_ros.inputs import InputCounters, StampOrigin, TopicInput
@@ -86,7 +85,7 @@ def sensor_qos(depth: int) -> QoSProfile:
 class _StateSink(Sink):
     """Pipeline sink (runs on the pipeline thread): EmotionState -> ~/state."""
 
-    def __init__(self, node: "EmotionNode", to_ns, offset_s: float) -> None:
+    def __init__(self, node: EmotionNode, to_ns, offset_s: float) -> None:
         self.node = node
         self.to_ns = to_ns
         self.offset_s = offset_s
@@ -157,7 +156,7 @@ class EmotionNode(LifecycleNode):
         try:
             config = P.stream_config(values)
             engine = make_engine(config)
-        except Exception as exc:  # noqa: BLE001 - report any engine/model failure as a failed transition
+        except Exception as exc:
             self.get_logger().error(f"configure failed: cannot build engine {values['engine']!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         self._values, self.config, self.engine = values, config, engine
@@ -176,7 +175,7 @@ class EmotionNode(LifecycleNode):
         self._reset_counters()
         try:
             self._start_inputs_and_pipeline()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.activate_error = str(exc)
             self.get_logger().error(f"activate failed: {exc}")
             self._stop_pipeline()
@@ -227,7 +226,7 @@ class EmotionNode(LifecycleNode):
         if self.engine is not None:
             try:
                 self.engine.close()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.get_logger().warning(f"engine close failed: {exc}")
             self.engine = None
         self.config = None
@@ -294,7 +293,7 @@ class EmotionNode(LifecycleNode):
             if self._active and self._values and self._values["input_mode"] == "direct":
                 self._pipeline_status = f"input ended: {stats.summary()}"
                 self.get_logger().info(self._pipeline_status)
-        except Exception as exc:  # noqa: BLE001 - the node stays up and reports it
+        except Exception as exc:
             self._pipeline_status = f"pipeline stopped: {exc}"
             self.get_logger().error(self._pipeline_status)
 
@@ -309,7 +308,7 @@ class EmotionNode(LifecycleNode):
         for src in self._direct_sources:
             try:
                 src.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: S110 - shutting down: a source that fails to close must not stop the others
                 pass
         if self._thread is not None:
             self._thread.join(timeout=10.0)
@@ -375,7 +374,7 @@ class EmotionNode(LifecycleNode):
             states, e2e, last_lat = self._states, list(self._e2e_ms), dict(self._last_latency)
         cur = {"states": states, **c}
         dt = max(1e-6, now - self._prev_t)
-        prev = self._prev or {k: 0 for k in cur}
+        prev = self._prev or dict.fromkeys(cur, 0)
         rate = {k: (cur[k] - prev.get(k, 0)) / dt for k in ("states", "images", "audio_chunks", "audio_samples")}
         new_malformed = sum(cur[k] - prev.get(k, 0) for k in cur if k.startswith("malformed_"))
         self._prev, self._prev_t = cur, now
