@@ -12,6 +12,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,22 @@ class EngineOutput:
     people: list[EngineOutput] = field(default_factory=list)
 
 
+@dataclass
+class EngineFeatures:
+    """What an engine's learned encoders made of one window: the input of its head.
+
+    ``features`` maps a modality to the engine's own encoder output (its type is
+    the engine's: the trainer that reads it knows the engine it built). The
+    flags, modalities and latencies are the ones :meth:`Engine.process` would
+    report for the same window up to the head.
+    """
+
+    features: dict[str, Any] = field(default_factory=dict)
+    modalities: set[str] = field(default_factory=set)
+    flags: list[str] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
 class Engine(ABC):
     """Turns windows into :class:`EngineOutput`.
 
@@ -62,6 +79,18 @@ class Engine(ABC):
     @abstractmethod
     def process(self, window: Window) -> EngineOutput:
         """Analyse one window. Must not raise on bad *input* (flag it instead)."""
+
+    def features(self, window: Window) -> EngineFeatures:
+        """The features of this window that the engine's head reads, without running the head.
+
+        The seam a trainer uses to cache encoder outputs (``emo-stream features``)
+        through exactly the preprocessing and encoders the stream runs, and to
+        skip the (expensive, not yet trained) head. Engines with learned
+        encoders override it and build :meth:`process` on it. Default, right for
+        engines without learned features (rules, fused off-the-shelf
+        classifiers): no features, the window's own modalities and flags.
+        """
+        return EngineFeatures(modalities=set(window.modalities), flags=list(window.flags))
 
     def prepare(self, *, realtime: bool) -> None:
         """The pipeline is about to stream (called after :meth:`reset`).

@@ -50,7 +50,7 @@ from typing import Any, Literal
 import numpy as np
 
 from emo_stream.config import StreamConfig, build_dataclass
-from emo_stream.engines.base import Engine, EngineOutput, register_engine
+from emo_stream.engines.base import Engine, EngineFeatures, EngineOutput, register_engine
 from emo_stream.errors import ConfigError
 from emo_stream.labels import get_label_set, normalize, valence_arousal
 from emo_stream.stream.scheduler import Window
@@ -159,7 +159,8 @@ class EmotionLlamaEngine(Engine):
 
         return cropper
 
-    def process(self, window: Window) -> EngineOutput:
+    def features(self, window: Window) -> EngineFeatures:
+        """Steps 1-2 (preprocess, encode): ``{modality: EncoderOutput}``, what :meth:`process` projects."""
         import torch
 
         lat: dict[str, float] = {}
@@ -167,7 +168,6 @@ class EmotionLlamaEngine(Engine):
         if self._random:
             flags += ["random_weights", "not_an_emotion_model"]
         modalities = set(window.modalities)
-        signals: dict[str, float] = {}
         t = time.perf_counter()
 
         frames = [f.image for f in window.frames if _valid_image(f.image)]
@@ -228,6 +228,15 @@ class EmotionLlamaEngine(Engine):
                 lat[f"encode_{name}"] = (time.perf_counter() - t) * 1e3
             if not encoded:
                 flags.append("no_modalities")
+        return EngineFeatures(features=encoded, modalities=modalities, flags=flags, latency_ms=lat)
+
+    def process(self, window: Window) -> EngineOutput:
+        import torch
+
+        feats = self.features(window)
+        encoded, modalities, flags, lat = feats.features, feats.modalities, feats.flags, feats.latency_ms
+        signals: dict[str, float] = {}
+        with torch.inference_mode():
             t = time.perf_counter()
             projection = self.model.project(encoded) if encoded else self._empty_projection()
             lat["project"] = (time.perf_counter() - t) * 1e3

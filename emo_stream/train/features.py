@@ -240,37 +240,6 @@ class ClipSource(WrappedSource):
                 yield s
 
 
-class _FeatureTap:
-    """Wraps an ``EmotionLlama`` for the streaming engine: records what reaches ``project()`` and skips the LLM."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        self.captured: dict[str, Any] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def to(self, *args: Any, **kwargs: Any) -> _FeatureTap:
-        self._model.to(*args, **kwargs)
-        return self
-
-    def eval(self) -> _FeatureTap:
-        self._model.eval()
-        return self
-
-    def project(self, encoded: Mapping[str, Any]) -> Any:
-        self.captured = dict(encoded)
-        return _NoProjection()
-
-    def label_probabilities(self, projection: Any, subtitle: str = "", label_set: Any = None) -> Tensor:
-        n = len(label_set) if label_set is not None else len(self._model.label_set)
-        return torch.full((1, n), 1.0 / n)
-
-
-class _NoProjection:
-    mask = torch.zeros(1, 0, dtype=torch.bool)
-
-
 @dataclass
 class WindowFeatures:
     """Encoder outputs of one window (numpy, batch dimension removed)."""
@@ -283,10 +252,14 @@ class WindowFeatures:
 
 
 class _CaptureEngine(Engine):
-    """Runs the streaming engine on each window and keeps the tapped encoder outputs."""
+    """Streams windows through ``inner.features`` (preprocess + encoders, no head) and keeps them as numpy.
 
-    def __init__(self, inner: Engine, tap: _FeatureTap, keep_tokens: Sequence[str], dtype: np.dtype) -> None:
-        self.inner, self.tap = inner, tap
+    The pipeline needs an :class:`EngineOutput` per window; a uniform one stands
+    in for the head that was not run (no sink reads it).
+    """
+
+    def __init__(self, inner: Engine, keep_tokens: Sequence[str], dtype: np.dtype) -> None:
+        self.inner = inner
         self.model_id, self.label_set = inner.model_id, inner.label_set
         self.keep_tokens = set(keep_tokens)
         self.dtype = dtype
@@ -297,13 +270,13 @@ class _CaptureEngine(Engine):
         self.inner.reset()
 
     def process(self, window: Window) -> EngineOutput:
-        self.tap.captured = None
-        out = self.inner.process(window)
-        captured = self.tap.captured or {}
+        f = self.inner.features(window)
+        flags = list(dict.fromkeys(f.flags))
         self.windows.append(WindowFeatures(window.index, window.start, window.end,
-                                           {n: _to_numpy(e, n in self.keep_tokens, self.dtype) for n, e in captured.items()},
-                                           list(out.flags)))
-        return out
+                                           {n: _to_numpy(e, n in self.keep_tokens, self.dtype) for n, e in f.features.items()},
+                                           flags))
+        n = len(self.label_set)
+        return EngineOutput(probabilities=np.full(n, 1.0 / n), modalities=f.modalities, latency_ms=f.latency_ms, flags=flags)
 
 
 def _to_numpy(e: Any, keep_tokens: bool, dtype: np.dtype) -> dict[str, np.ndarray]:
@@ -351,8 +324,7 @@ class ClipEncoder:
         opts: dict[str, Any] = {"face_detector": settings.face_detector, "face_crop_fraction": settings.face_crop_fraction,
                                 "device": device}
         cfg = self.stream_config.replace(engine={"name": "emotion-llama", "label_set": model.config.label_set, "options": opts})
-        self.tap = _FeatureTap(model)
-        self.engine = _CaptureEngine(EmotionLlamaEngine(cfg, model=self.tap), self.tap, self.keep_tokens, self.dtype)
+        self.engine = _CaptureEngine(EmotionLlamaEngine(cfg, model=model), self.keep_tokens, self.dtype)
 
     def encode(self, sample: Sample) -> list[WindowFeatures]:
         """The sample's windows with their features (precomputed ones merged in)."""

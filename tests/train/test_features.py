@@ -174,3 +174,40 @@ def test_unreadable_media_names_the_sample(tiny: Any, tmp_path: Path) -> None:
     m = read_manifest(write_manifest(tmp_path / "m.jsonl", [Sample(id="x", label="sad", media=bad)], "mer2023"))
     with pytest.raises(DatasetError, match=r"sample 'x' \(line 2\): .*not a readable media file"):
         extract_features(m, tiny, tmp_path / "c", progress=False)
+
+
+def _synthetic_window() -> Any:
+    from emo_stream.stream.samples import VideoFrame
+    from emo_stream.stream.scheduler import Window
+    from emo_stream.stream.timeline import AudioSpan
+
+    rng = np.random.default_rng(0)
+    frames = tuple(VideoFrame(t=k * 0.1, image=rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), index=k) for k in range(4))
+    audio = AudioSpan(samples=(rng.standard_normal(32000) * 0.1).astype(np.float32), start=0.0, sample_rate=16000, coverage=0.1)
+    return Window(index=0, start=0.0, end=2.0, frames=frames, n_frames=4, audio=audio,
+                  streams_expected=frozenset({"video", "audio"}))  # coverage 0.1: flagged audio_gap
+
+
+def test_engine_features_seam_is_what_process_projects(tiny: Any) -> None:
+    """The trainer's seam (Engine.features) must be exactly the head's input: process == head(features)."""
+    from emo_stream.engines.emotion_llama import EmotionLlamaEngine
+
+    cfg = StreamConfig.from_dict({"engine": {"name": "emotion-llama", "label_set": "mer2023", "options": {}}})
+    engine = EmotionLlamaEngine(cfg, model=tiny)
+    window = _synthetic_window()
+    feats = engine.features(window)
+    assert set(feats.features) == {"global", "face", "temporal", "audio"}
+    assert "audio_gap" in feats.flags and "face_view_center_crop" in feats.flags
+    with torch.inference_mode():
+        head = tiny.label_probabilities(tiny.project(feats.features), "", engine.label_set)[0].double().numpy()
+    out = engine.process(window)
+    np.testing.assert_allclose(out.probabilities, head / head.sum(), rtol=1e-6, atol=1e-9)
+    assert out.flags == list(dict.fromkeys(feats.flags))
+
+
+def test_engine_features_default_for_engines_without_learned_features() -> None:
+    window = _synthetic_window()
+    feats = _Spy().features(window)
+    assert feats.features == {}
+    assert feats.flags == ["audio_gap"] and feats.modalities == window.modalities
+    assert _Spy().windows == []  # the default does not run the engine
