@@ -379,6 +379,18 @@ class DefaultEngine(Engine):
         )
 
     # -- people ---------------------------------------------------------------------
+    def use_external_faces(self, faces: Any) -> None:
+        """Take face boxes and person ids from an external detector (an
+        :class:`~emo_stream.perception.external_faces.ExternalFaces` store) instead of
+        running our detector and tracker: the ROS node behind a ROS4HRI face detector.
+        Call before the stream starts; everything after detection stays as it is."""
+        from emo_stream.perception.external_faces import ExternalFaceAnalyzer
+
+        if self.people.max_people == 0:
+            raise ConfigError("external faces need people tracking (engine.options.people.max_people > 0)")
+        fps = 1.0 / self.face_analyzer.period_s
+        self.face_analyzer = ExternalFaceAnalyzer(faces, self.expressions, self._face_results, self._people_results, fps=fps, config=self.people)
+
     def _people_outputs(self, window: Window, voice: cl.VoiceClue | None, words: cl.WordsClue | None,
                         primary_flags: list[str]) -> tuple[str, list[EngineOutput]]:
         """The primary person's id and one output per other tracked person of the window.
@@ -394,12 +406,13 @@ class DefaultEngine(Engine):
         window; a person who left gets one last state (no face, so no face
         evidence).
         """
-        from emo_stream.perception.people import attribute_speaker, summarize_window
+        from emo_stream.perception.people import attribute_speaker, summarize_window, window_flags
 
         if self.people.max_people == 0 or not window.frames:
             return self._primary_id, []
         frames = self._people_results.between(window.start, window.end + (1e-6 if window.final else 0.0))
         summary, primary_id, _ = summarize_window(frames)
+        primary_flags.extend(window_flags(frames))  # e.g. faces_input_stale (external faces)
         if primary_id is not None:
             self._primary_id = primary_id
         for pid, pw in summary.items():  # windows overlap: each event goes into one state only
@@ -408,7 +421,7 @@ class DefaultEngine(Engine):
         voice_active = voice is not None and voice.speech_ratio >= 0.05
         heard = attribute_speaker({pid: pw.motion for pid, pw in summary.items() if pw.frames}, voice_active, self.people)
         if self._primary_id in summary:
-            primary_flags.extend(summary[self._primary_id].events)
+            primary_flags.extend(summary[self._primary_id].events + summary[self._primary_id].flags)
         if heard.unsure:
             primary_flags.append("speaker_unsure")  # the primary keeps the voice, as before, but it may not be theirs
         outs: list[EngineOutput] = []
@@ -427,7 +440,7 @@ class DefaultEngine(Engine):
             if speaks and voice is not None and voice.arousal is not None:
                 w = 0.5 * voice.confidence
                 arousal = (1 - w) * arousal + w * voice.arousal
-            flags = list(pw.events)
+            flags = list(pw.events) + pw.flags
             if face is None:
                 flags.append("no_face")
             if heard.unsure:

@@ -134,6 +134,11 @@ class PeopleFrame:
     faces: tuple[TrackedFace, ...]
     events: tuple[PersonEvent, ...] = ()
     primary_id: str | None = None
+    #: external faces (:mod:`~emo_stream.perception.external_faces`): ids the external
+    #: tracker lists but whose box was stale or missing for this frame
+    stale_ids: tuple[str, ...] = ()
+    #: frame-level flags, e.g. ``faces_input_stale`` (no fresh external face list)
+    flags: tuple[str, ...] = ()
 
 
 def iou(a: Any, b: Any) -> float:
@@ -388,10 +393,7 @@ class PeopleFaceAnalyzer(FaceAnalyzer):
         self.people.clear()
 
     def analyze(self, frame: VideoFrame) -> FaceResult:
-        from emo_stream.perception.face import crop_face, select_primary
-
         image = frame.image
-        h, w = image.shape[:2]
         with self._lock:
             n = self._analysed
             self._analysed += 1
@@ -404,8 +406,22 @@ class PeopleFaceAnalyzer(FaceAnalyzer):
                 self._last_boxes = (frame.t, boxes) if boxes else None
         else:
             boxes = last[1]
-        primary = select_primary(boxes, image.shape) if boxes else None
         pairs, events = self.tracker.update(frame.t, boxes)
+        return self._record(frame, boxes, pairs, events, tracked=not detect)
+
+    def _record(self, frame: VideoFrame, boxes: Sequence[Any], pairs: Sequence[tuple[_Track, Any]], events: Sequence[PersonEvent], *,
+                tracked: bool, stale_ids: Sequence[str] = (), flags: Sequence[str] = ()) -> FaceResult:
+        """Read every tracked face's expression, write the primary's FaceResult and the PeopleFrame.
+
+        Shared by the own detector + tracker (:meth:`analyze`) and external faces
+        (:class:`~emo_stream.perception.external_faces.ExternalFaceAnalyzer`): where the
+        boxes and ids come from is the only difference.
+        """
+        from emo_stream.perception.face import crop_face, select_primary
+
+        image = frame.image
+        h, w = image.shape[:2]
+        primary = select_primary(boxes, image.shape) if boxes else None
         probs_all = self.recognizer.predict([crop_face(image, b, size=64) for _, b in pairs]) if pairs else None
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 and pairs else image
         faces = []
@@ -417,9 +433,9 @@ class PeopleFaceAnalyzer(FaceAnalyzer):
                 primary_probs, primary_id = probs, tr.person_id
         if primary is not None and primary_probs is None:  # beyond the bound: still read the primary
             primary_probs = self.recognizer.predict([crop_face(image, primary, size=64)])[0]
-        result = FaceResult(frame.t, frame.index, w, h, primary, primary_probs, not detect)
+        result = FaceResult(frame.t, frame.index, w, h, primary, primary_probs, tracked)
         self.results.append(frame.t, result)
-        self.people.append(frame.t, PeopleFrame(frame.t, w, h, tuple(faces), tuple(events), primary_id))
+        self.people.append(frame.t, PeopleFrame(frame.t, w, h, tuple(faces), tuple(events), primary_id, tuple(stale_ids), tuple(flags)))
         return result
 
 
@@ -435,6 +451,15 @@ class PersonWindow:
     width: int = 0
     height: int = 0
     events: list[str] = field(default_factory=list)
+    #: conditions of this window, reported in every window they hold (unlike ``events``,
+    #: which are reported once): ``face_roi_stale`` (external faces: listed, no fresh box)
+    flags: list[str] = field(default_factory=list)
+
+
+def window_flags(frames: Sequence[PeopleFrame]) -> list[str]:
+    """Frame-level flags of the window's frames (each once, first-seen order): they go on
+    the primary person's state, e.g. ``faces_input_stale``."""
+    return list(dict.fromkeys(f for fr in frames for f in fr.flags))
 
 
 def summarize_window(frames: Sequence[PeopleFrame]) -> tuple[dict[str, PersonWindow], str | None, list[PersonEvent]]:
@@ -457,6 +482,10 @@ def summarize_window(frames: Sequence[PeopleFrame]) -> tuple[dict[str, PersonWin
             if f.mouth_motion is not None:
                 pw.motion.append(f.mouth_motion)
             pw.last_box, pw.width, pw.height = f.box, fr.width, fr.height
+        for pid in fr.stale_ids:
+            pw = people.setdefault(pid, PersonWindow(pid))
+            if "face_roi_stale" not in pw.flags:
+                pw.flags.append("face_roi_stale")
         if fr.primary_id is not None and any(f.person_id == fr.primary_id and f.confirmed for f in fr.faces):
             primary = fr.primary_id
     return people, primary, events
