@@ -18,6 +18,7 @@ parity test that can drift. Nothing here imports torch, transformers or OpenCV.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,6 +86,16 @@ def resample_taps(in_size: int, out_size: int, mode: str = "bicubic") -> tuple[n
     return idx, wts
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_taps(in_size: int, out_size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`resample_taps`, kept per (sizes, mode), read-only: a stream resizes the same frame size every
+    window, and building the taps (a Python loop over output pixels) was half of a 720x528 -> 224 resize."""
+    idx, wts = resample_taps(in_size, out_size, mode)
+    idx.setflags(write=False)
+    wts.setflags(write=False)
+    return idx, wts
+
+
 def resize_antialiased(image: np.ndarray, height: int, width: int, mode: str = "bicubic") -> np.ndarray:
     """(H, W, C) float image -> (height, width, C) float32, antialiased; values are not clipped.
 
@@ -96,10 +107,10 @@ def resize_antialiased(image: np.ndarray, height: int, width: int, mode: str = "
     h, w = img.shape[:2]
     out = img
     if w != width:
-        idx, wts = resample_taps(w, width, mode)
+        idx, wts = _cached_taps(w, width, mode)
         out = np.einsum("hokc,ok->hoc", out[:, idx, :], wts)
     if h != height:
-        idx, wts = resample_taps(h, height, mode)
+        idx, wts = _cached_taps(h, height, mode)
         out = np.einsum("okwc,ok->owc", out[idx, :, :], wts)
     return np.ascontiguousarray(out, dtype=np.float32)
 
