@@ -61,19 +61,23 @@ is initialised (gloo on CPU, nccl on CUDA), every rank takes its share of each
 global batch, and the trainable modules are wrapped in DDP (or, with
 ``distributed.strategy: fsdp``, the LLM's decoder layers, embeddings, head and
 the projector are sharded with ``fully_shard``).
+
+Where the parts live (one job each; every name stays importable from here):
+the training loop, checkpoint writing and outputs in this module;
+:mod:`.model_setup` (the model and its trainable groups), :mod:`.batches`
+(items, global batches, examples), :mod:`.loss` (the answer-token loss),
+:mod:`.checkpoints` (format, integrity, RNG state), :mod:`.distributed`
+(process layout, collectives).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import io
 import json
 import logging
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -84,397 +88,50 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emo_stream.durable import fsync_path, sha256_file
-from emo_stream.errors import ConfigError, EmoStreamError
+from emo_stream.errors import ConfigError
 from emo_stream.outputs import make_dir, write_text, writing
-from emo_stream.train.config import ModelSection, StageSection, TrainConfig
-from emo_stream.train.dataset import DatasetError, Manifest, Sample, read_manifest
-from emo_stream.train.features import FeatureCache, WindowRef, collate
+from emo_stream.train.batches import (
+    REASON_SUFFIX,
+    Example,
+    Item,
+    SplitData,
+    epoch_permutation,
+    global_batch_indices,
+    make_example,
+)
+from emo_stream.train.checkpoints import (
+    CKPT_FILES,
+    CKPT_FORMAT,
+    CKPT_VERSION,
+    TrainingDiverged,
+    _assert_finite,
+    _rng_state,
+    _set_rng_state,
+    checkpoint_candidates,
+    checkpoint_problem,
+    config_fingerprint,
+    latest_checkpoint,
+)
+from emo_stream.train.config import StageSection, TrainConfig
+from emo_stream.train.dataset import Manifest, read_manifest
+from emo_stream.train.distributed import DistInfo, _all_reduce_sum, _barrier, _dist, dist_info
+from emo_stream.train.features import FeatureCache, collate
+from emo_stream.train.loss import AnswerLoss
+from emo_stream.train.model_setup import _to_device, build_model, reinit_llm, set_trainable, trainable_names
+
+#: The names this module had before it was split (issue 15): they stay importable from here.
+__all__ = [
+    "CKPT_FILES", "CKPT_FORMAT", "CKPT_VERSION", "REASON_SUFFIX", "AnswerLoss", "DistInfo", "Example", "Item", "SplitData",
+    "TrainResult", "Trainer", "TrainingDiverged", "add_provenance", "build_model", "checkpoint_candidates", "checkpoint_problem",
+    "config_fingerprint", "dist_info", "epoch_permutation", "global_batch_indices", "latest_checkpoint", "make_example",
+    "reinit_llm", "set_trainable", "train", "trainable_names",
+]
 
 log = logging.getLogger(__name__)
 
-REASON_SUFFIX = " Therefore, it is inferred that his emotional state is: "
-CKPT_FORMAT = "emo_stream.train_checkpoint"
-CKPT_VERSION = 1
-
-
-# ---------------------------------------------------------------------------
-# model
-# ---------------------------------------------------------------------------
-
-
-def build_model(section: ModelSection) -> Any:
-    """The model a training config names (see :class:`~emo_stream.train.config.ModelSection`)."""
-    from emo_stream.model.emotion_llama import (
-        EmotionLlama,
-        EmotionLlamaConfig,
-        build_emotion_llama,
-    )
-
-    if section.tiny is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(section.seed)
-            model = build_emotion_llama(EmotionLlamaConfig.tiny(section.tiny, label_set=section.label_set))
-            if section.llm_init_std is not None:
-                reinit_llm(model, section.llm_init_std, section.seed)
-            return model
-    if section.small is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(section.seed)  # the fresh projector/fusion and LoRA
-            return build_emotion_llama(EmotionLlamaConfig.small(section.small, label_set=section.label_set,
-                                                                vit_precision=section.vit_precision))
-    if section.weights is not None:
-        return EmotionLlama.from_pretrained(section.weights)
-    return _from_llama_dir(section)
-
-
-def reinit_llm(model: Any, std: float, seed: int) -> None:
-    """Redraw the base LLM's linear and embedding weights ~ N(0, std) (norms stay 1; LoRA untouched).
-
-    Seeded on its own (``seed``), after the model is built, so the encoders --
-    and therefore the cached features -- are the same as without it.
-    """
-    g = torch.Generator().manual_seed(int(seed) * 7919 + 17)
-    with torch.no_grad():
-        for name, p in model.llm.base_llama().named_parameters():
-            if "lora_" in name or p.ndim != 2:
-                continue
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-
-
-def _from_llama_dir(section: ModelSection) -> Any:
-    """LLaMA-2 + local encoder dirs + a fresh projector/fusion (no Emotion-LLaMA checkpoint)."""
-    from emo_stream.model.emotion_llama import EmotionLlama, EmotionLlamaConfig
-    from emo_stream.model.encoders import (
-        AudioEncoder,
-        FaceViewEncoder,
-        GlobalViewEncoder,
-        TemporalViewEncoder,
-    )
-    from emo_stream.model.llm import EmotionLlamaLM
-    from emo_stream.model.projectors import EmotionLlamaProjectorConfig
-
-    loaders = {"global": GlobalViewEncoder.from_pretrained_dir, "face": FaceViewEncoder.from_pretrained_dir,
-               "temporal": TemporalViewEncoder.from_pretrained_dir, "audio": AudioEncoder.from_pretrained_dir}
-    unknown = set(section.encoders) - set(loaders)
-    if unknown:
-        raise ConfigError(f"model.encoders: unknown view(s) {sorted(unknown)}; use {sorted(loaders)}")
-    encs = {k: loaders[k](v) for k, v in section.encoders.items()}
-    llm = EmotionLlamaLM.from_llama_dir(section.llama_dir)  # type: ignore[arg-type]
-    ref = EmotionLlamaConfig.emotion_llama_7b() if section.version == "v1" else EmotionLlamaConfig.emotion_llama_v2_7b()
-    cfgs = {k: (encs[k].config if k in encs else None) for k in loaders}
-    width = llm.hidden_size
-    if section.version == "v1":
-        g = cfgs["global"]
-        dims = tuple(cfgs[k].hidden_size if cfgs[k] is not None else 1024 for k in ("face", "temporal", "audio"))
-        proj = EmotionLlamaProjectorConfig(vision_width=g.hidden_size if g else 1408, num_patches=g.num_patches if g else 1024,
-                                           feature_dims=dims, llm_width=width)  # type: ignore[arg-type]
-        cfg = EmotionLlamaConfig(version="v1", global_view=cfgs["global"], face_view=cfgs["face"], temporal_view=cfgs["temporal"],
-                                 audio=cfgs["audio"], projector=proj, llm=llm.config, label_set=section.label_set)
-    else:
-        default_dims = dict(ref.fusion.modalities)  # type: ignore[union-attr]
-        mods = tuple((k, cfgs[k].hidden_size if cfgs[k] is not None else default_dims[k]) for k in ("global", "face", "temporal", "audio"))
-        fusion = dataclasses.replace(ref.fusion, modalities=mods, llm_width=width)  # type: ignore[arg-type]
-        cfg = EmotionLlamaConfig(version="v2", global_view=cfgs["global"], face_view=cfgs["face"], temporal_view=cfgs["temporal"],
-                                 audio=cfgs["audio"], projector=None, fusion=fusion, llm=llm.config, label_set=section.label_set)
-    return EmotionLlama(cfg, tokenizer=llm.tokenizer, llm=llm, encoders=encs)
-
-
-def trainable_names(model: Any, groups: Sequence[str]) -> list[str]:
-    """Parameter names of the ``projector`` (minus the frozen ``ln_vision``) and/or ``lora`` groups."""
-    names = []
-    for n, _ in model.named_parameters():
-        if ("projector" in groups and n.startswith("projector.") and not n.startswith("projector.ln_vision.")) or ("lora" in groups and "lora_" in n and n.startswith("llm.")):
-            names.append(n)
-    if not names:
-        raise ConfigError(f"no parameters in trainable groups {list(groups)} (LoRA disabled in this model?)")
-    return names
-
-
-def set_trainable(model: Any, groups: Sequence[str]) -> list[str]:
-    keep = set(trainable_names(model, groups))
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in keep)
-    return sorted(keep)
-
-
-# ---------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Item:
-    sample: Sample
-    window: WindowRef
-    label_index: int
-
-
-class SplitData:
-    """A manifest joined with its feature cache: one item per (sample, window)."""
-
-    def __init__(self, manifest_path: str, cache_path: str, model: Any, grain: str = "any", fingerprints: dict[str, str] | None = None) -> None:
-        ls = model.label_set
-        self.manifest: Manifest = read_manifest(manifest_path, ls)
-        self.cache = FeatureCache(cache_path)
-        self.cache.check_model(model, fingerprints)
-        from emo_stream.train.evaluate import split_items
-
-        self.items: list[Item] = []
-        for s, refs in split_items(self.manifest, self.cache):
-            if grain != "any" and s.grain != grain:
-                continue
-            for r in refs:
-                self.items.append(Item(s, r, s.label_index(ls)))
-        if not self.items:
-            raise DatasetError(f"{manifest_path}: no {grain + ' ' if grain != 'any' else ''}samples to train on")
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-def epoch_permutation(seed: int, stage: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, stage, epoch, 7919]).permutation(n)
-
-
-def global_batch_indices(seed: int, stage: int, step_in_stage: int, batch: int, n: int) -> list[int]:
-    """Item indices of one global batch: epoch-wise permutations, continued across epochs."""
-    out = []
-    perm_epoch, perm = -1, None
-    for j in range(batch):
-        pos = step_in_stage * batch + j
-        epoch, k = divmod(pos, n)
-        if epoch != perm_epoch:
-            perm, perm_epoch = epoch_permutation(seed, stage, epoch, n), epoch
-        out.append(int(perm[k]))  # type: ignore[index]
-    return out
-
-
-@dataclass(frozen=True)
-class Example:
-    item: Item
-    task: str
-    prompt: str
-    answer_ids: tuple[int, ...]
-
-
-def make_example(model: Any, item: Item, stage_idx: int, stage: StageSection, step_in_stage: int, position: int, seed: int,
-                 use_subtitles: bool, max_answer_tokens: int) -> Example:
-    """Task, instruction, prompt and answer of one sample: a pure function of its arguments."""
-    from emo_stream.model.prompts import random_instruction
-
-    rng = random.Random(int(np.random.SeedSequence([seed, stage_idx, step_in_stage, position, 104729]).generate_state(1)[0]))
-    weights = stage.task_weights(step_in_stage / max(1, stage.steps - 1))
-    s = item.sample
-    if not s.explanation:
-        weights = {k: v for k, v in weights.items() if k != "reason"} or {"emotion": 1.0}
-    tasks = sorted(weights)
-    task = rng.choices(tasks, weights=[weights[t] for t in tasks], k=1)[0]
-    ls = model.label_set
-    label = ls.labels[item.label_index]
-    instruction = random_instruction(task, ls, rng, wording=model.config.instruction_wording)
-    prompt = model.prompt(task, s.subtitle if use_subtitles else "", ls, instruction=instruction)
-    answer = label if task == "emotion" else s.explanation.rstrip() + REASON_SUFFIX + label
-    ids = model.llm.encode(answer)
-    if len(ids) >= max_answer_tokens:  # keep the end (the label) of long explanations
-        ids = ids[len(ids) - max_answer_tokens + 1:]
-    return Example(item, task, prompt, tuple(ids) + (model.llm.eos_id,))
-
-
-# ---------------------------------------------------------------------------
-# the loss
-# ---------------------------------------------------------------------------
-
-
-class AnswerLoss(nn.Module):
-    """Summed answer-token cross-entropy of a micro-batch (what DDP/FSDP wrap)."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, encoded: dict[str, Any], prompts: Sequence[str], answers: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
-        from emo_stream.model.projectors import SlotTokens
-
-        m = self.model
-        llm = m.llm
-        proj = m.project(encoded)
-        rows, targets, lengths = [], [], []
-        for i, (prompt, ans) in enumerate(zip(prompts, answers)):
-            slots = {k: SlotTokens(v.tokens[i : i + 1], v.mask[i : i + 1]) for k, v in proj.slots.items()}
-            prefix = llm.build_prefix(prompt, slots).embeds[0]
-            ans_t = torch.tensor(list(ans), dtype=torch.long, device=prefix.device)
-            rows.append(torch.cat([prefix, llm.embed_ids(ans_t[:-1]).to(prefix.dtype)], dim=0))
-            targets.append(ans_t)
-            lengths.append(prefix.shape[0])
-        b, t = len(rows), max(r.shape[0] for r in rows)
-        h = rows[0].shape[-1]
-        x = rows[0].new_zeros(b, t, h)
-        mask = torch.zeros(b, t, dtype=torch.long, device=x.device)
-        bi, pi, tgt = [], [], []
-        for i, r in enumerate(rows):
-            x[i, : r.shape[0]] = r
-            mask[i, : r.shape[0]] = 1
-            n_ans = targets[i].shape[0]
-            pos = torch.arange(lengths[i] - 1, lengths[i] - 1 + n_ans, device=x.device)
-            bi.append(torch.full_like(pos, i))
-            pi.append(pos)
-            tgt.append(targets[i])
-        pos_ids = torch.arange(t, device=x.device).unsqueeze(0).expand(b, t)
-        base = llm.base_llama()
-        hidden = base.model(inputs_embeds=x, attention_mask=mask, position_ids=pos_ids, use_cache=False).last_hidden_state
-        sel = hidden[torch.cat(bi), torch.cat(pi)]
-        logits = base.lm_head(sel).float()
-        target = torch.cat(tgt)
-        losses = F.cross_entropy(logits, target, reduction="none")
-        return losses, target
-
-
-# ---------------------------------------------------------------------------
-# distributed helpers
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_info() -> DistInfo:
-    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _dist() -> Any:
-    import torch.distributed as dist
-
-    return dist
-
-
-def _all_reduce_sum(x: Tensor, info: DistInfo) -> Tensor:
-    if info.world > 1:
-        _dist().all_reduce(x, op=_dist().ReduceOp.SUM)
-    return x
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.world > 1:
-        _dist().barrier()
-
-
-# ---------------------------------------------------------------------------
-# checkpoints
-# ---------------------------------------------------------------------------
-
-
-def config_fingerprint(cfg: TrainConfig) -> str:
-    """Hash of everything that changes the optimisation (not logging, eval, outputs, or how it is distributed:
-    a checkpoint resumes on any number of processes and under DDP or FSDP)."""
-    d = cfg.to_dict()
-    for k in ("log", "eval", "run_dir", "threads", "checkpoint", "features", "distributed"):
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda_{i}"] = s
-    np_state = np.random.get_state()
-    py = random.getstate()
-    meta = {
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": [py[0], list(py[1]), py[2]],
-    }
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
-    n = meta["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    p = meta["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-
-
-class TrainingDiverged(EmoStreamError):
-    """A loss, gradient or weight became NaN/Inf: training stops before anything non-finite is saved."""
-
-
-#: Checkpoint files whose sha256 ``state.json`` records (and :func:`checkpoint_problem` verifies).
-CKPT_FILES = ("trainable.safetensors", "optim.pt", "rng.safetensors")
-
-
-def checkpoint_candidates(run_dir: Path) -> list[Path]:
-    """Checkpoint directories of a run, newest first: the ``latest`` pointer's
-    target, then every other ``step-*`` directory by step (the fallbacks)."""
-    ck = run_dir / "checkpoints"
-    if not ck.is_dir():
-        return []
-    dirs = sorted((d for d in ck.iterdir() if d.is_dir() and d.name.startswith("step-")), key=lambda d: d.name, reverse=True)
-    ptr = ck / "latest"
-    try:
-        named = ck / ptr.read_text(encoding="utf-8").strip() if ptr.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        named = None
-    if named is not None and named in dirs:
-        dirs.remove(named)
-        dirs.insert(0, named)
-    return dirs
-
-
-def checkpoint_problem(d: Path) -> str | None:
-    """Why checkpoint ``d`` cannot be resumed from (torn, truncated, bit-flipped), or None.
-
-    ``state.json`` is written last and records the sha256 of every other file,
-    so any damage after the write shows as a mismatch here, before a corrupt
-    tensor can reach the optimizer.
-    """
-    try:
-        state = json.loads((d / "state.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "no state.json"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"state.json unreadable ({exc})"
-    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-        return "state.json is not a training checkpoint's"
-    recorded = state.get("files")
-    for name in CKPT_FILES:
-        f = d / name
-        if not f.is_file():
-            return f"{name} missing"
-        if isinstance(recorded, dict) and name in recorded:
-            try:
-                if sha256_file(f) != recorded[name]:
-                    return f"{name} does not match its recorded sha256"
-            except OSError as exc:
-                return f"{name} unreadable ({exc.strerror or exc})"
-    return None
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint that passes :func:`checkpoint_problem`, or None."""
-    return next((d for d in checkpoint_candidates(run_dir) if checkpoint_problem(d) is None), None)
-
-
-def _assert_finite(tensors: dict[str, Tensor], where: str) -> None:
-    """Raise :class:`TrainingDiverged` naming the first non-finite tensor (never saved)."""
-    for n, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise TrainingDiverged(f"{where}: weight {n} holds NaN/Inf; nothing was saved from it")
 
 
 # ---------------------------------------------------------------------------
@@ -1066,14 +723,6 @@ def add_provenance(config_json: Path, provenance: dict[str, Any]) -> None:
     meta = json.loads(config_json.read_text(encoding="utf-8"))
     meta["provenance"] = provenance
     config_json.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-
-
-def _to_device(model: Any, device: torch.device) -> Any:
-    """Projector and LLM to ``device``; the encoders stay on the CPU (training reads cached features,
-    and they are only needed again when the model is saved)."""
-    model.projector.to(device)
-    model.llm.to(device)
-    return model
 
 
 def _lr_lambda(st: StageSection) -> Any:
