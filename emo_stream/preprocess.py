@@ -14,6 +14,10 @@ parity test that can drift. Nothing here imports torch, transformers or OpenCV.
   cropped to optional boxes, resized, scaled to [0, 1] and normalised.
 * :func:`center_square_box` -- the stand-in face crop when there is no detector.
 * :func:`hubert_inputs` -- mono waves -> padded ``input_values`` + ``lengths``.
+* :func:`whisper_log_mel` -- mono 16 kHz waves -> Whisper's log-mel
+  ``input_features`` (openai/whisper's ``log_mel_spectrogram`` with
+  transformers' ``WhisperFeatureExtractor`` padding: zero-padded to the chunk,
+  Slaney mel filters, log10 clamped 8 below the maximum, scaled).
 """
 
 from __future__ import annotations
@@ -209,6 +213,83 @@ def resample_linear(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return np.interp(t_out, np.arange(x.size), x).astype(np.float32)
 
 
+def conv_receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Input samples a stack of 1-D convs needs for one output frame (HuBERT's shortest valid input)."""
+    rf, jump = 1, 1
+    for k, s in zip(kernels, strides):
+        rf += (int(k) - 1) * jump
+        jump *= int(s)
+    return rf
+
+
+def hubert_frames(lengths: np.ndarray, kernels: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+    """Frames a stack of 1-D convs (HuBERT's feature extractor) makes from ``lengths`` samples
+    (transformers' ``_get_feat_extract_output_lengths``); 0 for inputs shorter than the receptive field."""
+    n = np.asarray(lengths, dtype=np.int64)
+    for k, s in zip(kernels, strides):
+        n = (n - int(k)) // int(s) + 1
+    return np.maximum(n, 0)
+
+
+WHISPER_N_FFT = 400
+WHISPER_HOP = 160
+WHISPER_RATE = 16000
+
+
+def slaney_mel_filters(n_mels: int, n_fft: int = WHISPER_N_FFT, sample_rate: int = WHISPER_RATE) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) triangular mel filters, Slaney scale and area normalisation (librosa's
+    ``filters.mel`` defaults; what Whisper's ``mel_filters.npz`` holds and transformers computes)."""
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, dtype=np.float64)
+        lin = 3.0 * f / 200.0
+        return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) * (27.0 / np.log(6.4)), lin)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        m = np.asarray(m, dtype=np.float64)
+        return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), 200.0 * m / 3.0)
+
+    fft_freqs = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)
+    edges = mel_to_hz(np.linspace(hz_to_mel(np.array(0.0)), hz_to_mel(np.array(sample_rate / 2)), n_mels + 2))
+    diff = np.diff(edges)
+    slopes = edges[None, :] - fft_freqs[:, None]
+    down = -slopes[:, :-2] / diff[:-1]
+    up = slopes[:, 2:] / diff[1:]
+    fb = np.maximum(0.0, np.minimum(down, up))  # (freq bins, n_mels)
+    fb *= 2.0 / (edges[2 : n_mels + 2] - edges[:n_mels])
+    return fb.T
+
+
+def whisper_log_mel(waves: Sequence[np.ndarray], n_mels: int, chunk_samples: int) -> np.ndarray:
+    """Mono 16 kHz waves -> (N, n_mels, chunk_samples // 160) float32 log-mel, each wave cut or zero-padded
+    to ``chunk_samples`` first (transformers' ``padding="max_length", truncation=True``).
+
+    Periodic Hann window of 400, hop 160, centred frames (reflect padding), power spectrum, the last frame
+    dropped, ``log10(max(mel, 1e-10))`` floored at 8 below the wave's maximum, then ``(x + 4) / 4``.
+    Computed in float64, so float32 implementations agree to ~1e-6.
+    """
+    if not waves:
+        raise ValueError("no audio given")
+    filters = slaney_mel_filters(n_mels)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WHISPER_N_FFT) / WHISPER_N_FFT)
+    n_frames = chunk_samples // WHISPER_HOP
+    out = np.zeros((len(waves), n_mels, n_frames), dtype=np.float32)
+    half = WHISPER_N_FFT // 2
+    for i, w in enumerate(waves):
+        x = np.zeros(chunk_samples, dtype=np.float64)
+        a = np.asarray(w, dtype=np.float64).reshape(-1)[:chunk_samples]
+        x[: a.size] = a
+        x = np.pad(x, (half, half), mode="reflect")
+        starts = np.arange(n_frames + 1) * WHISPER_HOP
+        frames = x[starts[:, None] + np.arange(WHISPER_N_FFT)[None, :]] * window
+        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (frames + 1, bins)
+        mel = filters @ power[:-1].T
+        log = np.log10(np.maximum(mel, 1e-10))
+        log = np.maximum(log, log.max() - 8.0)
+        out[i] = (log + 4.0) / 4.0
+    return out
+
+
 def frames_for_hop(lengths: np.ndarray, hop: int, max_frames: int) -> np.ndarray:
     """Frames of a hop-``hop`` front end covering ``lengths`` samples, in [1, max_frames] (Whisper: hop 320)."""
     n = (np.asarray(lengths, dtype=np.int64) + hop - 1) // hop
@@ -219,11 +300,15 @@ __all__ = [
     "INTERPOLATIONS",
     "center_square_box",
     "clean_wave",
+    "conv_receptive_field",
     "crop_to_box",
     "frames_for_hop",
+    "hubert_frames",
     "hubert_inputs",
     "images_to_pixels",
     "resample_linear",
     "resample_taps",
     "resize_antialiased",
+    "slaney_mel_filters",
+    "whisper_log_mel",
 ]

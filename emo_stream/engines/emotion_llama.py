@@ -36,14 +36,17 @@ Options (``engine.options``):
 ``subtitle``              a fixed transcript to put in the prompt (default none)
 ``face_detector``         "none" (default), "retinaface" or "haar" (emo_stream.perception.face)
 ``face_crop_fraction``    centre-crop stand-in size (default 0.6)
-``threads``               torch intra-op threads (default: torch's)
+``threads``               torch intra-op threads (default: torch's; for an export, only
+                          when its torch backends are in use)
 ========================  ==============================================================
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -98,6 +101,13 @@ def _options(raw: Mapping[str, Any], need_source: bool = True) -> dict[str, Any]
     return out
 
 
+def _float64(x: Any) -> np.ndarray:
+    """A row of probabilities as float64 numpy (torch tensors from the torch model, arrays from an export)."""
+    if hasattr(x, "detach"):
+        x = x.detach().double().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
 def _valid_image(img: Any) -> bool:
     return isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.shape[0] > 0 and img.shape[1] > 0
 
@@ -106,33 +116,28 @@ class EmotionLlamaEngine(Engine):
     """Windows -> Emotion-LLaMA label probabilities (see module docstring)."""
 
     def __init__(self, config: StreamConfig, model: Any = None, face_cropper: FaceCropper | None = None) -> None:
-        import torch
-
-        from emo_stream.model.emotion_llama import EmotionLlama, EmotionLlamaConfig, build_emotion_llama
-
         opts = _options(config.engine.options, need_source=model is None)
         self.opts = opts
         self.label_set = get_label_set(config.engine.label_set)
-        if "threads" in opts:
-            torch.set_num_threads(opts["threads"])
         device = opts.get("device", "cpu")
+        # A model given with its own numpy ``inputs_type`` (the exported runtime) runs without torch: torch is
+        # imported only to build a torch model here, so a robot install streams an export (issue 15).
+        self._inputs_type: Any = getattr(model, "inputs_type", None)
+        if "threads" in opts and (model is None or "torch" in sys.modules):
+            import torch
+
+            torch.set_num_threads(opts["threads"])
         if model is not None:
             self.model = model
             name = "custom"
             self._random = False
-        elif opts.get("tiny"):
-            seed = opts.get("seed", 0)
-            version = opts.get("version", "v1")
-            with torch.random.fork_rng(devices=[]):  # a fixed seed without disturbing the caller's RNG
-                torch.manual_seed(seed)
-                self.model = build_emotion_llama(EmotionLlamaConfig.tiny(version, label_set=self.label_set.id))
-            name = f"tiny-{version}-random-seed{seed}"
-            self._random = True
         else:
-            self.model = EmotionLlama.from_pretrained(opts["weights"], device=device)
-            name = opts["weights"].rstrip("/").split("/")[-1] or "weights"
-            self._random = False
+            name = self._build_torch_model(opts, device)
         self.model = self.model.to(device).eval()
+        if self._inputs_type is None:
+            from emo_stream.model.emotion_llama import ModalityInputs
+
+            self._inputs_type = ModalityInputs
         if not self.model.encoders:
             raise ConfigError(
                 "this Emotion-LLaMA weights dir has no encoders, so it cannot read video or audio; "
@@ -145,6 +150,32 @@ class EmotionLlamaEngine(Engine):
         self._windows = 0
         self._last_rationale = ""
         self._last_rationale_stamp: float | None = None
+
+    def _build_torch_model(self, opts: Mapping[str, Any], device: str) -> str:
+        """The torch model of ``tiny`` / ``weights`` into ``self.model``; returns its name for the model id."""
+        import torch
+
+        from emo_stream.model.emotion_llama import EmotionLlama, EmotionLlamaConfig, build_emotion_llama
+
+        if opts.get("tiny"):
+            seed = opts.get("seed", 0)
+            version = opts.get("version", "v1")
+            with torch.random.fork_rng(devices=[]):  # a fixed seed without disturbing the caller's RNG
+                torch.manual_seed(seed)
+                self.model = build_emotion_llama(EmotionLlamaConfig.tiny(version, label_set=self.label_set.id))
+            self._random = True
+            return f"tiny-{version}-random-seed{seed}"
+        self.model = EmotionLlama.from_pretrained(opts["weights"], device=device)
+        self._random = False
+        return str(opts["weights"]).rstrip("/").split("/")[-1] or "weights"
+
+    def _no_grad(self) -> AbstractContextManager[Any]:
+        """torch's inference mode around a torch model's steps; nothing for a numpy model."""
+        if "torch" not in sys.modules or not hasattr(self.model, "parameters"):
+            return nullcontext()
+        import torch
+
+        return torch.inference_mode()
 
     def _make_detector_cropper(self, backend: str) -> FaceCropper:
         from emo_stream.perception.face import FaceDetectorConfig, crop_face, make_face_detector, select_primary
@@ -161,8 +192,6 @@ class EmotionLlamaEngine(Engine):
 
     def features(self, window: Window) -> EngineFeatures:
         """Steps 1-2 (preprocess, encode): ``{modality: EncoderOutput}``, what :meth:`process` projects."""
-        import torch
-
         lat: dict[str, float] = {}
         flags = list(window.flags)
         if self._random:
@@ -204,9 +233,7 @@ class EmotionLlamaEngine(Engine):
             )
         except ValueError:
             flags.append("bad_input")
-            from emo_stream.model.emotion_llama import ModalityInputs
-
-            inputs = ModalityInputs()
+            inputs = self._inputs_type()
         now = time.perf_counter()
         lat["preprocess"] = (now - t) * 1e3
 
@@ -217,26 +244,22 @@ class EmotionLlamaEngine(Engine):
             "temporal": {"temporal_pixels": inputs.temporal_pixels},
             "audio": {"audio": inputs.audio},
         }
-        from emo_stream.model.emotion_llama import ModalityInputs
-
-        with torch.inference_mode():
+        with self._no_grad():
             for name, kwargs in parts.items():
                 if next(iter(kwargs.values())) is None or self.model.encoder(name) is None:
                     continue
                 t = time.perf_counter()
-                encoded.update(self.model.encode(ModalityInputs(**kwargs)))
+                encoded.update(self.model.encode(self._inputs_type(**kwargs)))
                 lat[f"encode_{name}"] = (time.perf_counter() - t) * 1e3
             if not encoded:
                 flags.append("no_modalities")
         return EngineFeatures(features=encoded, modalities=modalities, flags=flags, latency_ms=lat)
 
     def process(self, window: Window) -> EngineOutput:
-        import torch
-
         feats = self.features(window)
         encoded, modalities, flags, lat = feats.features, feats.modalities, feats.flags, feats.latency_ms
         signals: dict[str, float] = {}
-        with torch.inference_mode():
+        with self._no_grad():
             t = time.perf_counter()
             projection = self.model.project(encoded) if encoded else self._empty_projection()
             lat["project"] = (time.perf_counter() - t) * 1e3
@@ -244,7 +267,7 @@ class EmotionLlamaEngine(Engine):
             if subtitle:
                 modalities.add("text")
             t = time.perf_counter()
-            probs = self.model.label_probabilities(projection, subtitle, self.label_set)[0].double().cpu().numpy()
+            probs = _float64(self.model.label_probabilities(projection, subtitle, self.label_set)[0])
             lat["llm_score"] = (time.perf_counter() - t) * 1e3
             rationale, stamp = "", None
             every = self.opts.get("rationale_every", 0)
@@ -272,6 +295,8 @@ class EmotionLlamaEngine(Engine):
 
     def _empty_projection(self) -> Any:
         """All slots empty: the LLM reads the text prompt only."""
+        if hasattr(self.model, "empty_projection"):  # the exported runtime's (numpy)
+            return self.model.empty_projection()
         import torch
 
         from emo_stream.model.projectors import ProjectionOutput, SlotTokens

@@ -1,23 +1,34 @@
-"""Emotion-LLaMA run entirely from an export directory: stage runtimes + an LLM runtime.
+"""Emotion-LLaMA run entirely from an export directory: stage runtimes + an LLM runtime, numpy throughout.
 
 :class:`ExportedEmotionLlama` has the inference API of
 :class:`~emo_stream.model.emotion_llama.EmotionLlama` (``preprocess``,
 ``encode``, ``project``, ``label_probabilities``, ``rationale``, ``encoder``,
 ``config``, ``label_set``), so the ``emotion-llama`` engine's window logic
-runs on it unchanged (:mod:`emo_stream.engines.emotion_llama_export`). Under
-the hood:
+runs on it unchanged (:mod:`emo_stream.engines.emotion_llama_export`). It is
+what a robot without torch runs (``pip install emo-stream[robot]``): with the
+default backends nothing here imports torch or transformers.
 
-* **preprocessing** is the torch model's own code (``EmotionLlama.preprocess``
-  and each encoder's ``preprocess``) run on weightless "shell" encoders built
-  from the exported config -- image sizes, normalisation, frame resampling,
-  Whisper log-mel -- so it cannot drift from the model;
+* **preprocessing** is :mod:`emo_stream.preprocess` (numpy; the same functions
+  the torch encoders call, so pixels and waves are identical by construction)
+  driven by the exported config -- image sizes, normalisation, frame sampling,
+  HuBERT waves, Whisper log-mel; the shipped frozen encoders (ViT-S/14 ONNX,
+  Whisper tiny.en CTranslate2) are their torch-free view objects
+  (:mod:`emo_stream.model.shipped`), which run from the package files, so
+  the export has no stage for them;
 * **encoders and the projector/fusion** run on the chosen stage backend
   (:data:`~emo_stream.runtime.stage.BACKENDS`: ONNX Runtime with checked
   providers, TensorRT engines, or torch for reference), with the glue the
   torch encoders apply (masks, pooling, HuBERT frame counts, Whisper's valid
   frames) done here once for every backend;
 * **the LLM** runs on llama.cpp from the GGUF (or torch) through
-  :mod:`emo_stream.runtime.lm`, prompts tokenized by the exported tokenizer.
+  :mod:`emo_stream.runtime.lm`, prompts tokenized from the export's
+  ``tokenizer.json`` by the ``tokenizers`` package
+  (:mod:`emo_stream.runtime.tokenizer`; ids identical to transformers').
+
+Outputs are numpy: :class:`ExportedInputs`, :class:`Encoded`, :class:`Projection`
+(the torch model's ``ModalityInputs`` / ``EncoderOutput`` / ``ProjectionOutput``
+with arrays) and (B, C) probabilities; torch tensors passed in (parity tests,
+precomputed features) are converted.
 
 HuBERT runs one utterance at a time at its own length, like the torch encoder
 (padding would change its normalisation and conv edges); audio shorter than the
@@ -32,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,12 +51,29 @@ from typing import Any
 import numpy as np
 
 from emo_stream.errors import ConfigError, ModelFileError
-from emo_stream.preprocess import frames_for_hop
+from emo_stream.model.configs.encoders import SHIPPED_CONFIGS
+from emo_stream.preprocess import (
+    center_square_box,
+    clean_wave,
+    conv_receptive_field,
+    frames_for_hop,
+    hubert_frames,
+    hubert_inputs,
+    images_to_pixels,
+    resample_linear,
+    whisper_log_mel,
+)
 from emo_stream.runtime.artifacts import Manifest, load_manifest
 from emo_stream.runtime.lm import LLM_BACKENDS, LanguageModelRuntime
 from emo_stream.runtime.stage import BACKENDS, StageRuntime
 
 log = logging.getLogger(__name__)
+
+#: The model's modalities, in the order the engine encodes them.
+MODALITIES = ("global", "face", "temporal", "audio")
+#: HuBERT's conv feature extractor when a config does not say (transformers' ``HubertConfig`` defaults).
+HUBERT_CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
+HUBERT_CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
 
 #: GGUF preference when ``gguf="auto"``: smallest first (what a robot CPU wants).
 GGUF_PREFERENCE = ("Q4_K_M", "Q8_0", "Q4_0", "F16")
@@ -101,93 +129,168 @@ class RuntimeConfig:
         object.__setattr__(self, "providers", tuple(normalize_providers(self.providers)))
 
 
-def shell_encoder(cfg: Any) -> Any:
-    """An encoder object with its config and preprocessing but no network (nothing allocated).
+@dataclass
+class ExportedInputs:
+    """One batch's preprocessed inputs as numpy arrays (fields as the torch model's ``ModalityInputs``)."""
 
-    Shipped frozen encoders (ViT-S/14 ONNX, Whisper tiny.en CTranslate2) are built whole: they already run
-    on ONNX Runtime / CTranslate2 from their package files, so the export has no stage for them.
+    global_pixels: np.ndarray | None = None
+    face_pixels: np.ndarray | None = None
+    face_mask: np.ndarray | None = None
+    temporal_pixels: np.ndarray | None = None
+    audio: dict[str, np.ndarray] | None = None
+    features: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Encoded:
+    """An encoder's output as numpy: (B, T, D) tokens, (B, T) bool mask, (B, D) mean of the valid tokens."""
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    pooled: np.ndarray
+
+
+@dataclass
+class Slot:
+    """Tokens for one prompt slot: (B, T, H) values and a (B, T) bool mask (``SlotTokens`` with arrays)."""
+
+    tokens: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class Projection:
+    """Projected tokens per prompt slot, in prompt order (``ProjectionOutput`` with arrays)."""
+
+    slots: dict[str, Slot]
+    attention: np.ndarray | None = None
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return np.concatenate([s.tokens for s in self.slots.values()], axis=1)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.concatenate([s.mask for s in self.slots.values()], axis=1)
+
+
+class ImageView:
+    """An exported visual view's preprocessing (global, face or temporal config), numpy out.
+
+    The torch encoders' ``preprocess``: the temporal view samples ``frame_indices``, the others
+    take every image given; then :func:`~emo_stream.preprocess.images_to_pixels`.
     """
-    from torch import nn
 
-    from emo_stream.model.encoders import SHIPPED_CONFIGS, build_encoder
+    def __init__(self, config: Any) -> None:
+        self.config = config
 
-    if isinstance(cfg, SHIPPED_CONFIGS):
-        enc = build_encoder(cfg).eval()
-        enc.warm()  # sessions open while the model loads, not in the first window
-        return enc
-
-    from emo_stream.model.encoders import (
-        AudioEncoder,
-        AudioEncoderConfig,
-        FaceViewConfig,
-        FaceViewEncoder,
-        GlobalViewConfig,
-        GlobalViewEncoder,
-        TemporalViewConfig,
-        TemporalViewEncoder,
-    )
-
-    cls = {GlobalViewConfig: GlobalViewEncoder, FaceViewConfig: FaceViewEncoder, TemporalViewConfig: TemporalViewEncoder,
-           AudioEncoderConfig: AudioEncoder}[type(cfg)]
-    enc = cls.__new__(cls)
-    nn.Module.__init__(enc)
-    enc.config = cfg
-    if cls is AudioEncoder:
-        if cfg.kind == "hubert":
-            from transformers import HubertConfig
-
-            enc.backbone = SimpleNamespace(config=HubertConfig(**cfg.backbone))
-            enc.feature_extractor = None
-        else:
-            enc.feature_extractor = enc._make_whisper_extractor()
-    return enc.eval()
+    def preprocess(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None = None) -> np.ndarray:
+        c = self.config
+        images = list(images)
+        if hasattr(c, "frame_indices"):  # temporal view
+            if not images:
+                raise ValueError("temporal view needs at least one frame")
+            idx = c.frame_indices(len(images))
+            images = [images[i] for i in idx]
+            boxes = None if boxes is None else [boxes[i] for i in idx]
+        return images_to_pixels(images, c.image_size, c.image_mean, c.image_std, boxes, c.interpolation)
 
 
-def hubert_frames(lengths: np.ndarray, kernels: Sequence[int], strides: Sequence[int]) -> np.ndarray:
-    """HuBERT feature-extractor output length (``_get_feat_extract_output_lengths``)."""
-    n = np.asarray(lengths, dtype=np.int64)
-    for k, s in zip(kernels, strides):
-        n = (n - int(k)) // int(s) + 1
-    return np.maximum(n, 0)
+class AudioView:
+    """An exported audio encoder's preprocessing (HuBERT waves or Whisper log-mel), numpy out."""
+
+    def __init__(self, config: Any, conv: tuple[Sequence[int], Sequence[int]]) -> None:
+        self.config = config
+        self.conv = conv  # HuBERT's conv kernels and strides (the shortest input it takes)
+
+    def preprocess(self, waves: Sequence[np.ndarray], sample_rate: int = 16000) -> dict[str, np.ndarray]:
+        """As ``AudioEncoder.preprocess``: ``input_values`` + ``lengths`` (HuBERT) or ``input_features`` + ``lengths``."""
+        c = self.config
+        if sample_rate != c.sample_rate:
+            raise ValueError(f"audio must be resampled to {c.sample_rate} Hz first (got {sample_rate})")
+        clean = [clean_wave(w) for w in waves]
+        if not clean:
+            raise ValueError("no audio given")
+        if c.kind == "hubert":
+            values, lengths = hubert_inputs(clean, c.normalize, conv_receptive_field(*self.conv))
+            return {"input_values": values, "lengths": lengths}
+        chunk = int(c.chunk_samples)
+        clipped = [a[:chunk] for a in clean]
+        feats = whisper_log_mel(clipped, int(c.backbone["num_mel_bins"]), chunk)
+        return {"input_features": feats, "lengths": np.asarray([max(1, a.size) for a in clipped], dtype=np.int64)}
+
+
+def masked_mean_np(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of ``x`` (B, T, D) over the tokens where ``mask`` (B, T) is True; 0 if none (``masked_mean``)."""
+    w = mask.astype(x.dtype)[..., None]
+    return (x * w).sum(axis=1) / np.maximum(w.sum(axis=1), 1.0)
+
+
+def _as_encoded(e: Any) -> Encoded:
+    if isinstance(e, Encoded):
+        return e
+    return Encoded(_f32(e.tokens), _np_bool(e.mask), _f32(e.pooled))
 
 
 class ExportedEmotionLlama:
     """An exported Emotion-LLaMA on the runtimes of a :class:`RuntimeConfig` (see module docstring)."""
 
+    #: What :meth:`preprocess` returns; the engine builds per-modality inputs of this type.
+    inputs_type = ExportedInputs
+
     def __init__(self, export_dir: str | Path, runtime: RuntimeConfig | None = None) -> None:
-        from emo_stream.model.llm import load_tokenizer
+        from emo_stream.runtime.tokenizer import load_export_tokenizer
 
         self.runtime = runtime or RuntimeConfig()
         self.manifest: Manifest = load_manifest(export_dir)
         self.config = self.manifest.model_config()
         self.model_info: dict[str, Any] = dict(self.manifest.get("model", {}))
         self.random_weights = bool(self.model_info.get("random_weights"))
-        self.tokenizer = load_tokenizer(self.manifest.tokenizer_dir())
-        from emo_stream.model.emotion_llama import MODALITIES
-
-        self._shells = {n: shell_encoder(self.config.encoder_config(n)) for n in MODALITIES if self.config.encoder_config(n) is not None}
-        from emo_stream.model.encoders import SHIPPED_CONFIGS
-
-        self._shipped = {n: e for n, e in self._shells.items() if isinstance(e.config, SHIPPED_CONFIGS)}
         self.synthetic_trained = bool(self.model_info.get("synthetic_trained"))
-        for n, enc in self._shipped.items():  # the package file must be the one the projector was trained on
-            want = ((self.model_info.get("shipped_encoders") or {}).get(n) or {}).get("sha256")
-            got = bytes(enc.weights_sha256.tolist()).hex()
-            if want and want != got:
-                raise ModelFileError(f"export {self.manifest.root}: the {n} encoder's package file changed since the export "
-                                     f"(sha256 {got[:12]}..., export made with {want[:12]}...); reinstall requirements/models.txt")
+        self.tokenizer = load_export_tokenizer(self.manifest.tokenizer_dir())
         self._torch_model: Any = None
         self._record = Path(self.runtime.record_inputs) if self.runtime.record_inputs else None
         self._record_count = 0
+        self._stage_entries: dict[str, Any] = {}
         self.stages: dict[str, StageRuntime] = {}
         self.lm: LanguageModelRuntime | None = None
+        configs = {n: self.config.encoder_config(n) for n in MODALITIES}
+        self._views: dict[str, Any] = {}
+        self._shipped: dict[str, Any] = {}
         try:
+            for n, c in configs.items():
+                if isinstance(c, SHIPPED_CONFIGS):
+                    from emo_stream.model.shipped import shipped_view
+
+                    self._shipped[n] = self._views[n] = shipped_view(c)
+            self._check_shipped()
             self._open_stages()
+            for n, c in configs.items():
+                if c is not None and n not in self._views:
+                    self._views[n] = AudioView(c, self._hubert_conv()) if n == "audio" else ImageView(c)
+            for view in self._shipped.values():
+                view.warm()  # sessions open while the model loads, not in the first window
             self.lm = self._open_lm()
         except BaseException:
             self.close()
             raise
         self.llm = SimpleNamespace(hidden_size=self.config.llm.hidden_size)
+
+    def _check_shipped(self) -> None:
+        """A shipped encoder's package file must be the one the projector was trained on."""
+        for n, view in self._shipped.items():
+            want = ((self.model_info.get("shipped_encoders") or {}).get(n) or {}).get("sha256")
+            got = view.sha256_hex
+            if want and want != got:
+                raise ModelFileError(f"export {self.manifest.root}: the {n} encoder's package file changed since the export "
+                                     f"(sha256 {got[:12]}..., export made with {want[:12]}...); reinstall requirements/models.txt")
+
+    def _hubert_conv(self) -> tuple[Sequence[int], Sequence[int]]:
+        """HuBERT's conv kernels and strides: the exported stage's info, else the config's, else transformers' defaults."""
+        info = (self._stage_entries.get("audio") or {}).get("info", {})
+        bb = self.config.audio.backbone
+        return (info.get("conv_kernel") or bb.get("conv_kernel") or HUBERT_CONV_KERNEL,
+                info.get("conv_stride") or bb.get("conv_stride") or HUBERT_CONV_STRIDE)
 
     # -- opening ----------------------------------------------------------------------
     def _source_model(self) -> Any:
@@ -216,7 +319,7 @@ class ExportedEmotionLlama:
         onnx = self.manifest.get("onnx") or {}
         stage_entries = onnx.get("stages") or {}
         wanted = ["global", "face", "temporal", "audio"]
-        wanted = [n for n in wanted if n in self._shells and n not in self._shipped] + ["projector" if self.config.version == "v1" else "fusion"]
+        wanted = [n for n in wanted if self.config.encoder_config(n) is not None and n not in self._shipped] + ["projector" if self.config.version == "v1" else "fusion"]
         if rt.stages == "torch":
             from emo_stream.export.stages import stage_specs
             from emo_stream.runtime.stage import TorchStageRuntime
@@ -287,10 +390,11 @@ class ExportedEmotionLlama:
 
     @property
     def encoders(self) -> dict[str, Any]:
-        return dict(self._shells)
+        return dict(self._views)
 
     def encoder(self, name: str) -> Any:
-        return self._shells.get(name)
+        """The view of a modality (its ``config`` and numpy ``preprocess``), None if the model has none."""
+        return self._views.get(name)
 
     def to(self, device: Any) -> ExportedEmotionLlama:
         return self
@@ -300,14 +404,52 @@ class ExportedEmotionLlama:
 
     def describe(self) -> dict[str, Any]:
         """What runs where (for logs and the engine's model id)."""
-        out = {n: s.info.describe() for n, s in self.stages.items()}
+        out: dict[str, Any] = {n: s.info.describe() for n, s in self.stages.items()}
+        for n, view in self._shipped.items():
+            out[n] = f"{n}: shipped {view.config.encoder_type}"
         out["llm"] = self.lm.describe() if self.lm else "none"
         return out
 
-    def preprocess(self, *args: Any, **kwargs: Any) -> Any:
-        from emo_stream.model.emotion_llama import EmotionLlama
-
-        return EmotionLlama.preprocess(self, *args, **kwargs)  # uses only self.encoder(name)
+    def preprocess(
+        self,
+        frames: Sequence[np.ndarray] = (),
+        audio: np.ndarray | None = None,
+        sample_rate: int = 16000,
+        face_images: Sequence[np.ndarray] | None = None,
+        face_boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+        face_crop_fraction: float = 0.6,
+    ) -> ExportedInputs:
+        """One sample -> :class:`ExportedInputs` (batch of 1), view by view as ``EmotionLlama.preprocess``
+        (which documents the choices: global frame, face crops or the centred stand-in, temporal clip)."""
+        inp = ExportedInputs()
+        frames = list(frames)
+        g, f, t, a = (self._views.get(n) for n in MODALITIES)
+        if face_images is not None:
+            crops: list[np.ndarray] = [c for c in face_images if c is not None and c.size]
+            crop_boxes: list[tuple[int, int, int, int] | None] | None = None
+        elif face_boxes is not None:
+            pairs = [(fr, bx) for fr, bx in zip(frames, face_boxes) if bx is not None]
+            crops, crop_boxes = [q[0] for q in pairs], [q[1] for q in pairs]
+        else:
+            crops = frames
+            crop_boxes = [center_square_box(fr.shape[0], fr.shape[1], face_crop_fraction) for fr in frames]
+        if frames and g is not None:
+            inp.global_pixels = g.preprocess([frames[g.config.frame_index(len(frames))]])
+        if t is not None:
+            if t.config.crop == "face":
+                if crops:
+                    inp.temporal_pixels = t.preprocess(crops, crop_boxes)[None]
+            elif frames:
+                inp.temporal_pixels = t.preprocess(frames)[None]
+        if f is not None and crops:
+            inp.face_pixels = f.preprocess(crops, crop_boxes)[None]
+        if audio is not None and a is not None:
+            wave = np.asarray(audio, dtype=np.float32).reshape(-1)
+            if sample_rate != a.config.sample_rate:
+                wave = resample_linear(wave, sample_rate, a.config.sample_rate)
+            if wave.size and np.any(wave != 0):
+                inp.audio = a.preprocess([wave])
+        return inp
 
     def _run(self, name: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._record is not None:
@@ -317,34 +459,37 @@ class ExportedEmotionLlama:
             self._record_count += 1
         return self.stages[name].run(feeds)
 
-    def encode(self, inputs: Any) -> dict[str, Any]:
-        """Encoder outputs (``EncoderOutput`` with torch tensors) for the modalities present in ``inputs``."""
-        import torch
-
-        from emo_stream.model.encoders import EncoderOutput, masked_mean
-
-        out: dict[str, Any] = dict(inputs.features)
-        for name, enc in self._shipped.items():  # frozen encoders that run from their package files
+    def encode(self, inputs: Any) -> dict[str, Encoded]:
+        """Encoder outputs (:class:`Encoded`, numpy) for the modalities present in ``inputs``."""
+        out: dict[str, Encoded] = {n: _as_encoded(e) for n, e in (inputs.features or {}).items()}
+        face_mask = None if inputs.face_mask is None else _np_bool(inputs.face_mask)
+        for name, view in self._shipped.items():  # frozen encoders that run from their package files
             x = {"global": inputs.global_pixels, "face": inputs.face_pixels, "temporal": inputs.temporal_pixels, "audio": inputs.audio}[name]
-            if x is not None and name not in out:
-                out[name] = enc(x, inputs.face_mask) if name == "face" else enc(x)
+            if x is None or name in out:
+                continue
+            if name == "audio":
+                tok, m = view.encode_numpy(_f32(x["input_features"]), _np_int(x["lengths"]))
+            else:
+                tok, m = view.encode_numpy(_f32(x), face_mask if name == "face" else None)
+            pooled = tok[:, 1:].mean(axis=1) if name == "global" else masked_mean_np(tok, m)
+            out[name] = Encoded(np.ascontiguousarray(tok, dtype=np.float32), m, pooled)
         if inputs.global_pixels is not None and "global" not in out:
             self._need("global")
-            tok = torch.from_numpy(self._run("global", {"pixel_values": _f32(inputs.global_pixels)})["tokens"])
-            out["global"] = EncoderOutput(tok, torch.ones(tok.shape[:2], dtype=torch.bool), tok[:, 1:].mean(dim=1))
+            tok = self._run("global", {"pixel_values": _f32(inputs.global_pixels)})["tokens"]
+            out["global"] = Encoded(tok, np.ones(tok.shape[:2], dtype=bool), tok[:, 1:].mean(axis=1))
         if inputs.face_pixels is not None and "face" not in out:
             self._need("face")
             px = _f32(inputs.face_pixels)
             if px.ndim == 4:
                 px = px[:, None]
             b, f = px.shape[:2]
-            feats = torch.from_numpy(self._run("face", {"pixel_values": px.reshape(b * f, *px.shape[2:])})["frame_features"]).view(b, f, -1)
-            mask = torch.ones(b, f, dtype=torch.bool) if inputs.face_mask is None else inputs.face_mask.to(torch.bool).cpu()
-            out["face"] = EncoderOutput(feats, mask, masked_mean(feats, mask))
+            feats = self._run("face", {"pixel_values": px.reshape(b * f, *px.shape[2:])})["frame_features"].reshape(b, f, -1)
+            mask = np.ones((b, f), dtype=bool) if face_mask is None else face_mask
+            out["face"] = Encoded(feats, mask, masked_mean_np(feats, mask))
         if inputs.temporal_pixels is not None and "temporal" not in out:
             self._need("temporal")
-            tok = torch.from_numpy(self._run("temporal", {"pixel_values": _f32(inputs.temporal_pixels)})["tokens"])
-            out["temporal"] = EncoderOutput(tok, torch.ones(tok.shape[:2], dtype=torch.bool), tok.mean(dim=1))
+            tok = self._run("temporal", {"pixel_values": _f32(inputs.temporal_pixels)})["tokens"]
+            out["temporal"] = Encoded(tok, np.ones(tok.shape[:2], dtype=bool), tok.mean(axis=1))
         if inputs.audio is not None and "audio" not in out:
             self._need("audio")
             out["audio"] = self._encode_audio(inputs.audio)
@@ -354,21 +499,14 @@ class ExportedEmotionLlama:
         if name not in self.stages:
             raise ConfigError(f"this model has no {name} encoder; pass that modality as a precomputed feature")
 
-    def _encode_audio(self, audio: Mapping[str, Any]) -> Any:
-        import torch
-
-        from emo_stream.model.encoders import EncoderOutput, masked_mean
-
+    def _encode_audio(self, audio: Mapping[str, Any]) -> Encoded:
         cfg = self.config.audio
-        lengths = np.asarray(audio["lengths"].cpu().numpy() if hasattr(audio["lengths"], "cpu") else audio["lengths"], dtype=np.int64)
+        lengths = _np_int(audio["lengths"])
         info = self._stage_entries["audio"].get("info", {})
         rows: list[np.ndarray] = []
         if cfg.kind == "hubert":
             values = _f32(audio["input_values"])
-            k, s = info.get("conv_kernel"), info.get("conv_stride")
-            if k is None:
-                hc = self._shells["audio"].backbone.config
-                k, s = hc.conv_kernel, hc.conv_stride
+            k, s = self._hubert_conv()
             min_len = int(info.get("min_samples", 1))
             n = hubert_frames(lengths, k, s)
             for i in range(values.shape[0]):
@@ -389,26 +527,22 @@ class ExportedEmotionLlama:
             tokens[i, : r.shape[0]] = r
             mask[i, : min(int(n[i]), r.shape[0])] = True
         tokens *= mask[..., None]
-        tt, mm = torch.from_numpy(tokens), torch.from_numpy(mask)
-        return EncoderOutput(tt, mm, masked_mean(tt, mm))
+        return Encoded(tokens, mask, masked_mean_np(tokens, mask))
 
-    def project(self, encoded: Mapping[str, Any]) -> Any:
+    def project(self, encoded: Mapping[str, Any]) -> Projection:
         """Encoder outputs -> prompt-slot tokens, on the projector (v1) or fusion (v2) stage."""
-        import torch
-
-        from emo_stream.model.projectors import ProjectionOutput, SlotTokens
         from emo_stream.model.prompts import FEATURE_SLOT, VIDEO_SLOT
 
-        given = {n: e for n, e in encoded.items() if e is not None}
+        given = {n: _as_encoded(e) for n, e in encoded.items() if e is not None}
         if not given:
             raise ValueError("at least one modality must be given")
         b = next(iter(given.values())).tokens.shape[0]
-        present = {n: e.mask.any(dim=1).cpu().numpy() for n, e in given.items()}
+        present = {n: e.mask.any(axis=1) for n, e in given.items()}
         if self.config.version == "v1":
             pc = self.config.projector
             g = given.get("global")
             feeds = {
-                "vision_tokens": _f32(g.tokens) if g is not None else np.zeros((b, 1 + pc.num_patches, pc.vision_width), np.float32),
+                "vision_tokens": g.tokens if g is not None else np.zeros((b, 1 + pc.num_patches, pc.vision_width), np.float32),
                 "present": np.zeros((b, 4), dtype=bool),
             }
             for col, (name, feat, dim) in enumerate((("global", None, 0), ("face", "face_feature", pc.feature_dims[0]),
@@ -416,13 +550,12 @@ class ExportedEmotionLlama:
                                                      ("audio", "audio_feature", pc.feature_dims[2]))):
                 if feat is not None:
                     e = given.get(name)
-                    feeds[feat] = _f32(e.pooled) if e is not None else np.zeros((b, dim), np.float32)
+                    feeds[feat] = e.pooled if e is not None else np.zeros((b, dim), np.float32)
                 if name in present:
                     feeds["present"][:, col] = present[name]
-            o = self._run("projector", feeds)
-            t = {k: torch.from_numpy(np.asarray(v)) for k, v in o.items()}
-            return ProjectionOutput(slots={VIDEO_SLOT: SlotTokens(t["video_tokens"], t["video_mask"].bool()),
-                                           FEATURE_SLOT: SlotTokens(t["feature_tokens"], t["feature_mask"].bool())})
+            o = {k: np.asarray(v) for k, v in self._run("projector", feeds).items()}
+            return Projection(slots={VIDEO_SLOT: Slot(o["video_tokens"], o["video_mask"].astype(bool)),
+                                     FEATURE_SLOT: Slot(o["feature_tokens"], o["feature_mask"].astype(bool))})
         fc = self.config.fusion
         feeds = {"present": np.zeros((b, len(fc.modalities)), dtype=bool)}
         for i, (name, width) in enumerate(fc.modalities):
@@ -431,33 +564,51 @@ class ExportedEmotionLlama:
                 feeds[f"{name}_tokens"] = np.zeros((b, 1, width), np.float32)
                 feeds[f"{name}_mask"] = np.zeros((b, 1), dtype=bool)
             else:
-                feeds[f"{name}_tokens"] = _f32(e.tokens)
-                feeds[f"{name}_mask"] = e.mask.cpu().numpy().astype(bool)
+                feeds[f"{name}_tokens"] = e.tokens
+                feeds[f"{name}_mask"] = e.mask
                 feeds["present"][:, i] = present[name]
-        o = self._run("fusion", feeds)
-        t = {k: torch.from_numpy(np.asarray(v)) for k, v in o.items()}
-        return ProjectionOutput(slots={VIDEO_SLOT: SlotTokens(t["tokens"], t["mask"].bool())}, attention=t["attention"])
+        o = {k: np.asarray(v) for k, v in self._run("fusion", feeds).items()}
+        return Projection(slots={VIDEO_SLOT: Slot(o["tokens"], o["mask"].astype(bool))}, attention=o["attention"])
+
+    def empty_projection(self) -> Projection:
+        """All slots empty (no modality in the window): the LLM reads the text prompt only."""
+        from emo_stream.model.prompts import split_prompt
+
+        h = self.config.llm.hidden_size
+        return Projection(slots={s: Slot(np.zeros((1, 0, h), np.float32), np.zeros((1, 0), dtype=bool))
+                                 for s in split_prompt(self.config.template).slots})
 
     def prompt(self, task: str = "emotion", subtitle: str = "", label_set: Any = None, instruction: str | None = None) -> str:
         return self.config.render_prompt(task, subtitle, label_set or self.label_set, instruction)
 
-    def label_probabilities(self, projection: Any, subtitle: str = "", label_set: Any = None) -> Any:
-        import torch
-
+    def label_probabilities(self, projection: Any, subtitle: str = "", label_set: Any = None) -> np.ndarray:
+        """(B, C) float64 probabilities over the label set's labels."""
         from emo_stream.labels import get_label_set
 
         ls = get_label_set(label_set) if isinstance(label_set, str) else (label_set or self.label_set)
         assert self.lm is not None
-        return torch.from_numpy(self.lm.label_probs(self.prompt("emotion", subtitle, ls), projection.slots, ls.labels))
+        probs = self.lm.label_probs(self.prompt("emotion", subtitle, ls), self._lm_slots(projection), ls.labels)
+        return np.asarray(probs, dtype=np.float64)
+
+    def _lm_slots(self, projection: Any) -> Mapping[str, Any]:
+        """The slots as the LLM runtime takes them: arrays for llama.cpp, torch tensors for the torch LLM."""
+        if self.runtime.llm != "torch":
+            return projection.slots
+        import torch
+
+        from emo_stream.model.projectors import SlotTokens
+
+        dev = self.runtime.device
+        return {n: SlotTokens(torch.as_tensor(s.tokens).to(dev), torch.as_tensor(s.mask).to(dev)) for n, s in projection.slots.items()}
 
     def rationale(self, projection: Any, subtitle: str = "", max_new_tokens: int | None = None, instruction_index: int = 0) -> list[str]:
         from emo_stream.model.prompts import instruction_for
 
         prompt = self.prompt("reason", subtitle, instruction=instruction_for("reason", self.label_set, instruction_index))
         assert self.lm is not None
-        return self.lm.generate(prompt, projection.slots, max_new_tokens or self.config.max_new_tokens)
+        return self.lm.generate(prompt, self._lm_slots(projection), max_new_tokens or self.config.max_new_tokens)
 
-    def classify(self, inputs: Any, subtitle: str = "", label_set: Any = None) -> Any:
+    def classify(self, inputs: Any, subtitle: str = "", label_set: Any = None) -> np.ndarray:
         return self.label_probabilities(self.project(self.encode(inputs)), subtitle, label_set)
 
     def close(self) -> None:
@@ -474,3 +625,13 @@ def _f32(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return np.ascontiguousarray(x, dtype=np.float32)
     return np.ascontiguousarray(x.detach().float().cpu().numpy())
+
+
+def _np_bool(x: Any) -> np.ndarray:
+    a = x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+    return np.ascontiguousarray(a, dtype=bool)
+
+
+def _np_int(x: Any) -> np.ndarray:
+    a = x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+    return np.asarray(a, dtype=np.int64)

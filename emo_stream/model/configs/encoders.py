@@ -425,6 +425,9 @@ VIEWS = ("global", "face", "temporal")
 
 CROPS = ("frame", "face")
 
+#: Which frame of a window a shipped-ViT view takes ("last": the newest, what a sliding window adds).
+SHIPPED_FRAME_CHOICES = ("first", "middle", "last")
+
 
 @dataclass(frozen=True)
 class ShippedViTConfig:
@@ -435,9 +438,18 @@ class ShippedViTConfig:
             transformers-backed view configs when a model config is loaded.
         view: "global", "face" or "temporal" (must match the model slot).
         pool_grid: global view: patch grid side after average pooling (1..16).
-        frame: global view: which frame of the window ("first" or "middle").
-        max_frames: face view: crops encoded per window (the middle ones).
+        frame: global view: which frame of the window ("first", "middle" or
+            "last"); face view: "last" takes the newest ``max_frames`` crops,
+            any other value the middle ones (what models before "last" were trained on).
+        max_frames: face view: crops encoded per window.
         num_frames: temporal view: frames sampled evenly over the window.
+        stride: temporal view: 0 spreads ``num_frames`` from the first to the
+            last frame; S > 0 takes the newest frame and every S-th before it
+            (clamped at the first). Why: sliding windows shift their K frames
+            by K x hop / W indices per hop (2 at W 2 s, hop 0.5 s, K 8), so with
+            S a multiple of that shift a window's older temporal frames are
+            frames an earlier window already encoded as its newest, and the
+            image cache serves them: one new full frame per window, not two.
         crop: temporal view: whole frames ("frame") or face crops ("face").
         threads: ONNX Runtime intra-op threads (0: ORT's default).
         cache_images: recent images whose tokens are kept (0: no cache).
@@ -456,20 +468,21 @@ class ShippedViTConfig:
     threads: int = 0
     cache_images: int = 16
     precision: str = "fp32"
+    stride: int = 0
 
     def __post_init__(self) -> None:
         check_choice(self.precision, ("fp32", "int8"), "shipped ViT precision")
         if self.encoder_type != "shipped_vit_s14":
             raise ConfigError(f"encoder_type must be 'shipped_vit_s14', got {self.encoder_type!r}")
         check_choice(self.view, VIEWS, "shipped ViT view")
-        check_choice(self.frame, FRAME_CHOICES, "shipped ViT frame")
+        check_choice(self.frame, SHIPPED_FRAME_CHOICES, "shipped ViT frame")
         check_choice(self.crop, CROPS, "shipped ViT crop")
         if not 1 <= self.pool_grid <= 16 or 16 % self.pool_grid:
             raise ConfigError(f"pool_grid must divide the 16 x 16 patch grid (1, 2, 4, 8 or 16), got {self.pool_grid}")
         if self.max_frames < 1 or self.num_frames < 1:
             raise ConfigError(f"max_frames and num_frames must be >= 1, got {self.max_frames} / {self.num_frames}")
-        if self.threads < 0 or self.cache_images < 0:
-            raise ConfigError("threads and cache_images must be >= 0")
+        if self.threads < 0 or self.cache_images < 0 or self.stride < 0:
+            raise ConfigError("threads, cache_images and stride must be >= 0")
 
     # what the model config checks and the runtime glue reads
     hidden_size = 384
@@ -485,12 +498,21 @@ class ShippedViTConfig:
     def frame_index(self, n_frames: int) -> int:
         if n_frames < 1:
             raise ValueError("global view needs at least one frame")
-        return 0 if self.frame == "first" else n_frames // 2
+        return {"first": 0, "middle": n_frames // 2}.get(self.frame, n_frames - 1)
+
+    def face_indices(self, n_available: int) -> list[int]:
+        """The face view's crops: the newest ``max_frames`` (``frame="last"``), else the middle ones."""
+        n = min(n_available, self.max_frames)
+        start = n_available - n if self.frame == "last" else (n_available - n) // 2
+        return list(range(start, start + n))
 
     def frame_indices(self, n_available: int) -> list[int]:
-        """``num_frames`` indices spread evenly from the first to the last frame (repeats when fewer exist)."""
+        """``num_frames`` indices in time order: spread evenly from the first to the last frame (repeats when
+        fewer exist), or with ``stride`` the newest frame and every ``stride``-th before it (clamped at 0)."""
         if n_available < 1:
             raise ValueError("temporal view needs at least one frame")
+        if self.stride:
+            return [max(0, n_available - 1 - self.stride * k) for k in reversed(range(self.num_frames))]
         if self.num_frames == 1:
             return [0]
         return [int(round(i * (n_available - 1) / (self.num_frames - 1))) for i in range(self.num_frames)]
@@ -525,3 +547,7 @@ class ShippedWhisperConfig:
     @property
     def max_samples(self) -> int:
         return int(round(self.max_seconds * self.sample_rate))
+
+
+#: Encoder configs whose weights ship in packages and run there (ONNX Runtime / CTranslate2), not exported.
+SHIPPED_CONFIGS = (ShippedViTConfig, ShippedWhisperConfig)

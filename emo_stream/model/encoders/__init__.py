@@ -49,6 +49,9 @@ from __future__ import annotations
 from torch import nn
 
 from emo_stream.errors import ConfigError
+
+# Frozen encoders over weights shipped in packages (ONNX Runtime / CTranslate2): the tuple's torch-free home is configs.
+from emo_stream.model.configs.encoders import SHIPPED_CONFIGS
 from emo_stream.model.encoders.audio import AudioEncoder, AudioEncoderConfig, _clean_wave, _receptive_field
 from emo_stream.model.encoders.common import (
     _HOW,
@@ -118,10 +121,6 @@ __all__ = [
     "segment_frame_indices",
     "sinusoid_table",
 ]
-
-
-#: Frozen encoders over weights shipped in packages (ONNX Runtime / CTranslate2; no torch parameters).
-SHIPPED_CONFIGS = (ShippedViTConfig, ShippedWhisperConfig)
 
 
 def build_encoder(config: GlobalViewConfig | FaceViewConfig | TemporalViewConfig | AudioEncoderConfig | ShippedViTConfig | ShippedWhisperConfig) -> nn.Module:

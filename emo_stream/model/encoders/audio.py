@@ -32,15 +32,9 @@ from emo_stream.model.encoders.common import (
     load_state_dict_dir,
     masked_mean,
 )
-from emo_stream.preprocess import clean_wave
+from emo_stream.preprocess import clean_wave, conv_receptive_field
 
-
-def _receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
-    rf, jump = 1, 1
-    for k, s in zip(kernels, strides):
-        rf += (k - 1) * jump
-        jump *= s
-    return rf
+_receptive_field = conv_receptive_field  # numpy-side helper, shared with the exported runtime
 
 
 #: numpy, shared with the torch-free exported runtime

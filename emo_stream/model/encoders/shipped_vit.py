@@ -46,32 +46,32 @@ from emo_stream.model.configs.encoders import (
 from emo_stream.model.encoders.common import EncoderOutput, masked_mean
 
 # The torch-free core (package file, pruned graph, session + image cache, view pixels, encode) lives in
-# emo_stream.runtime.shipped, shared with the exported runtime on a robot without torch; re-exported here.
-from emo_stream.runtime.shipped import (
+# emo_stream.model.shipped, shared with the exported runtime on a robot without torch; re-exported here.
+from emo_stream.model.shipped import (
     VIT_S14_INPUT as VIT_S14_INPUT,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     VIT_S14_PACKAGE as VIT_S14_PACKAGE,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     VIT_S14_TOKENS as VIT_S14_TOKENS,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     ShippedViTView,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     ViTS14Runner as ViTS14Runner,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     file_sha256 as file_sha256,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     pool_patches as pool_patches,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     shipped_file as shipped_file,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     vit_s14_runner as vit_s14_runner,
 )
 
@@ -79,7 +79,7 @@ from emo_stream.runtime.shipped import (
 class ShippedViTEncoder(nn.Module):
     """A visual view on the shipped ViT-S/14 (frozen, ONNX Runtime); see module docstring.
 
-    The work is :class:`~emo_stream.runtime.shipped.ShippedViTView`'s (numpy): this module adds torch
+    The work is :class:`~emo_stream.model.shipped.ShippedViTView`'s (numpy): this module adds torch
     tensors in and out and the weights' SHA-256 as a buffer (so fingerprints follow the ONNX file).
     """
 

@@ -29,15 +29,15 @@ from emo_stream.model.configs.encoders import (
 )
 from emo_stream.model.encoders.common import EncoderOutput, masked_mean
 
-# The torch-free core (package file, log-mel, CTranslate2 encode and mask) lives in emo_stream.runtime.shipped,
+# The torch-free core (package file, log-mel, CTranslate2 encode and mask) lives in emo_stream.model.shipped,
 # shared with the exported runtime on a robot without torch; re-exported here.
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     HOP as HOP,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     WHISPER_TINY_EN_PACKAGE as WHISPER_TINY_EN_PACKAGE,
 )
-from emo_stream.runtime.shipped import (
+from emo_stream.model.shipped import (
     ShippedWhisperView,
 )
 
@@ -45,7 +45,7 @@ from emo_stream.runtime.shipped import (
 class ShippedWhisperEncoder(nn.Module):
     """Frozen Whisper tiny.en encoder on CTranslate2 (no torch parameters; a SHA-256 buffer names the weights).
 
-    The work is :class:`~emo_stream.runtime.shipped.ShippedWhisperView`'s (numpy); this adds torch tensors.
+    The work is :class:`~emo_stream.model.shipped.ShippedWhisperView`'s (numpy); this adds torch tensors.
     """
 
     def __init__(self, config: ShippedWhisperConfig) -> None:

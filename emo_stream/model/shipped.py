@@ -133,6 +133,45 @@ class ViTS14Runner:
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.images_encoded = 0
+        #: Pixels of recent source images (content digest, box, preprocessing) -> (3, S, S): a sliding window
+        #: hands the same frames to later windows, and their resize (~17 ms at 720x528 -> 224) is not redone.
+        self._pixels: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+        self.images_resized = 0
+
+    def pixels(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None,
+               config: ShippedViTConfig) -> np.ndarray:
+        """:func:`~emo_stream.preprocess.images_to_pixels` of ``images`` (cropped to ``boxes``), each image's
+        result kept (bounded by ``cache_images``) under its bytes' digest, so a frame shared by consecutive
+        windows or by two views is resized once; keyed by content, a camera that reuses its buffer is safe."""
+        c = config
+        prep = (c.image_size, tuple(c.image_mean), tuple(c.image_std), c.interpolation)
+        keys = []
+        for i, img in enumerate(images):
+            box = None if boxes is None or boxes[i] is None else tuple(int(v) for v in boxes[i])  # type: ignore[union-attr]
+            digest = hashlib.sha1(np.ascontiguousarray(img).data, usedforsecurity=False).digest() if isinstance(img, np.ndarray) else None
+            keys.append(None if digest is None else (digest, img.shape, img.dtype.str, box, prep))
+        out = np.zeros((len(images), 3, c.image_size, c.image_size), np.float32)
+        todo = []
+        with self._lock:
+            for i, k in enumerate(keys):
+                if k is not None and k in self._pixels:
+                    self._pixels.move_to_end(k)
+                    out[i] = self._pixels[k]
+                else:
+                    todo.append(i)
+        if todo:
+            fresh = images_to_pixels([images[i] for i in todo], c.image_size, c.image_mean, c.image_std,
+                                     None if boxes is None else [boxes[i] for i in todo], c.interpolation)
+            with self._lock:
+                self.images_resized += len(todo)
+                for j, i in enumerate(todo):
+                    out[i] = fresh[j]
+                    k = keys[i]
+                    if self.cache_images and k is not None:
+                        self._pixels[k] = fresh[j]
+                        while len(self._pixels) > self.cache_images:
+                            self._pixels.popitem(last=False)
+        return out
 
     def tokens(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, 224, 224) normalised float32 -> (N, 257, 384) tokens [CLS, 16 x 16 patches]."""
@@ -235,19 +274,18 @@ class ShippedViTView:
         self.runner.session.run([VIT_S14_TOKENS], {VIT_S14_INPUT: np.zeros((1, 3, 224, 224), np.float32)})
 
     def preprocess(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None = None) -> np.ndarray:
-        """BGR uint8 frames/crops -> (n, 3, 224, 224) float32: the global view's one frame, the face view's middle
-        ``max_frames`` crops, or the temporal view's ``num_frames`` evenly spaced frames."""
+        """BGR uint8 frames/crops -> (n, 3, 224, 224) float32: the global view's one frame, the face view's
+        ``face_indices`` crops, or the temporal view's ``frame_indices`` frames (pixels shared via the runner)."""
         c = self.config
         images = list(images)
         idx = list(range(len(images)))
-        if c.view == "face" and len(idx) > c.max_frames:
-            start = (len(idx) - c.max_frames) // 2
-            idx = idx[start : start + c.max_frames]
+        if c.view == "face":
+            idx = c.face_indices(len(images))
         elif c.view == "temporal":
             idx = c.frame_indices(len(images))
         picked = [images[i] for i in idx]
         picked_boxes = None if boxes is None else [boxes[i] for i in idx]
-        return images_to_pixels(picked, c.image_size, c.image_mean, c.image_std, picked_boxes, c.interpolation)
+        return self.runner.pixels(picked, picked_boxes, c)
 
     def encode_numpy(self, pixels: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Pixels (B, 3, S, S) [global] or (B, F, 3, S, S) [face, temporal] -> tokens, mask."""
