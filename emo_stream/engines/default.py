@@ -83,6 +83,8 @@ _MODES = ("auto", "sync", "background", "off")
 
 #: How long the end of a real-time stream waits for queued audio before the final flush.
 _FINAL_DRAIN_S = 5.0
+#: clue texts whose LLM scores are kept (a few hundred bytes each; qualitative texts repeat).
+_SCORE_CACHE_SIZE = 256
 
 
 def _mode(value: Any) -> Any:
@@ -112,9 +114,14 @@ class DefaultEngineOptions:
         text_horizon_s: words spoken this long before the window end still count
             (an utterance is transcribed only once it has ended).
         asr_partial_every_s: while an utterance goes on, transcribe it again every
-            this much new speech (latest wins on the ASR worker; 0 = words only
-            once it ended). 2 s: a long first utterance of a short clip otherwise
-            carries no words in paced runs (issue 14, lossless vs paced agreement).
+            this much new speech (latest wins on the ASR worker). 0 (default):
+            words only once the utterance ended. Off by default because each
+            partial changes the words, so the labels, and a paced run gets every
+            partial 1-3 hops after a lossless one does, while the ASR worker it
+            keeps busy delays the final words too: lossless vs paced top-label
+            agreement on Megamind 0.57 with partials every 2 s, 0.91 without
+            (issue 14). Turn on (e.g. 2) where early words matter more than stable
+            labels (a dialogue manager reading the transcript).
         llm: score labels with the LLM (False: experts + fusion only).
         rationale: ``auto`` | ``sync`` | ``background`` | ``off``.
         rationale_every_s: stream time between rationale requests. 3 s so that, live,
@@ -138,7 +145,7 @@ class DefaultEngineOptions:
     face_detect_every: int = 1
     asr: str = "auto"
     text_horizon_s: float = 6.0
-    asr_partial_every_s: float = 2.0
+    asr_partial_every_s: float = 0.0
     llm: bool = True
     rationale: str = "auto"
     rationale_every_s: float = 3.0
@@ -257,7 +264,11 @@ class DefaultEngine(Engine):
         self._fed_frames_until = float("-inf")  # self-fed mode: newest frame analysed
         self._fed_audio_until: float | None = None  # self-fed mode: end of the audio analysed
         self._nonfinite_seen = self.vad.nonfinite_samples  # the VAD counts over its lifetime
-        self._scored: tuple[str, np.ndarray] | None = None  # inline scoring: (clue text, probs)
+        # LLM scores per clue text (bounded LRU). The clue text is qualitative and
+        # repeats often, so a real-time state whose clues were scored before gets
+        # those exact scores (age 0), as the lossless run does, instead of the
+        # scores of an older text still in flight (issue 14: lossless vs paced agreement).
+        self._score_cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self._submitted_text: str | None = None
         self._text_last_current: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._last_rationale_request: float | None = None
@@ -512,6 +523,10 @@ class DefaultEngine(Engine):
             self._self_feed_audio(window, lat)
         if window.final:
             self.voice.finish()
+            if not self._sync and self.transcriber is not None:
+                # End of stream: nothing later to be late for, so the last utterance's
+                # words reach the final state (bounded), as in lossless mode.
+                self.transcriber.wait_idle(_FINAL_DRAIN_S)
         t = time.perf_counter()
         _spans, ratio, pros, nonfinite = self.voice.window(window.start, window.end)
         if nonfinite > self._nonfinite_seen:
@@ -578,9 +593,10 @@ class DefaultEngine(Engine):
     def _llm_evidence(self, window: Window, clues: cl.WindowClues, lat, signals) -> np.ndarray | None:
         """The LLM's label distribution for these clues, and its age in ``signals["llm_age_s"]``.
 
-        Lossless: scored inline whenever the clue text changed (deterministic).
-        Real time: the text goes to the scoring worker when it changed (latest
-        wins); the newest finished scores are used. Age = this window's end minus
+        Clue texts scored before (either mode) reuse their scores: age 0.
+        Lossless: a new text is scored inline (deterministic).
+        Real time: a new text goes to the scoring worker (latest wins); until
+        its scores exist the newest finished ones are used. Age = this window's end minus
         the last window end at which the scored text was the current clue text
         (0 when it still is: the scores are exactly those of the current clues).
         """
@@ -589,23 +605,50 @@ class DefaultEngine(Engine):
         self._text_last_current.move_to_end(text)
         while len(self._text_last_current) > 64:
             self._text_last_current.popitem(last=False)
+        cached = self._cached_scores(text)
+        if cached is not None:
+            signals["llm_age_s"] = 0.0  # exactly the scores of the current clues
+            return cached
         if self._scorer is None:
-            if self._scored is None or self._scored[0] != text:
-                t = time.perf_counter()
-                with self.clock.measure("llm_score"):
-                    self._scored = (text, self._score(text))
-                lat["llm_score"] = (time.perf_counter() - t) * 1e3
+            t = time.perf_counter()
+            with self.clock.measure("llm_score"):
+                probs = self._remember_scores(text, self._score(text))
+            lat["llm_score"] = (time.perf_counter() - t) * 1e3
             signals["llm_age_s"] = 0.0
-            return self._scored[1]
+            return probs
         if text != self._submitted_text:
             self._scorer.submit(text, window.end)
             self._submitted_text = text
+        if window.final:  # end of stream: the final state gets the scores of its own clues (bounded wait)
+            self._scorer.wait_idle(_FINAL_DRAIN_S)
+            cached = self._cached_scores(text)
+            if cached is not None:
+                signals["llm_age_s"] = 0.0
+                return cached
         latest = self._scorer.latest()
         if latest is None:
             return None
         probs, scored_text, stamp = latest
         current_at = self._text_last_current.get(scored_text, stamp)
         signals["llm_age_s"] = max(0.0, window.end - current_at)
+        return probs
+
+    def _cached_scores(self, text: str) -> np.ndarray | None:
+        """Scores already computed for exactly this clue text (the worker's newest result included)."""
+        if self._scorer is not None:
+            latest = self._scorer.latest()
+            if latest is not None and latest[1] not in self._score_cache:
+                self._remember_scores(latest[1], latest[0])
+        probs = self._score_cache.get(text)
+        if probs is not None:
+            self._score_cache.move_to_end(text)
+        return probs
+
+    def _remember_scores(self, text: str, probs: np.ndarray) -> np.ndarray:
+        self._score_cache[text] = probs
+        self._score_cache.move_to_end(text)
+        while len(self._score_cache) > _SCORE_CACHE_SIZE:
+            self._score_cache.popitem(last=False)
         return probs
 
     # -- rationale ---------------------------------------------------------------------

@@ -31,13 +31,17 @@ final transcript of the closed span replaces it. Partials are latest-wins on
 the one worker (a waiting partial is replaced by a newer one, never queued;
 finished spans go first), so they add no thread and cannot build a backlog.
 The cadence is counted in audio time, so lossless (inline) runs stay
-deterministic.
+deterministic. Off by default (0): changing words make labels change, and a
+paced run sees each partial later than a lossless one (see the default engine's
+``asr_partial_every_s``).
 
 Slivers: a finished span shorter than ``sliver_s`` (the VAD's max-length cut
 can leave a 0.5-s piece before a long span) costs one full 30-s Whisper pass for
 a word or two. It is held and merged into the next span when that starts within
 ``merge_gap_s``; otherwise it is transcribed alone once the gap has passed (or at
-:meth:`Transcriber.flush`, end of stream).
+:meth:`Transcriber.flush`, end of stream). A span that followed the sliver is
+waited for even while the VAD's report of its end is pending (its hang-over),
+so the sliver joins it instead of costing a call of its own right before it.
 
 Warm-up: the first CTranslate2 call allocates and primes its kernels and costs
 2-3x a warm one (3.8 s vs 1.6 s measured on a loaded 2-core box), so
@@ -104,7 +108,7 @@ class AsrConfig:
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     gap_tolerance_s: float = 0.01
-    partial_every_s: float = 2.0
+    partial_every_s: float = 0.0
     sliver_s: float = 0.6
     merge_gap_s: float = 0.3
 
@@ -246,6 +250,7 @@ class Transcriber:
         self._partials: deque[Segment] = deque(maxlen=64)
         self._seen: dict[tuple[int, int], float] = {}  # span key -> span end, for spans already handled
         self._held: tuple[float, float] | None = None  # a sliver waiting for the next span
+        self._held_followed = False  # an open span was seen starting right after the held sliver
         self._partial_span: tuple[int, float] | None = None  # (open span start in ms, length last transcribed)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # also wakes the worker
@@ -338,13 +343,20 @@ class Transcriber:
                 else:
                     produced += self._dispatch(self._jobs_for(h0, h1))
             if t1 - t0 < cfg.sliver_s:
-                self._held = (t0, t1)
+                self._held, self._held_followed = (t0, t1), False
                 continue
             produced += self._dispatch(self._jobs_for(t0, t1))
         if self._held is not None:
             h0, h1 = self._held
             follows = open_span is not None and open_span[0] - h1 <= cfg.merge_gap_s
-            if not follows and buf_end > h1 + cfg.merge_gap_s:
+            self._held_followed |= follows
+            # A span that followed the sliver closes a little before the VAD reports
+            # it as finished (its hang-over): while that report is pending there is
+            # no open span, yet the sliver must wait and join it (one Whisper call
+            # with context, not two in a row). The wait is bounded by the longest
+            # span the VAD can report.
+            waiting = follows or (self._held_followed and buf_end <= h1 + cfg.max_span_s + 2.0)
+            if not waiting and buf_end > h1 + cfg.merge_gap_s:
                 self._held = None
                 produced += self._dispatch(self._jobs_for(h0, h1))
         if open_span is not None:

@@ -249,6 +249,18 @@ def test_sliver_waits_for_an_open_span_and_is_flushed_alone_at_the_end(whisper) 
     assert lone.model_calls == 1
 
 
+def test_sliver_waits_through_the_vad_hang_over_and_joins_its_follower(whisper) -> None:
+    # Megamind: the follower closed (no open span any more) before the VAD reported it
+    # as finished; the sliver used to be transcribed alone in that gap (two calls in a row).
+    x = load_wav(MEDIA / "librivox_0880.wav")  # speech 0.16-2.99 s
+    asr = Transcriber(AsrConfig(partial_every_s=0.0), model=whisper)
+    asr.update(0.0, x[: int(1.5 * SAMPLE_RATE)], [(0.16, 0.7)], open_span=(0.75, 1.5))
+    asr.update(1.5, x[int(1.5 * SAMPLE_RATE) : int(2.5 * SAMPLE_RATE)], [(0.16, 0.7)], open_span=None)
+    assert asr.model_calls == 0  # the follower's end is not reported yet: keep holding
+    asr.update(2.5, x[int(2.5 * SAMPLE_RATE) :], [(0.16, 0.7), (0.75, 2.99)])
+    assert asr.model_calls == 1 and [(s.t0, s.t1) for s in asr.segments()] == [(0.16, 2.99)]
+
+
 def test_warm_up_happens_at_load() -> None:
     model = load_whisper(AsrConfig(cpu_threads=1), warm_up=True)
     assert model.emo_stream_warmup_s > 0.0
