@@ -33,6 +33,8 @@ from emo_stream_ros.conversions import (
 )
 from emo_stream_ros.inputs import InputCounters, StampOrigin, TopicInput
 
+pytestmark = pytest.mark.ros  # rclpy: runs in .venv-ros (scripts/ros_test.sh)
+
 
 @pytest.fixture
 def astronaut(media):

@@ -11,6 +11,10 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
+pytestmark = pytest.mark.ros  # rclpy: runs in .venv-ros (scripts/ros_test.sh)
+
 FRAMES = 120  # 4 s at 30 Hz
 
 

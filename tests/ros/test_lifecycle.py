@@ -16,6 +16,8 @@ from ros_helpers import read_rgb_astronaut
 from emo_stream.stream.sources.media_file import read_audio
 from emo_stream_ros.conversions import array_to_audio, bgr_to_image, stamp_to_ns
 
+pytestmark = pytest.mark.ros  # rclpy: runs in .venv-ros (scripts/ros_test.sh)
+
 NODE = "/emo_stream"
 
 

@@ -27,6 +27,8 @@ from emo_stream_ros import params as P
 from emo_stream_ros.clip_publisher import build_parser as clip_parser
 from emo_stream_ros.node import EmotionNode
 
+pytestmark = pytest.mark.ros  # rclpy: runs in .venv-ros (scripts/ros_test.sh)
+
 LAUNCH_DIR = REPO / "launch"
 LAUNCH_FILES = sorted(LAUNCH_DIR.glob("*.launch.py"))
 

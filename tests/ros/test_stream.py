@@ -18,6 +18,8 @@ from emo_msgs.msg import EmotionState
 from emo_stream_ros import bag
 from emo_stream_ros.conversions import stamp_to_ns
 
+pytestmark = pytest.mark.ros  # rclpy: runs in .venv-ros (scripts/ros_test.sh)
+
 HOP = 0.5
 WINDOW = 2.0
 FPS = 25  # astronaut_speech.mp4
