@@ -92,3 +92,139 @@ def test_per_person_states_and_ros4hri_topics_reach_another_process(two_face_cli
             assert 0.0 < m.confidence <= 1.0 and -1.0 <= m.valence <= 1.0 and -1.0 <= m.arousal <= 1.0
     ex = expressions[astro]
     assert sum(m.expression == "happy" for m in ex) >= 0.9 * len(ex)  # the smiling astronaut, read on its own face
+
+
+# -- behind an external ROS4HRI face detector -----------------------------------------------------
+STALE_FROM_S = 2.5  # the external detector stops sending the astronaut's ROI from this media time on
+
+
+def _detections(clip):
+    """What the external detector "sees": real RetinaFace on every frame of the clip, its own
+    ids by image half (ROS4HRI-style opaque ids), keyed by media time in ms. Decoded with
+    clip_publisher's own reader, so the times are those of the published stamps."""
+    from emo_stream.perception.face import FaceDetectorConfig, make_face_detector
+    from emo_stream_ros.clip_publisher import media_samples
+
+    det = make_face_detector(FaceDetectorConfig(max_side=320))
+    out: dict[int, list] = {}
+    for f in media_samples(str(clip), {"video"}):
+        width = f.image.shape[1]
+        faces: dict[str, object] = {}
+        for b in det.detect(f.image):  # largest first per half
+            fid = "fmega" if b.x + b.w / 2 < width / 2 else "fastro"
+            if fid not in faces or b.w * b.h > faces[fid].w * faces[fid].h:
+                faces[fid] = b
+        out[int(round(f.t * 1e3))] = list(faces.items())
+    return out
+
+
+def test_node_behind_a_ros4hri_face_detector_uses_its_boxes_and_ids(two_face_clip, procs, harness):
+    """The node (faces_from: ros4hri, own detector unused) reads /humans/faces/tracked and
+    /humans/faces/<id>/roi from this process, which plays the external detector: on each
+    image the clip publisher sends, it publishes the ids and boxes found in that image
+    with the image's stamp. Person ids are the detector's; a face whose ROIs stop is
+    flagged, and an empty ROI is counted, not fatal."""
+    from hri_msgs.msg import RegionOfInterestStamped
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from emo_stream_ros.faces_in import roi_topic
+
+    boxes = _detections(two_face_clip)
+    n = harness.node
+    origin_ns = n.get_clock().now().nanoseconds  # the clip's stamps: origin + media time
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    tracked_pub = n.create_publisher(IdsList, "/humans/faces/tracked", qos)
+    roi_pubs = {fid: n.create_publisher(RegionOfInterestStamped, roi_topic(fid), qos) for fid in ("fmega", "fastro")}
+    sent = {"rois": 0, "empty": 0}
+
+    def on_image(img):  # the external detector's output for this image, with its stamp
+        ns = img.header.stamp.sec * 10**9 + img.header.stamp.nanosec
+        t_ms = int(round((ns - origin_ns) / 1e6))
+        key = min(boxes, key=lambda k: abs(k - t_ms))
+        ids = IdsList()
+        ids.header = img.header
+        for fid, b in boxes[key]:
+            ids.ids.append(fid)
+            if fid == "fastro" and t_ms >= STALE_FROM_S * 1e3:
+                continue  # the detector still lists the face but its ROIs stop: stale
+            m = RegionOfInterestStamped()
+            m.header = img.header
+            m.roi.x_offset, m.roi.y_offset, m.roi.width, m.roi.height = int(b.x), int(b.y), int(b.w), int(b.h)
+            if sent["empty"] == 0 and t_ms > 1000:
+                m.roi.width = 0  # one broken message: counted and skipped
+                sent["empty"] += 1
+            roi_pubs[fid].publish(m)
+            sent["rois"] += 1
+        tracked_pub.publish(ids)
+
+    image_sub = n.create_subscription(Image, "image", on_image, qos_profile_sensor_data)
+    node = procs.node(dict(
+        engine="default", engine_options="{llm: false, rationale: off, asr: off}", window_s=2.0, hop_s=0.5,
+        input_mode="topics", image_topic="image", audio_topic="audio", faces_from="ros4hri", autostart=False,
+    ))
+    got: dict[str, list] = {"primary": [], "persons": []}
+    subs = [
+        n.create_subscription(EmotionState, "/emo_stream/state", got["primary"].append, qos),
+        n.create_subscription(EmotionState, "/emo_stream/persons/state", got["persons"].append, qos),
+    ]
+    expressions: dict[str, list] = {fid: [] for fid in roi_pubs}
+    for fid, ex in expressions.items():
+        subs.append(n.create_subscription(Expression, f"/humans/faces/{fid}/expression", ex.append, qos))
+    harness.subscribe_diagnostics()
+    assert harness.transition("/emo_stream", "configure", timeout=120)
+    for sub in subs[:2]:
+        harness.wait_matched(sub, procs=[node])
+    assert harness.transition("/emo_stream", "activate")
+    # Pre-roll: the tracked list makes the node subscribe to each face's ROI topic.
+    pre = IdsList()
+    pre.header.stamp.sec, pre.header.stamp.nanosec = divmod(origin_ns - 10**9, 10**9)
+    pre.ids = list(roi_pubs)
+    harness.wait_for(lambda: tracked_pub.get_subscription_count() > 0, 20, "the node's /humans/faces/tracked subscription", [node])
+    tracked_pub.publish(pre)
+    harness.wait_for(lambda: all(p.get_subscription_count() > 0 for p in roi_pubs.values()), 20, "the node's ROI subscriptions", [node])
+    pub = procs.clip_publisher(two_face_clip, "--wait-subscribers", "1", "--stamp-origin-ns", str(origin_ns), "--duration", str(CLIP_S))
+    harness.wait_for(lambda: len(got["primary"]) >= 2 * CLIP_S - 1, 90, f"{2 * CLIP_S - 1} primary states", [node])
+    pub.wait(30)
+    time.sleep(1.5)  # the last windows and a diagnostics period
+    assert node.alive()
+    primary, persons = got["primary"], got["persons"]
+    assert {m.person_id for m in primary} == {"fmega"}  # the larger face, under the detector's id
+    assert {m.person_id for m in persons} == {"fmega", "fastro"}  # no id of our own tracker
+    by_seq: dict[int, dict[str, EmotionState]] = {}
+    for m in persons:
+        by_seq.setdefault(m.sequence, {})[m.person_id] = m
+
+    def media_end(m):
+        return (m.window_end.sec * 10**9 + m.window_end.nanosec - origin_ns) / 1e9
+
+    def face_x(m):
+        return next((nv.value for nv in m.signals if nv.name == "face_x"), 0.0)
+
+    astro = [w["fastro"] for w in by_seq.values() if "fastro" in w]
+    fresh = [m for m in astro if media_end(m) < STALE_FROM_S]
+    late = [m for m in astro if media_end(m) >= STALE_FROM_S + 0.5]
+    assert fresh and late, [(media_end(m), list(m.flags)) for m in astro]
+    assert all(face_x(m) > 0.6 and "face" in m.modalities for m in fresh)  # read from the detector's box
+    assert sum(m.top_label == "happy" for m in fresh) >= 0.9 * len(fresh)  # the smiling astronaut
+    assert all("face_roi_stale" not in m.flags for m in fresh)
+    assert all("face_roi_stale" in m.flags for m in late)  # listed without a box: flagged, not dropped, not a crash
+    assert sum("fmega" in w and "fastro" in w for w in by_seq.values()) >= 0.95 * len(by_seq)  # both, every window
+    # ROS4HRI out: the expression on the detector's own face topics; the tracked list stays the detector's
+    assert len(expressions["fastro"]) >= len(fresh) and sum(m.expression == "happy" for m in expressions["fastro"][: len(fresh)]) >= 0.9 * len(fresh)
+    assert expressions["fmega"]
+    assert n.count_publishers("/humans/faces/tracked") == 1  # ours: the node publishes no second list
+    diag = harness.wait_for(lambda: harness.latest_diag(), 10, "diagnostics", [node])
+    assert diag["faces_from"] == "ros4hri" and int(diag["faces_rois_received"]) > 0.8 * (sent["rois"] - 1)
+    assert int(diag["faces_rejected_empty"]) == 1
+    n.destroy_subscription(image_sub)
+
+
+def test_ros4hri_faces_need_topics_and_the_default_engine():
+    from emo_stream_ros import params as P
+
+    base = {p.name: p.default for p in P.PARAMS}
+    assert P.validate({**base, "faces_from": "ros4hri"}) == []
+    errs = P.validate({**base, "faces_from": "ros4hri", "input_mode": "direct", "input": "clip.mp4", "engine": "baseline"})
+    assert any("needs input_mode 'topics'" in e for e in errs) and any("needs engine 'default'" in e for e in errs)
+    assert P.validate({**base, "faces_from": "elsewhere"}) == ["faces_from must be one of own, ros4hri; got 'elsewhere'"]

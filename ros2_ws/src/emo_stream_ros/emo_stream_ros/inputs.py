@@ -131,6 +131,9 @@ class TopicInput:
         self._a_base_ns = 0
         self._a_count = 0
         self._a_expect_ns: int | None = None
+        #: (pipeline pixels per message pixel, width, height) of the latest image: external
+        #: face boxes (ROS4HRI ROIs, in message pixels) are mapped with it
+        self.image_geometry: tuple[float, int, int] = (1.0, 0, 0)
 
     # -- video ------------------------------------------------------------------------
     def on_image(self, msg: Any) -> None:
@@ -149,7 +152,9 @@ class TopicInput:
             self._reject("image", exc)
             return
         self._last_image_ns = ns
+        w0 = img.shape[1]
         img = self._downscale(img)
+        self.image_geometry = (img.shape[1] / w0, img.shape[1], img.shape[0])
         self.counters.images += 1
         self.counters.image_frame_id = msg.header.frame_id
         self.push.push(VideoFrame(self.origin.to_seconds(ns), img, self.counters.images - 1))

@@ -59,6 +59,7 @@ from emo_stream.stream.sinks import Sink
 from emo_stream.stream.sources.push import PushSource
 from emo_stream_ros import params as P
 from emo_stream_ros.conversions import key_values, seconds_to_ns, state_to_msg
+from emo_stream_ros.faces_in import Ros4hriFaces
 from emo_stream_ros.inputs import InputCounters, StampOrigin, TopicInput
 from emo_stream_ros.people import PeoplePublisher
 
@@ -125,6 +126,7 @@ class EmotionNode(LifecycleNode):
         self._thread: threading.Thread | None = None
         self._push: PushSource | None = None
         self._direct_sources: list[Any] = []
+        self._faces_in: Ros4hriFaces | None = None
         self._pipeline_status = ""
         self._active = False
         self.finalized = False  # set by the shutdown transition: main() then exits
@@ -162,7 +164,8 @@ class EmotionNode(LifecycleNode):
         self._values, self.config, self.engine = values, config, engine
         self._pending_reconfigure = False
         self._state_pub = self.create_lifecycle_publisher(EmotionStateMsg, "~/state", state_qos(values["state_qos_depth"]))
-        self._people = PeoplePublisher(self.create_publisher, self.destroy_publisher, state_qos(values["state_qos_depth"]))
+        self._people = PeoplePublisher(self.create_publisher, self.destroy_publisher, state_qos(values["state_qos_depth"]),
+                                       publish_tracked=values["faces_from"] != "ros4hri")  # the detector's list is the one
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._diag_timer = self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
@@ -242,6 +245,7 @@ class EmotionNode(LifecycleNode):
         v, cfg = self._values, self.config
         assert v is not None and cfg is not None and self.engine is not None
         self._pipeline_status = ""
+        external = None  # faces_from ros4hri: the engine's external faces store
         if v["input_mode"] == "topics":
             streams = {s for s, topic in ((VIDEO, v["image_topic"]), (AUDIO, v["audio_topic"])) if topic}
             self._push = PushSource(streams, clock="ros", live=True, queue_size=cfg.buffers.capture_queue, name="ros-topics")
@@ -252,6 +256,11 @@ class EmotionNode(LifecycleNode):
             )
             sources = [self._push]
             sink = _StateSink(self, origin.to_ns, 0.0)
+            if v["faces_from"] == "ros4hri":
+                from emo_stream.perception.external_faces import ExternalFaces
+
+                external = ExternalFaces()
+                self.engine.use_external_faces(external)  # type: ignore[attr-defined]  # params.validate: the default engine
         else:
             from emo_stream.stream.sources.factory import open_sources
 
@@ -286,6 +295,9 @@ class EmotionNode(LifecycleNode):
                     self._subs.append(self.create_subscription(Image, v["image_topic"], topic_in.on_image, sensor_qos(depth)))
             if v["audio_topic"]:
                 self._subs.append(self.create_subscription(AudioDataStamped, v["audio_topic"], topic_in.on_audio, sensor_qos(depth)))
+            if external is not None:
+                self._faces_in = Ros4hriFaces(self, external, origin, lambda: topic_in.image_geometry, sensor_qos(max(depth, 10)),
+                                              warn=lambda m: self.get_logger().warning(m))
 
     def _run_pipeline(self, pipeline: Pipeline) -> None:
         try:
@@ -301,6 +313,9 @@ class EmotionNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
+        if self._faces_in is not None:
+            self._faces_in.close()
+            self._faces_in = None
         if self._pipeline is not None:
             self._pipeline.stop()
         if self._push is not None:
@@ -409,6 +424,7 @@ class EmotionNode(LifecycleNode):
             "e2e_latency_ms_p50": float(np.percentile(e2e, 50)) if e2e else math.nan,
             "e2e_latency_ms_p95": float(np.percentile(e2e, 95)) if e2e else math.nan,
             **{f"latency_ms.{k}": float(x) for k, x in last_lat.items()},
+            **(self._faces_in.diagnostics() if self._faces_in is not None else {}),
             "pending_reconfigure": self._pending_reconfigure,
             "last_input_error": self.counters.last_error,
             "pipeline_status": self._pipeline_status,

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from emo_stream.config import StreamConfig
-from emo_stream.errors import EmoStreamError
+from emo_stream.errors import ConfigError, EmoStreamError
+from emo_stream.structured_files import parse_yaml_text
 
 INPUT_MODES = ("topics", "direct")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 MIC_BACKENDS = ("pyaudio", "sounddevice")
+FACES_FROM = ("own", "ros4hri")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _label_set_ok(v: str) -> str | None:
 def _options_ok(v: str) -> str | None:
     try:
         parse_options(v)
-    except ValueError as exc:
+    except ConfigError as exc:
         return str(exc)
     return None
 
@@ -88,15 +88,20 @@ PARAMS: tuple[Param, ...] = (
     Param("input", "camera", "direct mode: 'camera', 'camera:N', 'camera:URL' or a media file path (played at real time)."),
     Param("mic", "", "direct mode with a camera: microphone device ('default', an index or a name substring). Empty: no microphone."),
     Param("mic_backend", "pyaudio", "direct mode: microphone backend.", MIC_BACKENDS),
-    Param("window_s", 2.0, "Window length W in seconds: each state describes [t - W, t].", check=_range(0.0, 60.0)),
-    Param("hop_s", 0.5, "Hop H in seconds: one state every H seconds of input time.", check=_range(0.0, 60.0)),
-    Param("frames_per_window", 8, "Frames handed to the engine per window.", check=_range(1, 256, lo_open=False)),
+    # Ranges of the stream settings are StreamConfig's (checked when validate() builds it;
+    # its messages are given with the parameter's name, see CONFIG_KEYS): not re-checked here.
+    Param("window_s", 2.0, "Window length W in seconds: each state describes [t - W, t]."),
+    Param("hop_s", 0.5, "Hop H in seconds: one state every H seconds of input time."),
+    Param("frames_per_window", 8, "Frames handed to the engine per window."),
     Param("emit_partial", True, "Emit the first windows before W seconds of input exist (first state after H)."),
     Param("engine", "default", "emo_stream engine: 'default' (real models), 'baseline' (no models; signal statistics, not an emotion model) or 'emotion-llama'.", check=_engine_ok),
     Param("label_set", "mer2023", "Label set of the probabilities (mer2023, merr, dfew, meld, fer2013).", check=_label_set_ok),
     Param("engine_options", "", "Engine options as a YAML/JSON mapping string, e.g. \"{weights: /path/ckpt}\". Empty: none.", check=_options_ok),
     Param("config_file", "", "emo_stream YAML config used as the base for settings without a parameter (buffers, audio); parameters override it.", check=_file_ok),
-    Param("max_frame_side", 0, "Downscale frames whose longer side exceeds this many pixels. 0: keep.", check=lambda v: None if v == 0 or v >= 16 else f"must be 0 or >= 16, got {v}"),
+    Param("max_frame_side", 0, "Downscale frames whose longer side exceeds this many pixels. 0: keep."),
+    Param("faces_from", "own", "Where face boxes and person ids come from: 'own' (the engine's detector and tracker) or 'ros4hri' "
+          "(an external ROS4HRI face detector: /humans/faces/tracked and /humans/faces/<id>/roi, stamped like the images; "
+          "person ids are its face ids; topics mode, default engine, hri_msgs needed).", FACES_FROM),
     Param("frame_id", "", "header.frame_id of published states. Empty: the input image's frame_id."),
     Param("publish_rationale", False, "Publish the natural-language rationale (personal data: off by default)."),
     Param("publish_transcript", False, "Publish what was said (speech is personal data: off by default)."),
@@ -106,19 +111,28 @@ PARAMS: tuple[Param, ...] = (
 )
 
 PARAM_NAMES = frozenset(p.name for p in PARAMS)
+#: Parameter -> the StreamConfig key it sets: config errors name the parameter.
+CONFIG_KEYS = {
+    "window_s": "window.length_s",
+    "hop_s": "window.hop_s",
+    "frames_per_window": "window.frames_per_window",
+    "max_frame_side": "source.max_frame_side",
+}
 _BY_NAME = {p.name: p for p in PARAMS}
 
 
 def parse_options(text: str) -> dict[str, Any]:
-    """``engine_options`` text -> mapping ('' -> {})."""
+    """``engine_options`` text -> mapping ('' -> {}); raises ``ConfigError`` naming the parameter.
+
+    Read with the project's one YAML reader (:func:`emo_stream.structured_files.parse_yaml_text`):
+    a parameter is user input like a config file, so the same limits apply (alias bombs,
+    nesting, duplicate keys refused).
+    """
     if not text.strip():
         return {}
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"engine_options is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = parse_yaml_text(text, "engine_options")
     if not isinstance(data, Mapping):
-        raise ValueError(f"engine_options must be a mapping, got {text!r}")
+        raise ConfigError(f"engine_options must be a mapping, got {text!r}")
     return dict(data)
 
 
@@ -151,10 +165,31 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         errors.append("input_mode 'topics' needs image_topic and/or audio_topic")
     if values["input_mode"] == "direct" and not str(values["input"]).strip():
         errors.append("input_mode 'direct' needs input ('camera', 'camera:N' or a file)")
+    if values["faces_from"] == "ros4hri":
+        errors.extend(_ros4hri_faces_errors(values))
     try:
         stream_config(values)
     except (EmoStreamError, ValueError) as exc:
-        errors.append(str(exc))
+        msg = str(exc)
+        for name, key in CONFIG_KEYS.items():
+            msg = msg.replace(key, f"{name} ({key})")
+        errors.append(msg)
+    return errors
+
+
+def _ros4hri_faces_errors(values: Mapping[str, Any]) -> list[str]:
+    """Why ``faces_from: ros4hri`` cannot work with these values: the external detector
+    must see the images the node reads (topics), its ROIs need the default engine's
+    expression stage, and the messages need hri_msgs."""
+    from emo_stream_ros.people import hri_available
+
+    errors = []
+    if values["input_mode"] != "topics" or not values["image_topic"]:
+        errors.append("faces_from 'ros4hri' needs input_mode 'topics' with an image_topic (the face detector must see the same images)")
+    if values["engine"] != "default":
+        errors.append(f"faces_from 'ros4hri' needs engine 'default' (engine {values['engine']!r} reads no external faces)")
+    if not hri_available():
+        errors.append("faces_from 'ros4hri' needs the hri_msgs interfaces, which are not importable here")
     return errors
 
 

@@ -17,7 +17,10 @@ tracked person (``EmotionState.person_id``). Per window this module publishes:
   the person's state says ``person_left``.
 
 States without a person id (engines that track no one) go to ``~/persons/state``
-only: REP 155 topics need an id.
+only: REP 155 topics need an id. Behind an external ROS4HRI face detector
+(``faces_from: ros4hri``, :mod:`emo_stream_ros.faces_in`) the ids are the
+detector's and so is ``/humans/faces/tracked``: the node then publishes only
+the per-face expressions (``publish_tracked=False``), never a second tracked list.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ class PeoplePublisher:
     """
 
     def __init__(self, create_publisher: Callable[..., Any], destroy_publisher: Callable[[Any], Any], qos: Any,
-                 hri: bool | None = None) -> None:
+                 hri: bool | None = None, publish_tracked: bool = True) -> None:
         from emo_msgs.msg import EmotionState as EmotionStateMsg
 
         self._create, self._destroy, self._qos = create_publisher, destroy_publisher, qos
@@ -95,7 +98,7 @@ class PeoplePublisher:
         self.hri = hri_available() if hri is None else hri
         self._tracked_pub = None
         self._faces: dict[str, Any] = {}
-        if self.hri:
+        if self.hri and publish_tracked:
             from hri_msgs.msg import IdsList
 
             self._tracked_pub = create_publisher(IdsList, FACES_TRACKED, qos)
@@ -130,7 +133,8 @@ class PeoplePublisher:
             if pub is None:
                 pub = self._faces[pid] = self._create(Expression, f"/humans/faces/{pid}/expression", self._qos)
             pub.publish(expression_msg(state, msg.header.stamp, msg.header.frame_id))
-        self._tracked_pub.publish(ids)
+        if self._tracked_pub is not None:
+            self._tracked_pub.publish(ids)
 
     def close(self) -> None:
         for pub in [self.states_pub, self._tracked_pub, *self._faces.values()]:
