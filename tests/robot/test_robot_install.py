@@ -11,8 +11,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.robot.robot_helpers import TRAINING_STACK, run_cli
 
 
@@ -41,10 +39,6 @@ def test_default_engine_streams_a_clip_from_a_clean_model_cache(media: Path, tmp
     assert not any(".partial-" in n for n in built)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 15 part 1 not finished: the exported runtime still reads its config through the torch model modules "
-    "(EmotionLlamaConfig, encoder configs), its tokenizer through transformers, and the emotion-llama engine imports "
-    "torch; the CLI now ends it in one line (see the test below). strict: passing flips this to a failure, remove the mark"))
 def test_run_export_streams_the_exported_model(media: Path, tmp_path: Path, export_dir: Path) -> None:
     jsonl = tmp_path / "states.jsonl"
     out, loaded = run_cli(["run", "--input", str(media / "astronaut_speech.mp4"), "--export", str(export_dir),
@@ -55,6 +49,8 @@ def test_run_export_streams_the_exported_model(media: Path, tmp_path: Path, expo
     assert "onnxruntime" in loaded and "llama_cpp" in loaded
     states = _states(jsonl)
     assert len(states) >= 4 and all(s["model_id"].startswith("emotion-llama/") for s in states)
+    assert all(abs(sum(s["probabilities"]) - 1) < 1e-6 for s in states)
+    assert any({"video", "audio"} <= set(s["modalities"]) for s in states)  # pixels and log-mel/waves in numpy
 
 
 def test_a_torch_engine_is_one_clear_error_line(media: Path, tmp_path: Path) -> None:
@@ -64,12 +60,3 @@ def test_a_torch_engine_is_one_clear_error_line(media: Path, tmp_path: Path) -> 
     assert out.stderr.strip().splitlines() == [
         "emo-stream: error: this needs the Python package 'torch', which is not installed; run: pip install 'emo-stream[torch]'"
     ]
-
-
-def test_run_export_without_torch_is_one_clear_error_line(media: Path, tmp_path: Path, export_dir: Path) -> None:
-    """Until the exported runtime is torch-free: `run --export` on a robot says what is missing, in one line."""
-    out, _ = run_cli(["run", "--input", str(media / "astronaut_3s_noaudio.mp4"), "--export", str(export_dir), "--quiet"],
-                     tmp_path, tmp_path / "cache")
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("emo-stream: error: ") and "pip install 'emo-stream[torch]'" in lines[0], out.stderr
