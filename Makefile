@@ -4,7 +4,7 @@ MEDIA ?= .cache/media
 CLIP  ?= $(MEDIA)/megamind.avi
 OUT   ?= out
 
-.PHONY: setup media run test lint bench clean
+.PHONY: setup media run test test-fast lint bench clean
 
 setup:
 	scripts/setup.sh
@@ -25,6 +25,11 @@ test: media lint
 	scripts/ros_setup.sh jazzy
 	ROS_DISTRO=jazzy scripts/ros_test.sh
 	scripts/gui_setup.sh && scripts/gui_test.sh
+
+# The quick loop while editing: the main venv's tests without those marked slow (real models,
+# long media); no lint, no ROS/robot/GUI venvs. `make test` stays the gate.
+test-fast: media
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 # Static checks (issue 15), run first by `make test` (so by .ci/run): ruff lint, mypy
 # types, import-linter layers (tests/test_architecture.py runs the contracts too).

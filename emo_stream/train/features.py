@@ -179,7 +179,7 @@ def encoder_fingerprints(model: Any) -> dict[str, str]:
 def _jsonable(cfg: Any) -> Any:
     import dataclasses
 
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else repr(cfg)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else repr(cfg)
 
 
 def tokens_kept(model_config: Any) -> tuple[str, ...]:
