@@ -94,3 +94,24 @@ def test_frames_for_hop_rounds_up_and_clips() -> None:
     from emo_stream.preprocess import frames_for_hop
 
     assert frames_for_hop(np.array([0, 1, 320, 321, 10**7]), 320, 1500).tolist() == [1, 1, 1, 2, 1500]
+
+
+@pytest.mark.parametrize(("n_mels", "chunk"), [(40, 16000), (80, 48000)])
+def test_whisper_log_mel_is_transformers_feature_extractor(n_mels: int, chunk: int) -> None:
+    """numpy log-mel (the robot runtime's) vs transformers' WhisperFeatureExtractor: its numpy path to 1e-6;
+    its default torch path computes the STFT in float32 (pure tones: 2e-5), so 1e-4 there."""
+    transformers = pytest.importorskip("transformers")
+    from emo_stream.preprocess import whisper_log_mel
+
+    rng = np.random.default_rng(0)
+    waves = [(rng.standard_normal(12345) * 0.1).astype(np.float32), (np.sin(np.arange(chunk + 500) / 7) * 0.3).astype(np.float32)]
+    fe = transformers.WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160, chunk_length=chunk // 16000,
+                                              n_fft=400, padding_value=0.0)
+    got = whisper_log_mel(waves, n_mels, chunk)
+    padded = np.zeros((2, chunk), np.float32)
+    for i, w in enumerate(waves):
+        padded[i, : min(w.size, chunk)] = w[:chunk]
+    np.testing.assert_allclose(got, fe._np_extract_fbank_features(padded, "cpu"), atol=1e-6, rtol=0)
+    ref = fe(waves, sampling_rate=16000, return_tensors="np", padding="max_length", max_length=chunk, truncation=True)["input_features"]
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    assert got.shape == (2, n_mels, chunk // 160) and got.dtype == np.float32
