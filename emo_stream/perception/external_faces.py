@@ -62,11 +62,14 @@ class ExternalFacesConfig:
             of the frame's capture time (0.25 s: a detector at 4+ fps always has one).
         wait_s: the face worker waits at most this long for the detector's output of
             a frame before using what it has (the detector lags the camera a little).
+            0.1 s, below the 0.125 s frame period at face_fps 8: a face that is listed but
+            gets no ROIs makes every frame wait the full time, and a longer wait left the
+            worker behind the windows (its stale flags never reached a state, ROS test).
         horizon_s: input older than this behind the newest is forgotten.
     """
 
     max_age_s: float = 0.25
-    wait_s: float = 0.3
+    wait_s: float = 0.1
     horizon_s: float = 5.0
 
     def __post_init__(self) -> None:

@@ -189,7 +189,8 @@ def test_node_behind_a_ros4hri_face_detector_uses_its_boxes_and_ids(two_face_cli
     time.sleep(1.5)  # the last windows and a diagnostics period
     assert node.alive()
     primary, persons = got["primary"], got["persons"]
-    assert {m.person_id for m in primary} == {"fmega"}  # the larger face, under the detector's id
+    # the larger face, under the detector's id (no id only before any face was seen: Megamind's first frames are dark)
+    assert {m.person_id for m in primary if m.person_id} == {"fmega"} and sum(not m.person_id for m in primary) <= 1
     assert {m.person_id for m in persons} == {"fmega", "fastro"}  # no id of our own tracker
     by_seq: dict[int, dict[str, EmotionState]] = {}
     for m in persons:
@@ -208,7 +209,7 @@ def test_node_behind_a_ros4hri_face_detector_uses_its_boxes_and_ids(two_face_cli
     assert all(face_x(m) > 0.6 and "face" in m.modalities for m in fresh)  # read from the detector's box
     assert sum(m.top_label == "happy" for m in fresh) >= 0.9 * len(fresh)  # the smiling astronaut
     assert all("face_roi_stale" not in m.flags for m in fresh)
-    assert all("face_roi_stale" in m.flags for m in late)  # listed without a box: flagged, not dropped, not a crash
+    assert all("face_roi_stale" in m.flags for m in late), [(media_end(m), list(m.flags)) for m in astro]  # listed without a box: flagged
     assert sum("fmega" in w and "fastro" in w for w in by_seq.values()) >= 0.95 * len(by_seq)  # both, every window
     # ROS4HRI out: the expression on the detector's own face topics; the tracked list stays the detector's
     assert len(expressions["fastro"]) >= len(fresh) and sum(m.expression == "happy" for m in expressions["fastro"][: len(fresh)]) >= 0.9 * len(fresh)
