@@ -111,6 +111,7 @@ def test_window_and_hop_flags(media, tmp_path):
     assert states[-2].window_end - states[-2].window_start == pytest.approx(4.0)
 
 
+@pytest.mark.slow
 def test_tiny_emotion_llama_streams_a_real_clip(media, tmp_path):
     out = tmp_path / "s.jsonl"
     r = run_cli("run", "--input", media / "astronaut_speech.mp4", "--engine", "emotion-llama", "-o", "tiny=true",

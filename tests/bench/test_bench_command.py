@@ -12,6 +12,7 @@ def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "emo_stream.cli", "bench", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_bench_writes_every_figure(media, tmp_path):
     out = tmp_path / "bench.json"
     cfg = tmp_path / "stream.yaml"
@@ -41,6 +42,7 @@ def test_bench_writes_every_figure(media, tmp_path):
     assert "streaming vs reference-style" in r.stderr  # the ratio is printed
 
 
+@pytest.mark.slow
 def test_live_like_mode_streams_through_camera_and_microphone(media, tmp_path):
     pytest.importorskip("pyaudio", reason="the ALSA-file microphone needs the audio extra (emo-stream[audio])")
     out = tmp_path / "live.json"

@@ -20,6 +20,7 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(Path.home())})
 
 
+@pytest.mark.slow
 def test_dry_run_exercises_every_path_and_writes_the_report(tmp_path, media):
     r = _run("--dry-run", "--out", str(tmp_path), "--clip", str(media / "megamind.avi"), "--repeats", "2", "--max-windows", "2")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -73,6 +73,7 @@ def test_exported_pipeline_matches_torch(export_v1, sharp_model):
         ex.close()
 
 
+@pytest.mark.slow
 def test_v2_whisper_export_preprocesses_and_fuses_like_torch(tmp_path):
     """tiny-v2: Whisper log-mel in numpy (emo_stream.preprocess) and the fusion stage, against the torch model."""
     from emo_stream.export.common import build_tiny

@@ -22,6 +22,7 @@ def test_provenance_round_trip(tmp_path: Path) -> None:
     assert read_provenance(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_gguf_born_llm_keeps_its_vocabulary(tmp_path: Path) -> None:
     """A SmolLM2-vocabulary LLaMA (tiny layers, real GGUF tokenizer) is written with SmolLM2's GPT-2 BPE
     vocabulary and merges, and with the token ids the exported tokenizer (and training) uses."""

@@ -190,6 +190,7 @@ def voice_stream(x: np.ndarray, transcriber: Transcriber, stop_s: float | None =
     return voice
 
 
+@pytest.mark.slow
 def test_partial_words_arrive_before_a_long_span_closes(whisper, references) -> None:
     """librivox 0870 is one 6.9-s utterance: without partials it has no words until it ends."""
     x = load_wav(MEDIA / "librivox_0870.wav")
