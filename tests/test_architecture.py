@@ -25,6 +25,8 @@ PUBLIC_MODULES = {
     "emo_stream.signals",
     "emo_stream.stats",
     "emo_stream.state",
+    "emo_stream.structured_files",  # the one YAML/JSON reader (ROS engine_options)
+    "emo_stream.perception.external_faces",  # the seam for an outside face detector (ROS4HRI input)
     "emo_stream.perception.face",
     "emo_stream.stream.downscale",
     "emo_stream.stream.samples",
