@@ -172,3 +172,16 @@ def test_engine_refuses_incomplete_or_tampered_exports(export_v1, tmp_path):
     (copy / "manifest.json").unlink()
     with pytest.raises(ModelFileError, match="not a complete export"):
         make_engine(_engine_config(copy))
+
+
+def test_auto_gguf_prefers_the_fastest_variant_within_its_parity_bound() -> None:
+    from emo_stream.runtime.exported import choose_gguf
+
+    def v(diff, bound=0.02):
+        return {"parity": {"label_prob_max_abs_diff": diff, "bound": bound}}
+
+    # The small model's int8 export: no variant within 0.02 -> the one closest to torch, not Q4_K_M.
+    assert choose_gguf({"Q8_0": v(0.109), "Q4_0": v(0.809), "Q4_K_M": v(0.238)}) == "Q8_0"
+    assert choose_gguf({"Q8_0": v(0.01), "Q4_K_M": v(0.015)}) == "Q4_K_M"  # both fine: the faster one
+    assert choose_gguf({"Q8_0": v(0.01), "Q4_K_M": v(0.3)}) == "Q8_0"
+    assert choose_gguf({"F16": {}, "Q4_0": {}}) == "Q4_0"  # no parity recorded: preference order
