@@ -53,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the reference-style comparison")
     p.add_argument("--no-micro", action="store_true", help="skip component comparisons")
     p.add_argument("--no-scaling", action="store_true", help="skip the window/frames/hop/LLM-size sweep")
+    p.add_argument("--people", action="store_true",
+                   help="also measure the per-person cost: the input's first 4 s tiled to 1, 2 and 4 faces (default engine, LLM/ASR off)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -74,7 +76,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     args.realtime = False  # config_from_args' pacing flag: the bench chooses pacing per measurement
     cfg = config_from_args(args)
     t0 = time.monotonic()
-    result = run_benchmark(args.input, cfg, baseline=not args.no_baseline, micro=not args.no_micro, scaling=not args.no_scaling, live=args.live)
+    result = run_benchmark(args.input, cfg, baseline=not args.no_baseline, micro=not args.no_micro, scaling=not args.no_scaling, live=args.live,
+                           people=args.people)
     result["total_wall_s"] = time.monotonic() - t0
     write_text(args.json, json.dumps(result, indent=2))
     md = render_markdown(result)
@@ -85,7 +88,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(
-    clip: Path, config: Any = None, *, baseline: bool = True, micro: bool = True, scaling: bool = True, live: bool = False
+    clip: Path, config: Any = None, *, baseline: bool = True, micro: bool = True, scaling: bool = True, live: bool = False,
+    people: bool = False,
 ) -> dict[str, Any]:
     """All figures for ``clip`` under ``config`` (a :class:`StreamConfig`, or an engine name for the defaults)."""
     from emo_stream.bench.stream import measure_stream
@@ -127,6 +131,11 @@ def run_benchmark(
         _progress(f"streaming vs reference-style: {_x(r['windows_per_s'])} windows/s, {_x(r['engine_p50_latency'])} lower p50 latency")
     if micro:
         out["components"] = _micro(cfg)
+    if people:
+        from emo_stream.bench.people import measure_people
+
+        _progress("per-person cost: the clip tiled to 1, 2 and 4 faces")
+        out["people"] = measure_people(clip, cfg)
     return out
 
 

@@ -115,4 +115,8 @@ def render_markdown(res: dict[str, Any]) -> str:
         for name, rows in sc.items():
             lines += [f"| {name} | {r['window']} | {r['states']} | {_f(r['engine_p50_ms'])} | {_f(r['engine_p95_ms'])} | {_f(r['cpu_s_per_media_s'], 2)} |" for r in rows]
         lines.append("")
+    if res.get("people"):
+        from emo_stream.bench.people import render_people
+
+        lines += render_people(res["people"])
     return "\n".join(lines)

