@@ -214,7 +214,11 @@ def test_node_behind_a_ros4hri_face_detector_uses_its_boxes_and_ids(two_face_cli
     assert sum(m.top_label == "happy" for m in fresh) >= 0.9 * len(fresh)  # the smiling astronaut
     assert all("face_roi_stale" not in m.flags for m in fresh)
     assert all("face_roi_stale" in m.flags for m in late), [(media_end(m), list(m.flags)) for m in astro]  # listed without a box: flagged
-    assert sum("fmega" in w and "fastro" in w for w in by_seq.values()) >= 0.95 * len(by_seq)  # both, every window
+    # Both, every window once the stream runs: in a full suite run the first 1-3 windows (media
+    # time < 1.6 s) can precede the first ROIs the node receives on the per-face topics it has
+    # just subscribed (DDS matching); alone, every window has both.
+    steady = [w for w in by_seq.values() if min(media_end(m) for m in w.values()) >= 1.6]
+    assert steady and sum("fmega" in w and "fastro" in w for w in steady) >= 0.95 * len(steady)
     # ROS4HRI out: the expression on the detector's own face topics; the tracked list stays the detector's
     assert len(expressions["fastro"]) >= len(fresh) and sum(m.expression == "happy" for m in expressions["fastro"][: len(fresh)]) >= 0.9 * len(fresh)
     assert expressions["fmega"]
