@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from emo_stream.errors import ConfigError
-from emo_stream.perception.people import PeopleConfig, PeopleFaceAnalyzer, PeopleFrame, PersonEvent, _centre, _Track
+from emo_stream.perception.face import FaceBox
+from emo_stream.perception.people import PeopleConfig, PeopleFaceAnalyzer, PeopleFrame, PersonEvent, _Track
 from emo_stream.perception.workers import FaceResult, TimedBuffer
 from emo_stream.stream.samples import VideoFrame
 
@@ -81,25 +82,9 @@ class ExternalFacesConfig:
             raise ConfigError(f"external_faces.horizon_s must be in [max_age_s, 60], got {self.horizon_s}")
 
 
-@dataclass(frozen=True)
-class ExternalBox:
-    """A face box from outside, in the frame's pixels (``FaceBox``-like: no landmarks, so
-    crops are not rotated and the mouth region is the box's lower third)."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    score: float = 1.0
-    landmarks: Any = None
-
-    @property
-    def area(self) -> int:
-        return self.w * self.h
-
-    @property
-    def center(self) -> tuple[float, float]:
-        return (self.x + self.w / 2.0, self.y + self.h / 2.0)
+#: A face box from outside, in the frame's pixels: a :class:`FaceBox` without landmarks
+#: (crops are not rotated, the mouth region is the box's lower third) and score 1.
+ExternalBox = FaceBox
 
 
 @dataclass(frozen=True)
@@ -250,12 +235,7 @@ class ExternalIdTracker:
                 self._tracks[pid] = _Track(pid, box, t, hits=0, confirmed=True)
                 events.append(PersonEvent(t, pid, "appeared"))
             tr = self._tracks[pid]
-            dt = t - tr.t
-            if tr.hits > 0 and dt > 1e-6:
-                (cx0, cy0), (cx1, cy1) = _centre(tr.box), _centre(box)
-                tr.velocity = ((cx1 - cx0) / dt, (cy1 - cy0) / dt)
-            tr.box, tr.t = box, t
-            tr.hits += 1
+            tr.observe(box, t)
             pairs.append((tr, box))
         return pairs, events
 

@@ -123,7 +123,7 @@ class FaceBox:
     y: int
     w: int
     h: int
-    score: float
+    score: float = 1.0  # boxes from outside (ROS4HRI ROIs) carry none
     landmarks: Landmarks | None = None
 
     @property

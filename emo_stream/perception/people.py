@@ -176,6 +176,15 @@ class _Track:
     eyes: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def observe(self, box: Any, t: float) -> None:
+        """The track was seen at ``box`` at ``t``: velocity from the centre's move, one more hit."""
+        dt = t - self.t
+        if self.hits > 0 and dt > 1e-6:
+            (cx0, cy0), (cx1, cy1) = _centre(self.box), _centre(box)
+            self.velocity = ((cx1 - cx0) / dt, (cy1 - cy0) / dt)
+        self.box, self.t = box, t
+        self.hits += 1
+
     def predict(self, t: float) -> _Box:
         dt = max(0.0, t - self.t)
         dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
@@ -252,12 +261,7 @@ class PersonTracker:
             pairs.append((tr, boxes[i]))
         # Update matched tracks.
         for tr, box in pairs:
-            dt = t - tr.t
-            if tr.hits > 0 and dt > 1e-6:
-                (cx0, cy0), (cx1, cy1) = _centre(tr.box), _centre(box)
-                tr.velocity = ((cx1 - cx0) / dt, (cy1 - cy0) / dt)
-            tr.box, tr.t = box, t
-            tr.hits += 1
+            tr.observe(box, t)
             if not tr.confirmed and tr.hits >= c.min_hits:
                 tr.confirmed = True
                 events.append(PersonEvent(t, tr.person_id, "appeared"))
