@@ -55,10 +55,7 @@ class PackagedModel:
         """Absolute path of the file, checked; raises :class:`ModelFileError`."""
         root = package_dir(self.package)
         if root is None:
-            raise ModelFileError(
-                f"model package '{self.distribution}' is not installed (needed for {self.relpath}); "
-                f"install it with: {self.pip_command}"
-            )
+            raise ModelFileError(f"model package '{self.distribution}' is not installed (needed for {self.relpath}); install it with: {self.pip_command}")
         return check_model_file(root / self.relpath, self)
 
 

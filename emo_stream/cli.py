@@ -46,7 +46,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="model directory for engines that take weights (emotion-llama)")
     p.add_argument("--export", default=None, metavar="DIR", help="run an exported model directory (see emo-stream export)")
     p.add_argument(
-        "--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="engine option (value parsed as YAML), e.g. -o asr=off -o tiny=true; repeatable",
     )
     p.add_argument("--window", type=float, default=None, help="window length W in seconds")
@@ -102,10 +106,15 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", required=True, type=Path, help="Emotion-LLaMA .pth checkpoint")
     e.add_argument("--llama-dir", required=True, type=Path, help="local Llama-2-7b-chat-hf directory")
     e.add_argument("--out", required=True, type=Path, help="output model directory")
-    e.add_argument("--encoder", action="append", default=[], metavar="VIEW=PATH",
-                   help="encoder for a view (global, face, temporal, audio): a local transformers dir, or for the "
-                   "visual views the original .pth (EVA eva_vit_g.pth, the authors' MAE / VideoMAE checkpoints), "
-                   "converted on import; repeatable")
+    e.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="VIEW=PATH",
+        help="encoder for a view (global, face, temporal, audio): a local transformers dir, or for the "
+        "visual views the original .pth (EVA eva_vit_g.pth, the authors' MAE / VideoMAE checkpoints), "
+        "converted on import; repeatable",
+    )
     e.add_argument("--eva-checkpoint", type=Path, default=None, help="eva_vit_g.pth for the global view")
     e.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="LLM dtype")
     e.set_defaults(func=_cmd_import_emotion_llama)
@@ -115,9 +124,7 @@ def _cmd_import_emotion_llama(args: argparse.Namespace) -> int:
     from emo_stream.model.checkpoint_import import import_emotion_llama
 
     encoders = parse_assignments(args.encoder, "--encoder", "VIEW")
-    out = import_emotion_llama(
-        args.checkpoint, args.llama_dir, args.out, encoder_dirs=encoders or None, eva_checkpoint=args.eva_checkpoint, dtype=args.dtype
-    )
+    out = import_emotion_llama(args.checkpoint, args.llama_dir, args.out, encoder_dirs=encoders or None, eva_checkpoint=args.eva_checkpoint, dtype=args.dtype)
     print(f"emo-stream: imported Emotion-LLaMA into {out} (see {out / 'import_report.json'})")
     return 0
 
@@ -141,8 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub)
     add_prompt(sub)
     return parser
-
-
 
 
 def _one_line(message: str) -> int:

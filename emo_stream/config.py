@@ -234,10 +234,7 @@ def build_dataclass(tp: Any, data: Any, where: str = "") -> Any:
     unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; valid: {sorted(names)}")
-    missing = [
-        f.name for f in fields
-        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
+    missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ConfigError(f"missing key(s) {', '.join(prefix + k for k in missing)}")
     kwargs = {key: check_value(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
@@ -366,8 +363,7 @@ def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def check_range(where: str, value: float, low: float | None = None, high: float | None = None, *,
-                low_open: bool = False, high_open: bool = False) -> None:
+def check_range(where: str, value: float, low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False) -> None:
     """Refuse a non-finite ``value`` or one outside the interval, naming ``where`` and the interval.
 
     For ``__post_init__`` range checks, so every section reports bounds alike:

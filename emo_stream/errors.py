@@ -42,9 +42,7 @@ def missing_dependency(module: str, purpose: str, extra: str) -> MissingDependen
     Lazy imports on the robot path raise this (``raise missing_dependency(...) from exc``)
     so the CLI prints one line instead of a ModuleNotFoundError traceback.
     """
-    return MissingDependencyError(
-        f"{purpose} needs the Python package '{module}', which is not installed; run: pip install 'emo-stream[{extra}]'"
-    )
+    return MissingDependencyError(f"{purpose} needs the Python package '{module}', which is not installed; run: pip install 'emo-stream[{extra}]'")
 
 
 #: Top-level import name of each optional package -> the extra that installs it.
@@ -75,6 +73,4 @@ def missing_module_error(exc: BaseException) -> MissingDependencyError | None:
     extra = OPTIONAL_MODULES.get(name.split(".")[0])
     if extra is None:
         return None
-    return MissingDependencyError(
-        f"this needs the Python package '{name.split('.')[0]}', which is not installed; run: pip install 'emo-stream[{extra}]'"
-    )
+    return MissingDependencyError(f"this needs the Python package '{name.split('.')[0]}', which is not installed; run: pip install 'emo-stream[{extra}]'")

@@ -31,6 +31,7 @@ from emo_stream.errors import OutputError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+
 def reason(exc: BaseException) -> str:
     """The human part of an ``OSError`` ("No space left on device"), else its text."""
     if isinstance(exc, OSError) and exc.strerror:

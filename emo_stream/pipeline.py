@@ -289,7 +289,7 @@ class Pipeline:
             sink.end_window()
 
     def _capture_now(self, clock: str) -> float | None:
-        """"Now" on the clock windows are stamped with, when it can be known: the host's
+        """ "Now" on the clock windows are stamped with, when it can be known: the host's
         monotonic clock for devices, the playback position for paced files."""
         if clock == "monotonic":
             return self._wall()

@@ -50,8 +50,7 @@ def _filter(mode: str) -> tuple[float, object]:
 
     def cubic(x: np.ndarray) -> np.ndarray:
         x = np.abs(x)
-        return np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0,
-                        np.where(x < 2.0, (((x - 5.0) * x + 8.0) * x - 4.0) * a, 0.0))
+        return np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0, np.where(x < 2.0, (((x - 5.0) * x + 8.0) * x - 4.0) * a, 0.0))
 
     return 2.0, cubic
 
@@ -120,8 +119,7 @@ def resize_antialiased(image: np.ndarray, height: int, width: int, mode: str = "
 
 
 def _check_image(i: int, img: object) -> np.ndarray:
-    if (not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3
-            or img.shape[0] < 1 or img.shape[1] < 1):
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"image {i} must be a uint8 (H, W, 3) BGR array, got {getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}")
     return img
 

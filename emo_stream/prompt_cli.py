@@ -34,13 +34,16 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--task", required=True, choices=TASKS, help="emotion (label scoring) or reason (rationale)")
     p.add_argument("--label-set", required=True, choices=sorted(LABEL_SETS), help="label set whose instruction is used")
     p.add_argument("--subtitle", default="", help="the transcript (default: none, which the original renders as 'says: .')")
-    p.add_argument("--wording", default=None, choices=WORDINGS,
-                   help="[emotion] instruction pool (default: the label set's own; Emotion-LLaMA 7B uses merr)")
+    p.add_argument("--wording", default=None, choices=WORDINGS, help="[emotion] instruction pool (default: the label set's own; Emotion-LLaMA 7B uses merr)")
     p.add_argument("--instruction-index", type=int, default=0, help="which instruction of the pool (default 0)")
-    p.add_argument("--template", dest="model_version", default="v1", choices=sorted(_TEMPLATES),
-                   help="v1: Emotion-LLaMA's template; v2: the conv-attention fusion's single-slot template")
-    p.add_argument("--tokenizer", type=Path, default=None, metavar="DIR",
-                   help="also report the number of text tokens with this local tokenizer (stderr)")
+    p.add_argument(
+        "--template",
+        dest="model_version",
+        default="v1",
+        choices=sorted(_TEMPLATES),
+        help="v1: Emotion-LLaMA's template; v2: the conv-attention fusion's single-slot template",
+    )
+    p.add_argument("--tokenizer", type=Path, default=None, metavar="DIR", help="also report the number of text tokens with this local tokenizer (stderr)")
     p.set_defaults(func=cmd_prompt)
 
 

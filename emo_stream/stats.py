@@ -22,8 +22,7 @@ def percentile(values: Iterable[float], q: float, ndigits: int | None = None) ->
     return round(v, ndigits) if ndigits is not None else v
 
 
-def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 95, 99), *, suffix: str = "",
-                ndigits: int | None = None) -> dict[str, float | None]:
+def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 95, 99), *, suffix: str = "", ndigits: int | None = None) -> dict[str, float | None]:
     """``{"p50<suffix>": ..., "p95<suffix>": ...}`` for ``qs``; ``None`` values when empty."""
     a = list(values)
     return {f"p{q:g}{suffix}": percentile(a, q, ndigits) for q in qs}

@@ -92,16 +92,14 @@ def decode_utf8(raw: bytes, where: str) -> str:
         raise ConfigError(f"{where} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
 
 
-def read_yaml(path: str | os.PathLike[str], *, what: str = "file", max_bytes: int = MAX_BYTES,
-              max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> Any:
+def read_yaml(path: str | os.PathLike[str], *, what: str = "file", max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> Any:
     """Parse a YAML file safely (see the module docstring for the limits); an empty file gives None."""
     p = Path(path).expanduser()
     text = read_text(p, max_bytes=max_bytes, what=what)
     return parse_yaml_text(text, f"{what} {p}", max_depth=max_depth, max_nodes=max_nodes)
 
 
-def read_json(path: str | os.PathLike[str], *, what: str = "file", max_bytes: int = MAX_BYTES,
-              max_depth: int = MAX_DEPTH) -> Any:
+def read_json(path: str | os.PathLike[str], *, what: str = "file", max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
     """Parse a JSON file safely (size, depth, duplicate keys, no NaN/Infinity)."""
     p = Path(path).expanduser()
     text = read_text(p, max_bytes=max_bytes, what=what)
@@ -197,8 +195,7 @@ def _expanded_size(root: Node, where: str, max_nodes: int) -> int:
     return sizes[id(root)]
 
 
-def parse_yaml_text(text: str, where: str = "YAML", *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES,
-                    max_chars: int = MAX_BYTES) -> Any:
+def parse_yaml_text(text: str, where: str = "YAML", *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES, max_chars: int = MAX_BYTES) -> Any:
     """Parse YAML ``text`` with the limits of :func:`read_yaml`; ``where`` names it in errors.
 
     Use this for YAML that does not come from a file (``--option key=VALUE``

@@ -27,22 +27,29 @@ PROFILE = os.path.join(HERE, "..", "ros2_ws", "src", "emo_stream_ros", "config",
 
 
 def generate_launch_description():
-    return LaunchDescription([
-        DeclareLaunchArgument("variant", default_value="topics", choices=["topics", "direct"],
-                              description="topics: subscribe to image/audio; direct: open camera + microphone"),
-        DeclareLaunchArgument("params_file",
-                              default_value=[os.path.join(HERE, "params", "emo_stream_"), LaunchConfiguration("variant"), ".yaml"],
-                              description="parameter YAML for the node"),
-        DeclareLaunchArgument("fastdds_profile", default_value=os.path.normpath(PROFILE),
-                              description="Fast DDS profile (FASTDDS_DEFAULT_PROFILES_FILE)"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Jazzy's Fast DDS 2.x name
-        Node(
-            package="emo_stream_ros",
-            executable="emo_stream_node",
-            name="emo_stream",
-            parameters=[LaunchConfiguration("params_file")],
-            output="screen",
-            emulate_tty=True,
-        ),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "variant",
+                default_value="topics",
+                choices=["topics", "direct"],
+                description="topics: subscribe to image/audio; direct: open camera + microphone",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=[os.path.join(HERE, "params", "emo_stream_"), LaunchConfiguration("variant"), ".yaml"],
+                description="parameter YAML for the node",
+            ),
+            DeclareLaunchArgument("fastdds_profile", default_value=os.path.normpath(PROFILE), description="Fast DDS profile (FASTDDS_DEFAULT_PROFILES_FILE)"),
+            SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+            SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Jazzy's Fast DDS 2.x name
+            Node(
+                package="emo_stream_ros",
+                executable="emo_stream_node",
+                name="emo_stream",
+                parameters=[LaunchConfiguration("params_file")],
+                output="screen",
+                emulate_tty=True,
+            ),
+        ]
+    )

@@ -19,24 +19,26 @@ PROFILE = os.path.join(HERE, "..", "ros2_ws", "src", "emo_stream_ros", "config",
 
 
 def generate_launch_description():
-    return LaunchDescription([
-        DeclareLaunchArgument("clip", description="media file with video and/or audio"),
-        DeclareLaunchArgument("params_file", default_value=os.path.join(HERE, "params", "emo_stream_topics.yaml")),
-        DeclareLaunchArgument("fastdds_profile", default_value=os.path.normpath(PROFILE)),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Jazzy's Fast DDS 2.x name
-        Node(
-            package="emo_stream_ros",
-            executable="emo_stream_node",
-            name="emo_stream",
-            parameters=[LaunchConfiguration("params_file")],
-            output="screen",
-        ),
-        Node(
-            package="emo_stream_ros",
-            executable="clip_publisher",
-            name="clip_publisher",
-            arguments=[LaunchConfiguration("clip"), "--wait-subscribers", "1"],
-            output="screen",
-        ),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("clip", description="media file with video and/or audio"),
+            DeclareLaunchArgument("params_file", default_value=os.path.join(HERE, "params", "emo_stream_topics.yaml")),
+            DeclareLaunchArgument("fastdds_profile", default_value=os.path.normpath(PROFILE)),
+            SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+            SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Jazzy's Fast DDS 2.x name
+            Node(
+                package="emo_stream_ros",
+                executable="emo_stream_node",
+                name="emo_stream",
+                parameters=[LaunchConfiguration("params_file")],
+                output="screen",
+            ),
+            Node(
+                package="emo_stream_ros",
+                executable="clip_publisher",
+                name="clip_publisher",
+                arguments=[LaunchConfiguration("clip"), "--wait-subscribers", "1"],
+                output="screen",
+            ),
+        ]
+    )

@@ -54,7 +54,9 @@ CSV_FIELDS = ("wall_s", "media_s", "states", "expected", "windows_dropped", "rss
 def media_duration(path: Path) -> float:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return float(out.stdout.strip())
 
@@ -67,8 +69,26 @@ def looped_clip(src: Path, seconds: float, out_dir: Path) -> Path:
     if not dst.exists():
         tmp = dst.with_name(f".tmp.{dst.name}")
         subprocess.run(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(src),
-             "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "matroska", str(tmp)],
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-stream_loop",
+                str(loops - 1),
+                "-i",
+                str(src),
+                "-map",
+                "0:v?",
+                "-map",
+                "0:a?",
+                "-c",
+                "copy",
+                "-f",
+                "matroska",
+                str(tmp),
+            ],
             check=True,
         )
         tmp.replace(dst)
@@ -190,8 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     ns = argparse.Namespace(
-        config=args.config, window=args.window, hop=args.hop, engine=args.engine, label_set=None,
-        option=args.option, weights=None, export=None, realtime=not args.lossless,
+        config=args.config,
+        window=args.window,
+        hop=args.hop,
+        engine=args.engine,
+        label_set=None,
+        option=args.option,
+        weights=None,
+        export=None,
+        realtime=not args.lossless,
     )
     cfg = config_from_args(ns)
     speed = cfg.source.speed if not args.lossless else 1.0

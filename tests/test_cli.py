@@ -16,7 +16,11 @@ def run_cli(*args, timeout=120):
     if "--engine" not in args and args and args[0] == "run":
         args = (*args, "--engine", "baseline")
     return subprocess.run(
-        [sys.executable, "-m", "emo_stream.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        [sys.executable, "-m", "emo_stream.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
 
 
@@ -35,8 +39,24 @@ def test_megamind_gives_one_state_per_hop_and_flags_the_corrupt_packet(media, tm
     assert "23 states" in r.stderr and "corrupt packets 1" in r.stderr
     # The JSONL has the documented schema, line by line.
     first = json.loads(out.read_text().splitlines()[0])
-    for key in ("stamp", "window_start", "window_end", "sequence", "label_set", "labels", "probabilities", "top_label",
-                "confidence", "valence", "arousal", "modalities", "rationale", "rationale_age_s", "latency_ms", "model_id"):
+    for key in (
+        "stamp",
+        "window_start",
+        "window_end",
+        "sequence",
+        "label_set",
+        "labels",
+        "probabilities",
+        "top_label",
+        "confidence",
+        "valence",
+        "arousal",
+        "modalities",
+        "rationale",
+        "rationale_age_s",
+        "latency_ms",
+        "model_id",
+    ):
         assert key in first
 
 
@@ -114,8 +134,21 @@ def test_window_and_hop_flags(media, tmp_path):
 @pytest.mark.slow
 def test_tiny_emotion_llama_streams_a_real_clip(media, tmp_path):
     out = tmp_path / "s.jsonl"
-    r = run_cli("run", "--input", media / "astronaut_speech.mp4", "--engine", "emotion-llama", "-o", "tiny=true",
-                "--label-set", "merr", "--jsonl", out, "-q", timeout=300)
+    r = run_cli(
+        "run",
+        "--input",
+        media / "astronaut_speech.mp4",
+        "--engine",
+        "emotion-llama",
+        "-o",
+        "tiny=true",
+        "--label-set",
+        "merr",
+        "--jsonl",
+        out,
+        "-q",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     states = read_jsonl(str(out))
     assert len(states) == 15
@@ -166,8 +199,13 @@ def test_full_disk_for_jsonl_and_stdout(media):
     r = run_cli("run", "--input", media / "silence_noface_3s.mp4", "--jsonl", "/dev/full", "-q")
     assert _one_error_line(r) == "emo-stream: error: cannot write /dev/full: No space left on device"
     with open("/dev/full", "w") as full:
-        r = subprocess.run([sys.executable, "-m", "emo_stream.cli", "run", "--input", str(media / "silence_noface_3s.mp4"), "--engine", "baseline"],
-                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "emo_stream.cli", "run", "--input", str(media / "silence_noface_3s.mp4"), "--engine", "baseline"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     assert _one_error_line(r) == "emo-stream: error: cannot write stdout: No space left on device"
 
 
@@ -183,8 +221,13 @@ def test_jsonl_keeps_every_complete_line_when_the_disk_fills_mid_stream(media, t
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     out = tmp_path / "s.jsonl"
-    r = subprocess.run([sys.executable, "-m", "emo_stream.cli", "run", "--input", str(media / "megamind.avi"), "--engine", "baseline",
-                        "--jsonl", str(out), "-q"], capture_output=True, text=True, timeout=120, preexec_fn=fill_at_limit)
+    r = subprocess.run(
+        [sys.executable, "-m", "emo_stream.cli", "run", "--input", str(media / "megamind.avi"), "--engine", "baseline", "--jsonl", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=fill_at_limit,
+    )
     assert _one_error_line(r) == f"emo-stream: error: cannot write {out}: File too large"
     raw = out.read_bytes()
     complete = raw[: raw.rfind(b"\n") + 1].decode().splitlines()
@@ -194,12 +237,21 @@ def test_jsonl_keeps_every_complete_line_when_the_disk_fills_mid_stream(media, t
 
 def test_closed_and_broken_stdout(media, tmp_path):
     clip = str(media / "megamind.avi")
-    r = subprocess.run([sys.executable, "-m", "emo_stream.cli", "run", "--input", clip, "--engine", "baseline"],
-                       stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))  # `>&-`
+    r = subprocess.run(
+        [sys.executable, "-m", "emo_stream.cli", "run", "--input", clip, "--engine", "baseline"],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(1),
+    )  # `>&-`
     assert "cannot write stdout: it is closed" in _one_error_line(r)
     out = tmp_path / "s.jsonl"
-    p = subprocess.Popen([sys.executable, "-m", "emo_stream.cli", "run", "--input", clip, "--engine", "baseline", "--jsonl", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "emo_stream.cli", "run", "--input", clip, "--engine", "baseline", "--jsonl", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     p.stdout.readline()  # `| head -1`
     p.stdout.close()
     err = p.stderr.read()
@@ -228,8 +280,12 @@ def test_a_signal_while_loading_or_streaming_exits_cleanly(media, tmp_path, sign
     import time
 
     out = tmp_path / "s.jsonl"
-    p = subprocess.Popen([sys.executable, "-m", "emo_stream.cli", "run", "--input", str(media / "astronaut_speech.mp4"), "-q",
-                          "--jsonl", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "emo_stream.cli", "run", "--input", str(media / "astronaut_speech.mp4"), "-q", "--jsonl", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(delay)
     p.send_signal(getattr(signal, signame))
     _, err = p.communicate(timeout=120)

@@ -124,8 +124,16 @@ class _Options:
 def test_builder_converts_what_it_accepts():
     o = build_dataclass(
         _Options,
-        {"mode": "full", "threads": None, "weights": [1, 2.5], "pair": [3, "x"], "names": ("a",),
-         "per_view": {"face": 2}, "inner": {"gain": 2}, "path": "m.onnx"},
+        {
+            "mode": "full",
+            "threads": None,
+            "weights": [1, 2.5],
+            "pair": [3, "x"],
+            "names": ("a",),
+            "per_view": {"face": 2},
+            "inner": {"gain": 2},
+            "path": "m.onnx",
+        },
         where="engine.options",
     )
     assert o.weights == (1.0, 2.5) and o.pair == (3, "x") and o.names == ["a"]

@@ -14,12 +14,12 @@ from emo_stream.errors import EmoStreamError, MissingDependencyError, missing_de
 def test_missing_dependency_names_the_package_and_the_extra() -> None:
     err = missing_dependency("onnx", "writing the expression ONNX", "robot")
     assert isinstance(err, EmoStreamError) and isinstance(err, ImportError)
-    assert str(err) == ("writing the expression ONNX needs the Python package 'onnx', which is not installed; "
-                        "run: pip install 'emo-stream[robot]'")
+    assert str(err) == ("writing the expression ONNX needs the Python package 'onnx', which is not installed; run: pip install 'emo-stream[robot]'")
 
 
-@pytest.mark.parametrize(("module", "extra"), [("torch", "torch"), ("torch.nn", "torch"), ("peft", "torch"),
-                                               ("llama_cpp", "engine"), ("cv2", "headless"), ("onnxruntime", "cpu")])
+@pytest.mark.parametrize(
+    ("module", "extra"), [("torch", "torch"), ("torch.nn", "torch"), ("peft", "torch"), ("llama_cpp", "engine"), ("cv2", "headless"), ("onnxruntime", "cpu")]
+)
 def test_optional_modules_map_to_their_extra(module: str, extra: str) -> None:
     err = missing_module_error(ModuleNotFoundError(f"No module named {module!r}", name=module))
     assert isinstance(err, MissingDependencyError)
@@ -48,13 +48,16 @@ def test_cli_without_torch_is_one_line(media) -> None:
     ]
 
 
-@pytest.mark.parametrize(("module", "names"), [
-    ("llama_cpp", "llama-cpp-python"),
-    ("faster_whisper", "'faster-whisper'"),
-    ("vaderSentiment", "'vaderSentiment'"),
-    ("onnx", "pip install 'emo-stream[robot]'"),
-    ("onnxruntime", "pip install 'emo-stream[cpu]'"),
-])
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("llama_cpp", "llama-cpp-python"),
+        ("faster_whisper", "'faster-whisper'"),
+        ("vaderSentiment", "'vaderSentiment'"),
+        ("onnx", "pip install 'emo-stream[robot]'"),
+        ("onnxruntime", "pip install 'emo-stream[cpu]'"),
+    ],
+)
 def test_default_engine_without_an_optional_package_is_one_line(media, tmp_path, module: str, names: str) -> None:
     """Every lazy import of the default engine's robot path, one at a time: exit 2 and one line naming the fix."""
     code = (

@@ -27,8 +27,9 @@ root_skip = pytest.mark.skipif(os.geteuid() == 0, reason="running as root: permi
 def _state(i: int) -> EmotionState:
     ls = get_label_set("mer2023")
     probs = [1.0 / len(ls.labels)] * len(ls.labels)
-    return EmotionState.build(window_start=0.5 * i, window_end=0.5 * (i + 1), sequence=i, label_set=ls,
-                              probabilities=probs, modalities=("video",), model_id="test")
+    return EmotionState.build(
+        window_start=0.5 * i, window_end=0.5 * (i + 1), sequence=i, label_set=ls, probabilities=probs, modalities=("video",), model_id="test"
+    )
 
 
 # -- aliasing ---------------------------------------------------------------------------------

@@ -31,8 +31,11 @@ def test_resize_is_pils_and_torchs_antialiased_resampling(src, dst, mode: str) -
     # PIL computes in fixed point with a uint8 image between passes: a few pixels at strong edges differ more
     assert np.quantile(diff, 0.999) <= 1.0 and diff.mean() < 0.25
     # torch's antialiased interpolate (float): within float32 rounding of a 0..255 image
-    t = F.interpolate(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None], size=dst, mode=mode,
-                      align_corners=False, antialias=True)[0].permute(1, 2, 0).numpy()
+    t = (
+        F.interpolate(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None], size=dst, mode=mode, align_corners=False, antialias=True)[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
     assert np.abs(ours - t).max() < 0.02
 
 
@@ -105,8 +108,9 @@ def test_whisper_log_mel_is_transformers_feature_extractor(n_mels: int, chunk: i
 
     rng = np.random.default_rng(0)
     waves = [(rng.standard_normal(12345) * 0.1).astype(np.float32), (np.sin(np.arange(chunk + 500) / 7) * 0.3).astype(np.float32)]
-    fe = transformers.WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160, chunk_length=chunk // 16000,
-                                              n_fft=400, padding_value=0.0)
+    fe = transformers.WhisperFeatureExtractor(
+        feature_size=n_mels, sampling_rate=16000, hop_length=160, chunk_length=chunk // 16000, n_fft=400, padding_value=0.0
+    )
     got = whisper_log_mel(waves, n_mels, chunk)
     padded = np.zeros((2, chunk), np.float32)
     for i, w in enumerate(waves):

@@ -43,7 +43,7 @@ def _probe(argv: list[str], env_extra: dict[str, str] | None = None) -> dict:
     proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argv)], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")]
     assert lines, proc.stderr[-2000:]
-    return json.loads(lines[-1][len("PROBE "):])
+    return json.loads(lines[-1][len("PROBE ") :])
 
 
 @pytest.fixture()
@@ -73,9 +73,15 @@ def test_non_streaming_commands_keep_library_defaults(media, tmp_path):
         assert seen["OMP_NUM_THREADS"] is None and seen["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
-@pytest.mark.parametrize(("argv", "want"), [
-    (["run", "--input", "x"], "run"), (["--log-level", "DEBUG", "bench"], "bench"), (["--log-level=INFO", "demo"], "demo"),
-    (["--version"], None), ([], None),
-])
+@pytest.mark.parametrize(
+    ("argv", "want"),
+    [
+        (["run", "--input", "x"], "run"),
+        (["--log-level", "DEBUG", "bench"], "bench"),
+        (["--log-level=INFO", "demo"], "demo"),
+        (["--version"], None),
+        ([], None),
+    ],
+)
 def test_command_of(argv, want):
     assert command_of(argv) == want

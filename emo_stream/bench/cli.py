@@ -45,16 +45,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="engine option (YAML value), repeatable")
     p.add_argument("--window", type=float, default=None, help="window length W in seconds")
     p.add_argument("--hop", type=float, default=None, help="hop H in seconds (one state per hop)")
-    p.add_argument("--live", action="store_true",
-                   help="live-like input: the clip's video from a UDP loopback camera (ffmpeg -re) and its audio "
-                        "from an ALSA-file microphone fed in real time, through the camera and microphone sources")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="live-like input: the clip's video from a UDP loopback camera (ffmpeg -re) and its audio "
+        "from an ALSA-file microphone fed in real time, through the camera and microphone sources",
+    )
     p.add_argument("--json", type=Path, required=True, help="write all figures here")
     p.add_argument("--markdown", type=Path, default=None, help="markdown table (default: JSON path with .md)")
     p.add_argument("--no-baseline", action="store_true", help="skip the reference-style comparison")
     p.add_argument("--no-micro", action="store_true", help="skip component comparisons")
     p.add_argument("--no-scaling", action="store_true", help="skip the window/frames/hop/LLM-size sweep")
-    p.add_argument("--people", action="store_true",
-                   help="also measure the per-person cost: the input's first 4 s tiled to 1, 2 and 4 faces (default engine, LLM/ASR off)")
+    p.add_argument(
+        "--people", action="store_true", help="also measure the per-person cost: the input's first 4 s tiled to 1, 2 and 4 faces (default engine, LLM/ASR off)"
+    )
     p.set_defaults(func=_cmd_bench)
 
 
@@ -76,8 +80,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     args.realtime = False  # config_from_args' pacing flag: the bench chooses pacing per measurement
     cfg = config_from_args(args)
     t0 = time.monotonic()
-    result = run_benchmark(args.input, cfg, baseline=not args.no_baseline, micro=not args.no_micro, scaling=not args.no_scaling, live=args.live,
-                           people=args.people)
+    result = run_benchmark(
+        args.input, cfg, baseline=not args.no_baseline, micro=not args.no_micro, scaling=not args.no_scaling, live=args.live, people=args.people
+    )
     result["total_wall_s"] = time.monotonic() - t0
     write_text(args.json, json.dumps(result, indent=2))
     md = render_markdown(result)
@@ -88,7 +93,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(
-    clip: Path, config: Any = None, *, baseline: bool = True, micro: bool = True, scaling: bool = True, live: bool = False,
+    clip: Path,
+    config: Any = None,
+    *,
+    baseline: bool = True,
+    micro: bool = True,
+    scaling: bool = True,
+    live: bool = False,
     people: bool = False,
 ) -> dict[str, Any]:
     """All figures for ``clip`` under ``config`` (a :class:`StreamConfig`, or an engine name for the defaults)."""
@@ -98,8 +109,7 @@ def run_benchmark(
 
     cfg = StreamConfig().replace(engine={"name": config}) if isinstance(config, str) else (config or StreamConfig())
     engine_name = cfg.engine.name
-    out: dict[str, Any] = {"input": str(clip), "engine": engine_name, "host": _host(),
-                           "window": {"length_s": cfg.window.length_s, "hop_s": cfg.window.hop_s}}
+    out: dict[str, Any] = {"input": str(clip), "engine": engine_name, "host": _host(), "window": {"length_s": cfg.window.length_s, "hop_s": cfg.window.hop_s}}
     with make_engine(cfg) as engine:
         out["model_id"] = engine.model_id
         _progress(f"streaming {clip.name} paced in real time through {engine_name} (window {cfg.window.length_s} s, hop {cfg.window.hop_s} s)")
@@ -201,8 +211,15 @@ def _scaling(engine, clip: Path, cfg) -> dict[str, list[dict[str, Any]]]:
             _progress(f"scaling {name}: {window}")
             run_cfg = cfg.replace(window=window, buffers={"history_s": max(6.0, window.get("length_s", 2.0) + 1.0)})
             r = measure_stream(f"{name}={window}", engine, clip, run_cfg)
-            rows.append({"window": window, "states": r.states, "engine_p50_ms": r.engine_ms["p50"], "engine_p95_ms": r.engine_ms["p95"],
-                         "cpu_s_per_media_s": r.cpu_percent / 100 * r.wall_s / r.media_s if r.media_s else None})
+            rows.append(
+                {
+                    "window": window,
+                    "states": r.states,
+                    "engine_p50_ms": r.engine_ms["p50"],
+                    "engine_p95_ms": r.engine_ms["p95"],
+                    "cpu_s_per_media_s": r.cpu_percent / 100 * r.wall_s / r.media_s if r.media_s else None,
+                }
+            )
         out[name] = rows
     return out
 

@@ -26,9 +26,7 @@ from emo_stream.labels import LabelSet, get_label_set
 from emo_stream.runtime.llama_cpp import GGUF_TYPES, SCORING_GGUF_TYPE, LlamaCppConfig, LlamaCppRuntime, cpu_features
 
 
-def measure_gguf_types(
-    label_set: LabelSet, types: Sequence[str] = GGUF_TYPES, threads: Sequence[int] = (1, 2), repeats: int = 5
-) -> dict[str, Any]:
+def measure_gguf_types(label_set: LabelSet, types: Sequence[str] = GGUF_TYPES, threads: Sequence[int] = (1, 2), repeats: int = 5) -> dict[str, Any]:
     """Scoring milliseconds per (type, threads) and the fastest type per thread count."""
     rows: list[dict[str, Any]] = []
     labels = cl.label_continuations(label_set)
@@ -37,19 +35,36 @@ def measure_gguf_types(
             with LlamaCppRuntime(LlamaCppConfig(default_model_type=gguf_type, n_threads=n)) as rt:
                 prefix, tail = micro._prompt(rt, label_set)
                 ms = micro.timed(functools.partial(rt.score_labels, prefix, tail, labels, reuse_prefix=False), repeats)
-                rows.append({"type": gguf_type, "threads": n, "prompt_tokens": len(rt.tokenize(prefix + tail)), "score_ms": ms,
-                             "file_mib": rt.path.stat().st_size / 2**20})
+                rows.append(
+                    {
+                        "type": gguf_type,
+                        "threads": n,
+                        "prompt_tokens": len(rt.tokenize(prefix + tail)),
+                        "score_ms": ms,
+                        "file_mib": rt.path.stat().st_size / 2**20,
+                    }
+                )
     fastest = {str(n): min((r for r in rows if r["threads"] == n), key=lambda r: r["score_ms"])["type"] for n in threads}
     features = cpu_features()
-    return {"build": sorted(k for k, on in features.items() if on), "repeats": repeats, "rows": rows, "fastest": fastest,
-            "chosen": SCORING_GGUF_TYPE, "chosen_measured": SCORING_GGUF_TYPE in types}
+    return {
+        "build": sorted(k for k, on in features.items() if on),
+        "repeats": repeats,
+        "rows": rows,
+        "fastest": fastest,
+        "chosen": SCORING_GGUF_TYPE,
+        "chosen_measured": SCORING_GGUF_TYPE in types,
+    }
 
 
 def render(res: dict[str, Any]) -> str:
     """A markdown table: one row per type, one column per thread count."""
     threads = sorted({r["threads"] for r in res["rows"]})
-    lines = [f"llama.cpp build: {' '.join(res['build'])}", "",
-             "| type | " + " | ".join(f"{n} thread(s) ms" for n in threads) + " | file MiB |", "|---|" + "---|" * (len(threads) + 1)]
+    lines = [
+        f"llama.cpp build: {' '.join(res['build'])}",
+        "",
+        "| type | " + " | ".join(f"{n} thread(s) ms" for n in threads) + " | file MiB |",
+        "|---|" + "---|" * (len(threads) + 1),
+    ]
     for t in dict.fromkeys(r["type"] for r in res["rows"]):
         cells = {r["threads"]: r for r in res["rows"] if r["type"] == t}
         mark = " (chosen)" if t == res["chosen"] else ""

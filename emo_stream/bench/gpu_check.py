@@ -153,8 +153,7 @@ class _Report:
         except _Skip as exc:
             rec.update(status=SKIPPED, reason=str(exc))
         except Exception as exc:
-            rec.update(status=FAILED, reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-                       traceback=traceback.format_exc(limit=8)[-4000:])
+            rec.update(status=FAILED, reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500], traceback=traceback.format_exc(limit=8)[-4000:])
         rec["seconds"] = round(time.monotonic() - t, 3)
         self._progress(name, rec)
         self.write()
@@ -199,8 +198,12 @@ def _environment(cfg: GpuCheckConfig, rec: dict[str, Any]) -> None:
         rec["cuda_available"] = bool(torch.cuda.is_available())
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
-            rec["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 2),
-                          "multiprocessors": props.multi_processor_count, "capability": f"{props.major}.{props.minor}"}
+            rec["gpu"] = {
+                "name": props.name,
+                "memory_gib": round(props.total_memory / 2**30, 2),
+                "multiprocessors": props.multi_processor_count,
+                "capability": f"{props.major}.{props.minor}",
+            }
     with contextlib.suppress(ImportError):
         import onnxruntime as ort
 
@@ -264,10 +267,10 @@ def _onnx_providers(cfg: GpuCheckConfig, rec: dict[str, Any], providers: list[st
             stages[name] = {"status": FAILED, "reason": str(exc)}
             continue
         got, times = _timed(functools.partial(rt.run, feeds), cfg.repeats)
-        diff = max(float(np.max(np.abs(np.asarray(got[k], dtype=np.float64) - np.asarray(ref[k], dtype=np.float64))))
-                   if np.asarray(ref[k]).size else 0.0 for k in ref)
-        stages[name] = {"status": OK, "providers_used": rt.info.providers_used, "device": rt.info.device,
-                        "max_abs_vs_cpu": diff, **percentiles(times)}
+        diff = max(
+            float(np.max(np.abs(np.asarray(got[k], dtype=np.float64) - np.asarray(ref[k], dtype=np.float64)))) if np.asarray(ref[k]).size else 0.0 for k in ref
+        )
+        stages[name] = {"status": OK, "providers_used": rt.info.providers_used, "device": rt.info.device, "max_abs_vs_cpu": diff, **percentiles(times)}
         rt.close()
     rec["stages"] = stages
     bad = [n for n, s in stages.items() if s["status"] != OK]
@@ -283,8 +286,9 @@ def _onnx_cuda(cfg: GpuCheckConfig, rec: dict[str, Any]) -> None:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise RuntimeError(f"this onnxruntime build has no CUDA provider ({ort.get_available_providers()}); "
-                           "install onnxruntime-gpu (carry its wheel to the device machine)")
+        raise RuntimeError(
+            f"this onnxruntime build has no CUDA provider ({ort.get_available_providers()}); install onnxruntime-gpu (carry its wheel to the device machine)"
+        )
     _onnx_providers(cfg, rec, ["cuda"], "ONNX Runtime CUDA")
 
 
@@ -429,8 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-windows", type=int, default=16)
     args = p.parse_args(argv)
     try:
-        cfg = GpuCheckConfig(out=args.out, dry_run=args.dry_run, clip=args.clip, budget_s=args.budget_s,
-                             repeats=args.repeats, max_windows=args.max_windows)
+        cfg = GpuCheckConfig(out=args.out, dry_run=args.dry_run, clip=args.clip, budget_s=args.budget_s, repeats=args.repeats, max_windows=args.max_windows)
     except ConfigError as exc:
         print(f"gpu-check: error: {exc}", file=sys.stderr)
         return 2

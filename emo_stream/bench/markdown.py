@@ -36,8 +36,9 @@ def _evidence_rows(r: dict[str, Any]) -> list[str]:
     if "llm_age_s" in r:
         age = r["llm_age_s"]
         frac = r.get("llm_evidence_fraction")
-        rows.append(f"| LLM evidence age p50 / p95 | {_f(age.get('p50'), 2)} / {_f(age.get('p95'), 2)} s "
-                    f"(in {_f(None if frac is None else 100 * frac)} % of states) |")
+        rows.append(
+            f"| LLM evidence age p50 / p95 | {_f(age.get('p50'), 2)} / {_f(age.get('p95'), 2)} s (in {_f(None if frac is None else 100 * frac)} % of states) |"
+        )
     if r.get("top_label_agreement_with_lossless") is not None:
         rows.append(f"| top-label agreement with the lossless run | {_f(100 * r['top_label_agreement_with_lossless'])} % |")
     return rows
@@ -90,13 +91,19 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines += ["## Components", ""]
         enc = comp.get("encoder_torch_vs_onnxruntime", {})
         if "torch_eager_ms" in enc:
-            lines.append(f"- FER net (batch {enc['batch']}): torch eager {_f(enc['torch_eager_ms'], 2)} ms vs ONNX Runtime {_f(enc['onnxruntime_ms'], 2)} ms ({_f(enc['speedup'])}x), max |diff| {enc['max_abs_diff']:.1e}")
+            lines.append(
+                f"- FER net (batch {enc['batch']}): torch eager {_f(enc['torch_eager_ms'], 2)} ms vs ONNX Runtime {_f(enc['onnxruntime_ms'], 2)} ms ({_f(enc['speedup'])}x), max |diff| {enc['max_abs_diff']:.1e}"
+            )
         kv = comp.get("kv_prefix_reuse", {})
         if "reuse_on_ms" in kv:
-            lines.append(f"- KV-prefix reuse ({kv['prompt_tokens']} prompt tokens): on {_f(kv['reuse_on_ms'])} ms vs off {_f(kv['reuse_off_ms'])} ms ({_f(kv['speedup'])}x)")
+            lines.append(
+                f"- KV-prefix reuse ({kv['prompt_tokens']} prompt tokens): on {_f(kv['reuse_on_ms'])} ms vs off {_f(kv['reuse_off_ms'])} ms ({_f(kv['speedup'])}x)"
+            )
         for lt in comp.get("llamacpp_vs_transformers_by_threads") or [comp.get("llamacpp_vs_transformers", {})]:
             if "llama_cpp_q4_ms" in lt:
-                lines.append(f"- Label scoring, SmolLM2, {lt['threads']} thread(s) each: llama.cpp {lt.get('gguf_type', 'Q4_1')} {_f(lt['llama_cpp_q4_ms'])} ms vs transformers fp32 {_f(lt['transformers_fp32_ms'])} ms ({_f(lt['speedup'])}x); same top label: {lt['same_top_label']}, max prob diff {_f(lt['max_prob_diff_q4_vs_fp32'], 3)}")
+                lines.append(
+                    f"- Label scoring, SmolLM2, {lt['threads']} thread(s) each: llama.cpp {lt.get('gguf_type', 'Q4_1')} {_f(lt['llama_cpp_q4_ms'])} ms vs transformers fp32 {_f(lt['transformers_fp32_ms'])} ms ({_f(lt['speedup'])}x); same top label: {lt['same_top_label']}, max prob diff {_f(lt['max_prob_diff_q4_vs_fp32'], 3)}"
+                )
             elif lt:
                 lines.append(f"- llama.cpp vs transformers: {lt}")
         gt = comp.get("gguf_types", {})
@@ -111,9 +118,17 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines.append("")
     sc = res.get("scaling")
     if sc:
-        lines += ["## Scaling (lossless runs, same engine)", "", "| sweep | setting | states | engine p50 ms | engine p95 ms | CPU s per media s |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Scaling (lossless runs, same engine)",
+            "",
+            "| sweep | setting | states | engine p50 ms | engine p95 ms | CPU s per media s |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, rows in sc.items():
-            lines += [f"| {name} | {r['window']} | {r['states']} | {_f(r['engine_p50_ms'])} | {_f(r['engine_p95_ms'])} | {_f(r['cpu_s_per_media_s'], 2)} |" for r in rows]
+            lines += [
+                f"| {name} | {r['window']} | {r['states']} | {_f(r['engine_p50_ms'])} | {_f(r['engine_p95_ms'])} | {_f(r['cpu_s_per_media_s'], 2)} |"
+                for r in rows
+            ]
         lines.append("")
     if res.get("people"):
         from emo_stream.bench.people import render_people

@@ -26,8 +26,12 @@ from emo_stream.runtime.llama_cpp import LlamaCppRuntime, sanitize_clue_text
 EXAMPLE_CLUES = cl.WindowClues(
     cl.FaceClue(("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"), np.array([0.02, 0, 0.02, 0.86, 0.02, 0.03, 0.05]), "happy", 4, 4),
     cl.VoiceClue(0.8, 0.2, 0.5, 0.3, 0.1, -0.2),
-    cl.WordsClue("and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them",
-                 "words: neutral (compound +0.00)", 0.0, {}),
+    cl.WordsClue(
+        "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them",
+        "words: neutral (compound +0.00)",
+        0.0,
+        {},
+    ),
 )
 
 
@@ -61,8 +65,15 @@ def encoder_torch_vs_onnx(repeats: int = 20, batch: int = 4) -> dict[str, Any]:
         torch_ms = timed(lambda: net(xt), repeats)
         diff = float(np.abs(net(xt).numpy() - ort.predict(crops)).max())
     ort_ms = timed(lambda: ort.predict(crops), repeats)
-    return {"model": "fer2013-mini-xception", "batch": batch, "torch_eager_ms": torch_ms, "onnxruntime_ms": ort_ms,
-            "speedup": torch_ms / ort_ms if ort_ms else None, "max_abs_diff": diff, "threads": torch.get_num_threads()}
+    return {
+        "model": "fer2013-mini-xception",
+        "batch": batch,
+        "torch_eager_ms": torch_ms,
+        "onnxruntime_ms": ort_ms,
+        "speedup": torch_ms / ort_ms if ort_ms else None,
+        "max_abs_diff": diff,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _prompt(runtime: LlamaCppRuntime, label_set: LabelSet) -> tuple[str, str]:
@@ -76,8 +87,7 @@ def kv_prefix_reuse(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int 
     labels = cl.label_continuations(label_set)
     on = timed(lambda: runtime.score_labels(prefix, tail, labels), repeats)
     off = timed(lambda: runtime.score_labels(prefix, tail, labels, reuse_prefix=False), repeats)
-    return {"prompt_tokens": len(runtime.tokenize(prefix + tail)), "reuse_on_ms": on, "reuse_off_ms": off,
-            "speedup": off / on if on else None}
+    return {"prompt_tokens": len(runtime.tokenize(prefix + tail)), "reuse_on_ms": on, "reuse_off_ms": off, "speedup": off / on if on else None}
 
 
 def llamacpp_vs_transformers(runtime: LlamaCppRuntime, gguf_path: str, label_set: LabelSet, repeats: int = 3) -> dict[str, Any]:
@@ -124,9 +134,16 @@ def llamacpp_vs_transformers(runtime: LlamaCppRuntime, gguf_path: str, label_set
     single = all(len(t) == 1 for t in label_ids)
     from emo_stream.runtime.llama_cpp import gguf_file_type
 
-    return {"threads": runtime.config.n_threads, "gguf_type": gguf_file_type(runtime.path), "llama_cpp_q4_ms": cpp_ms, "transformers_fp32_ms": hf_ms, "speedup": hf_ms / cpp_ms if cpp_ms else None,
-            "transformers_load_s": load_s, "same_top_label": bool(np.argmax(p_hf) == np.argmax(cpp.probs)) if single else None,
-            "max_prob_diff_q4_vs_fp32": float(np.abs(p_hf - cpp.probs).max()) if single else None}
+    return {
+        "threads": runtime.config.n_threads,
+        "gguf_type": gguf_file_type(runtime.path),
+        "llama_cpp_q4_ms": cpp_ms,
+        "transformers_fp32_ms": hf_ms,
+        "speedup": hf_ms / cpp_ms if cpp_ms else None,
+        "transformers_load_s": load_s,
+        "same_top_label": bool(np.argmax(p_hf) == np.argmax(cpp.probs)) if single else None,
+        "max_prob_diff_q4_vs_fp32": float(np.abs(p_hf - cpp.probs).max()) if single else None,
+    }
 
 
 def llm_size_scaling(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int = 3) -> list[dict[str, Any]]:
@@ -138,12 +155,25 @@ def llm_size_scaling(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int
     n_tokens = len(runtime.tokenize(prefix + tail))
     from emo_stream.runtime.llama_cpp import gguf_file_type
 
-    rows = [{"llm": f"SmolLM2-135M {gguf_file_type(runtime.path)} (llama.cpp, CPU)", "params_m": 135, "prompt_tokens": n_tokens,
-             "score_ms": timed(lambda: runtime.score_labels(prefix, tail, cl.label_continuations(label_set), reuse_prefix=False), repeats)}]
-    shapes: list[tuple[str, dict[str, Any], str]] = [("tiny random LLaMA (transformers, CPU)", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4), "cpu")]
+    rows = [
+        {
+            "llm": f"SmolLM2-135M {gguf_file_type(runtime.path)} (llama.cpp, CPU)",
+            "params_m": 135,
+            "prompt_tokens": n_tokens,
+            "score_ms": timed(lambda: runtime.score_labels(prefix, tail, cl.label_continuations(label_set), reuse_prefix=False), repeats),
+        }
+    ]
+    shapes: list[tuple[str, dict[str, Any], str]] = [
+        ("tiny random LLaMA (transformers, CPU)", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4), "cpu")
+    ]
     if torch.cuda.is_available():
-        shapes.append(("7B-shaped random LLaMA (transformers bf16, GPU)",
-                       dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32), "cuda"))
+        shapes.append(
+            (
+                "7B-shaped random LLaMA (transformers bf16, GPU)",
+                dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
+                "cuda",
+            )
+        )
     for name, dims, device in shapes:
         cfg = LlamaConfig(vocab_size=32000, max_position_embeddings=2048, **dims)
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -158,7 +188,6 @@ def llm_size_scaling(runtime: LlamaCppRuntime, label_set: LabelSet, repeats: int
             if device == "cuda":
                 torch.cuda.synchronize()
 
-        rows.append({"llm": name, "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "prompt_tokens": n_tokens,
-                     "score_ms": timed(run, repeats)})
+        rows.append({"llm": name, "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "prompt_tokens": n_tokens, "score_ms": timed(run, repeats)})
         del model
     return rows

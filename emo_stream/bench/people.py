@@ -35,8 +35,31 @@ def tile_clip(clip: Path, faces: int, seconds: float, out: Path) -> Path:
     """``clip``'s first ``seconds`` with its picture tiled ``faces`` times (audio kept when there is some)."""
     if faces not in LAYOUTS:
         raise EmoStreamError(f"people bench: faces must be one of {sorted(LAYOUTS)}, got {faces}")
-    cmd = ["ffmpeg", "-v", "error", "-y", "-t", str(seconds), "-i", str(clip), "-filter_complex", LAYOUTS[faces],
-           "-map", "[v]", "-map", "0:a?", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "16", "-c:a", "aac", str(out)]
+    cmd = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-y",
+        "-t",
+        str(seconds),
+        "-i",
+        str(clip),
+        "-filter_complex",
+        LAYOUTS[faces],
+        "-map",
+        "[v]",
+        "-map",
+        "0:a?",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "16",
+        "-c:a",
+        "aac",
+        str(out),
+    ]
     try:
         subprocess.run(cmd, check=True, timeout=300, capture_output=True)
     except FileNotFoundError as exc:
@@ -77,16 +100,27 @@ def measure_people(clip: Path, config: Any, *, seconds: float = 4.0, faces: tupl
             wall = time.perf_counter() - t0
             cpu = stats.stage_cpu_s.get("face", 0.0) - face_cpu
             face_cpu += cpu
-            rows.append({"faces": n, "person_ids": sorted(sink.ids), "states": sink.states, "windows": stats.states,
-                         "wall_s": round(wall, 2), "states_per_s": round(sink.states / wall, 2) if wall > 0 else None,
-                         "face_cpu_ms_per_window": round(1e3 * cpu / max(1, stats.states), 1)})
+            rows.append(
+                {
+                    "faces": n,
+                    "person_ids": sorted(sink.ids),
+                    "states": sink.states,
+                    "windows": stats.states,
+                    "wall_s": round(wall, 2),
+                    "states_per_s": round(sink.states / wall, 2) if wall > 0 else None,
+                    "face_cpu_ms_per_window": round(1e3 * cpu / max(1, stats.states), 1),
+                }
+            )
     return rows
 
 
 def render_people(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines for :func:`measure_people`'s rows."""
-    lines = ["## Per-person cost (input tiled; lossless, LLM/rationale/ASR off)", "",
-             "| faces tiled | person ids seen | windows | states (all persons) | states/s | face-stage CPU ms per window |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Per-person cost (input tiled; lossless, LLM/rationale/ASR off)",
+        "",
+        "| faces tiled | person ids seen | windows | states (all persons) | states/s | face-stage CPU ms per window |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += [f"| {r['faces']} | {len(r['person_ids'])} | {r['windows']} | {r['states']} | {r['states_per_s']} | {r['face_cpu_ms_per_window']} |" for r in rows]
     return [*lines, ""]

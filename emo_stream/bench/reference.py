@@ -75,8 +75,17 @@ class ReferenceStyleEngine(Engine):
         else:
             flags.append("unparsed_answer")
         v, a = valence_arousal(probs, self.label_set)
-        return EngineOutput(probabilities=probs, valence=v, arousal=a, modalities=window.modalities, rationale=answer.strip(),
-                            rationale_stamp=window.end, latency_ms=lat, flags=flags, signals=signals)
+        return EngineOutput(
+            probabilities=probs,
+            valence=v,
+            arousal=a,
+            modalities=window.modalities,
+            rationale=answer.strip(),
+            rationale_stamp=window.end,
+            latency_ms=lat,
+            flags=flags,
+            signals=signals,
+        )
 
     def close(self) -> None:
         self._inner.close()

@@ -19,7 +19,6 @@ def import_cv2():
         import cv2
     except ImportError as exc:
         raise DemoError(
-            f"the demo overlay needs OpenCV, which is not installed ({exc}); "
-            "run: pip install 'emo-stream[headless]' (or [gui] for the live window)"
+            f"the demo overlay needs OpenCV, which is not installed ({exc}); run: pip install 'emo-stream[headless]' (or [gui] for the live window)"
         ) from None
     return cv2

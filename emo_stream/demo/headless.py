@@ -91,8 +91,7 @@ class AnnotateResult:
         return (
             f"annotated {self.frames_out}/{self.frames_in} frames into {self.video} "
             f"({'lossless' if self.lossless else 'crf 18'} H.264, audio: {self.audio}){stop}; "
-            f"{self.states} states" + (f" written to {self.jsonl}" if self.jsonl else "")
-            + f"; pipeline {self.pipeline_s:.1f} s, render {self.render_s:.1f} s"
+            f"{self.states} states" + (f" written to {self.jsonl}" if self.jsonl else "") + f"; pipeline {self.pipeline_s:.1f} s, render {self.render_s:.1f} s"
         )
 
 

@@ -469,8 +469,6 @@ class LiveDemo:
                     self._show(shown, paused=True)  # freeze the picture, tagged PAUSED
 
     def _show(self, frame: VideoFrame, paused: bool) -> None:
-        state, stats = self.latest_state.snapshot(
-            now=frame.t, fps=self.latest_frame.fps(), paused=paused, note=f"{HELP}  engine: {self.config.engine.name}"
-        )
+        state, stats = self.latest_state.snapshot(now=frame.t, fps=self.latest_frame.fps(), paused=paused, note=f"{HELP}  engine: {self.config.engine.name}")
         self.display.show(draw_overlay(frame.image, state, stats, self.latest_state.people_of(state)))  # type: ignore[union-attr]
         self.frames_shown += 1

@@ -286,9 +286,7 @@ def overlay_layout(
     return OverlayLayout(scale=s, panel=panel, rationale=rationale, face=face, face_box=box, people=tuple(others))
 
 
-def overlay_regions(
-    shape: tuple[int, ...], state: EmotionState | None, stats: OverlayStats | None = None, people: Sequence[EmotionState] = ()
-) -> list[Rect]:
+def overlay_regions(shape: tuple[int, ...], state: EmotionState | None, stats: OverlayStats | None = None, people: Sequence[EmotionState] = ()) -> list[Rect]:
     """Rectangles outside which :func:`draw_overlay` leaves every pixel unchanged."""
     return overlay_layout(shape, state, stats, people).regions()
 

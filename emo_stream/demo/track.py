@@ -67,9 +67,7 @@ class StateTrack:
         if j is not None:
             r = self.states[j]
             rationale, age = r.rationale.strip(), max(0.0, t - _rationale_stamp(r))
-        return state, OverlayStats(
-            now=t, state_rate_hz=rate, latency_ms=latency_of(state), rationale=rationale, rationale_age_s=age, **extra
-        )
+        return state, OverlayStats(now=t, state_rate_hz=rate, latency_ms=latency_of(state), rationale=rationale, rationale_age_s=age, **extra)
 
 
 class LatestState:
@@ -110,7 +108,6 @@ class LatestState:
         with self._lock:
             return self._people if state is not None and state is self._state else ()
 
-
     def snapshot(self, now: float | None = None, **extra) -> tuple[EmotionState | None, OverlayStats]:
         """The newest state and overlay numbers; ``now`` is the shown frame's time (state clock)."""
         with self._lock:
@@ -125,9 +122,7 @@ class LatestState:
             rationale = r.rationale.strip()
             ref = now if now is not None else state.window_end
             age = max(0.0, ref - _rationale_stamp(r))
-        return state, OverlayStats(
-            now=now, state_rate_hz=rate, latency_ms=latency_of(state), rationale=rationale, rationale_age_s=age, **extra
-        )
+        return state, OverlayStats(now=now, state_rate_hz=rate, latency_ms=latency_of(state), rationale=rationale, rationale_age_s=age, **extra)
 
 
 class LatestSink(Sink):

@@ -402,8 +402,9 @@ class DefaultEngine(Engine):
         fps = 1.0 / self.face_analyzer.period_s
         self.face_analyzer = ExternalFaceAnalyzer(faces, self.expressions, self._face_results, self._people_results, fps=fps, config=self.people)
 
-    def _people_outputs(self, window: Window, voice: cl.VoiceClue | None, words: cl.WordsClue | None,
-                        primary_flags: list[str]) -> tuple[str, list[EngineOutput]]:
+    def _people_outputs(
+        self, window: Window, voice: cl.VoiceClue | None, words: cl.WordsClue | None, primary_flags: list[str]
+    ) -> tuple[str, list[EngineOutput]]:
         """The primary person's id and one output per other tracked person of the window.
 
         The primary person's output is the engine's usual one (all voice and
@@ -467,11 +468,18 @@ class DefaultEngine(Engine):
             if pw.last_box is not None and pw.width:
                 b = pw.last_box
                 signals.update(face_x=b.x / pw.width, face_y=b.y / pw.height, face_w=b.w / pw.width, face_h=b.h / pw.height)
-            outs.append(EngineOutput(
-                probabilities=probs, valence=valence if evidence else None, arousal=arousal if evidence else None,
-                modalities=modalities, flags=flags, signals=signals, person_id=pid,
-                transcript=words.text if (speaks and words is not None and self.options.publish_transcript) else "",
-            ))
+            outs.append(
+                EngineOutput(
+                    probabilities=probs,
+                    valence=valence if evidence else None,
+                    arousal=arousal if evidence else None,
+                    modalities=modalities,
+                    flags=flags,
+                    signals=signals,
+                    person_id=pid,
+                    transcript=words.text if (speaks and words is not None and self.options.publish_transcript) else "",
+                )
+            )
         return self._primary_id, outs
 
     # -- face ---------------------------------------------------------------------

@@ -228,9 +228,7 @@ class EmotionLlamaEngine(Engine):
                 flags.append("nan_input")
                 audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
         try:
-            inputs = self.model.preprocess(
-                frames, audio, sr, face_images=face_images, face_crop_fraction=self.opts.get("face_crop_fraction", 0.6)
-            )
+            inputs = self.model.preprocess(frames, audio, sr, face_images=face_images, face_crop_fraction=self.opts.get("face_crop_fraction", 0.6))
         except ValueError:
             flags.append("bad_input")
             inputs = self._inputs_type()

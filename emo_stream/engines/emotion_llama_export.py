@@ -121,8 +121,7 @@ class EmotionLlamaExportEngine(EmotionLlamaEngine):
         self._synthetic = bool(getattr(model, "synthetic_trained", False))
         quant = getattr(model, "gguf_quant", None)
         llm = f"{rt.llm}-{quant}" if quant else rt.llm
-        self.model_id = (f"emotion-llama/{model.config.version}/{Path(export_dir).resolve().name}/"
-                         f"{rt.stages}-{rt.precision}+{llm}/{self.label_set.id}")
+        self.model_id = f"emotion-llama/{model.config.version}/{Path(export_dir).resolve().name}/{rt.stages}-{rt.precision}+{llm}/{self.label_set.id}"
         self.runtimes = model.describe()
 
     def process(self, window: Any) -> Any:

@@ -51,7 +51,8 @@ __all__ = ["guard_rationale"]
 
 #: Function words: never evidence of a fact, never a leak on their own. "one" is
 #: here because the prompt asks for "one sentence" and the model echoes it.
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a an the and or but nor so yet if then than that this these those there here it its it's itself
 i me my mine we us our you your he him his she her hers they them their theirs they're they've
 themselves himself herself someone something anyone anything everyone everything
@@ -63,11 +64,13 @@ also too very quite rather somewhat slightly really just only even still more mo
 much many some any all both each either neither other another such same own
 what which who whom whose when where why how while whereas although though because since
 one ones way ways kind sort lot bit well
-""".split())
+""".split()
+)
 
 #: Explanation words the rationale prompt invites ("explain which clues show the
 #: emotion") that name a channel or the act of showing, not a fact about the scene.
-GENERIC_WORDS = frozenset("""
+GENERIC_WORDS = frozenset(
+    """
 person people someone face faces facial expression expressions look looks looking looked
 appear appears appearing appeared seem seems seeming seemed show shows showing shown showed
 voice voices tone tones speech sound sounds sounding vocal word words said say says saying
@@ -78,16 +81,19 @@ because likely probably possibly perhaps overall mostly mainly partly generally 
 manner way ways
 clear clearly maybe briefly some strong strongly weak weakly mild mildly little
 visible detected present camera microphone robot
-""".split())
+""".split()
+)
 
 #: Words the clue renderer (``emo_stream.engines.clues``) uses for qualities of
 #: face and voice. They carry no transcript content (privacy-neutral) but are
 #: facts: a sentence may use them only where ``clue_facts`` says them.
-CLUE_WORDS = frozenset("""
+CLUE_WORDS = frozenset(
+    """
 speaking speak speaks spoken silent silence quiet loud loudly soft softly low high pitch pitched
 fast slow slowly quickly rapid agitated calm calmly calmer tense relaxed energetic
 smile smiling smiles frown frowning frowns positive negative neutral compound visible
-""".split())
+""".split()
+)
 
 
 def _label_words() -> frozenset[str]:
@@ -161,9 +167,7 @@ def _quote(words: Iterable[str], limit: int = 4) -> str:
     return ", ".join(ws[:limit]) + (f" (+{len(ws) - limit})" if len(ws) > limit else "")
 
 
-def guard_rationale(
-    sentence: str, *, clue_facts: str, transcript: str | None, allow_transcript: bool, fallback: str
-) -> tuple[str, str | None]:
+def guard_rationale(sentence: str, *, clue_facts: str, transcript: str | None, allow_transcript: bool, fallback: str) -> tuple[str, str | None]:
     """The rationale to publish and why it was replaced (None when ``sentence`` is kept).
 
     Args:
@@ -187,9 +191,7 @@ def guard_rationale(
     if transcript and not allow_transcript:
         said = _content(transcript)
         leaked = [
-            surface
-            for stem, surface in words.items()
-            if stem in said and stem not in _LABEL_STEMS and stem not in _GENERIC_STEMS and stem not in _CLUE_STEMS
+            surface for stem, surface in words.items() if stem in said and stem not in _LABEL_STEMS and stem not in _GENERIC_STEMS and stem not in _CLUE_STEMS
         ]
         if leaked:
             return fallback, f"transcript words: {_quote(leaked)}"

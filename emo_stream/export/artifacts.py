@@ -160,8 +160,14 @@ class ExportWriter:
         manifest.update(sections)
         from emo_stream import __version__
 
-        out = {"format": FORMAT, "format_version": FORMAT_VERSION, "emo_stream_version": __version__,
-               "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **manifest, "files": dict(sorted(files.items()))}
+        out = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "emo_stream_version": __version__,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **manifest,
+            "files": dict(sorted(files.items())),
+        }
         write_json_atomic(self.root / MANIFEST_NAME, out)
         self.previous = out
         self._invalidated = False

@@ -99,8 +99,13 @@ def model_fingerprint(model: Any) -> str:
 def model_section(src: SourceModel, fingerprint: str) -> dict[str, Any]:
     from emo_stream.export.stages import shipped_encoders
 
-    section = {**src.info, "fingerprint": fingerprint, "config_file": MODEL_CONFIG_NAME,
-               "label_set": src.model.config.label_set, "llm_width": src.model.config.llm.hidden_size}
+    section = {
+        **src.info,
+        "fingerprint": fingerprint,
+        "config_file": MODEL_CONFIG_NAME,
+        "label_set": src.model.config.label_set,
+        "llm_width": src.model.config.llm.hidden_size,
+    }
     shipped = shipped_encoders(src.model)
     if shipped:
         section["shipped_encoders"] = shipped
@@ -119,8 +124,7 @@ def check_same_model(writer: ExportWriter, fingerprint: str, force: bool) -> Non
     old = prev.get("model", {}).get("fingerprint")
     if old and old != fingerprint:
         raise ExportError(
-            f"{writer.root} holds an export of a different model (fingerprint {old[:12]} vs {fingerprint[:12]}); "
-            "use another --out, or --force to replace it"
+            f"{writer.root} holds an export of a different model (fingerprint {old[:12]} vs {fingerprint[:12]}); use another --out, or --force to replace it"
         )
 
 

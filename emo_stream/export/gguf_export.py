@@ -93,10 +93,7 @@ def _llama_lib() -> Any:
     try:
         import llama_cpp.llama_cpp as lib
     except ImportError as exc:
-        raise MissingDependencyError(
-            "quantizing GGUF needs llama.cpp: run scripts/setup.sh (builds llama-cpp-python==0.3.36 "
-            f"for this CPU) ({exc})"
-        ) from None
+        raise MissingDependencyError(f"quantizing GGUF needs llama.cpp: run scripts/setup.sh (builds llama-cpp-python==0.3.36 for this CPU) ({exc})") from None
     return lib
 
 
@@ -132,9 +129,15 @@ def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.weight$")
 _LAYER_NAMES = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
 }
 _TOP_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
 
@@ -228,8 +231,13 @@ def vocab_entries(tokenizer: Any, tokenizer_dir: Path | None, n_vocab: int) -> t
 
 
 #: Token-id keys are set from the exported tokenizer (what training used), never copied.
-_TOKEN_ID_KEYS = ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
-                  "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_eos_token")
+_TOKEN_ID_KEYS = (
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.unknown_token_id",
+    "tokenizer.ggml.padding_token_id",
+    "tokenizer.ggml.add_eos_token",
+)
 
 
 def copy_tokenizer_fields(w: Any, source: str) -> str:
@@ -298,8 +306,12 @@ def write_f16_gguf(path: Path, lm: Any, tokenizer_dir: Path | None, name: str = 
         w.add_token_list(tokens)
         w.add_token_scores(scores)
         w.add_token_types(types)
-    for key, setter in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
-                        ("unk_token_id", w.add_unk_token_id), ("pad_token_id", w.add_pad_token_id)):
+    for key, setter in (
+        ("bos_token_id", w.add_bos_token_id),
+        ("eos_token_id", w.add_eos_token_id),
+        ("unk_token_id", w.add_unk_token_id),
+        ("pad_token_id", w.add_pad_token_id),
+    ):
         tid = getattr(tok, key, None)
         if tid is not None:
             setter(int(tid))
@@ -322,9 +334,20 @@ def write_f16_gguf(path: Path, lm: Any, tokenizer_dir: Path | None, name: str = 
             raise ExportError(f"GGUF tensor order changed while writing: {gname} {a.shape} vs {want} {shape}")
         w.write_tensor_data(np.ascontiguousarray(a.astype(np.float16 if a.ndim >= 2 else np.float32)))
     w.close()
-    return {"n_vocab": n_vocab, "n_embd": hidden, "n_head": n_head, "n_head_kv": n_kv, "n_layer": int(cfg["num_hidden_layers"]),
-            "n_ctx_train": int(cfg.get("max_position_embeddings", 4096)), "rope_theta": rope_theta, "vocab": kind,
-            "tokenizer_tokens": len(tok), "bos_id": tok.bos_token_id, "eos_id": tok.eos_token_id, "tensor_types": dict(counts)}
+    return {
+        "n_vocab": n_vocab,
+        "n_embd": hidden,
+        "n_head": n_head,
+        "n_head_kv": n_kv,
+        "n_layer": int(cfg["num_hidden_layers"]),
+        "n_ctx_train": int(cfg.get("max_position_embeddings", 4096)),
+        "rope_theta": rope_theta,
+        "vocab": kind,
+        "tokenizer_tokens": len(tok),
+        "bos_id": tok.bos_token_id,
+        "eos_id": tok.eos_token_id,
+        "tensor_types": dict(counts),
+    }
 
 
 def quantize_gguf(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
@@ -487,7 +510,7 @@ def random_slots(model: Any, slot_names: Sequence[str], rng: np.random.Generator
         tok = torch.from_numpy(rng.standard_normal((1, n, model.llm.hidden_size)).astype(np.float32) * scale)
         mask = torch.ones(1, n, dtype=torch.bool)
         if not present:
-            mask[0, n // 2:] = False
+            mask[0, n // 2 :] = False
         out[s] = SlotTokens(tok, mask)
     return out
 
@@ -499,4 +522,3 @@ def _slot_token_counts(model: Any) -> dict[str, int]:
     if c.version == "v1":
         return {VIDEO_SLOT: c.projector.num_video_tokens, FEATURE_SLOT: 4}
     return {VIDEO_SLOT: c.fusion.num_tokens}
-

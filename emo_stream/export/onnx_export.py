@@ -169,8 +169,17 @@ def export_stage_graph(spec: StageSpec, path: Path, opset: int = DEFAULT_OPSET, 
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"torch.export failed for stage {spec.name!r}: {type(exc).__name__}: {first}") from exc
-        program = torch.onnx.export(ep, args, dynamo=True, input_names=spec.input_names, output_names=spec.output_names,
-                                    opset_version=opset, external_data=external_data, optimize=True, verbose=False)
+        program = torch.onnx.export(
+            ep,
+            args,
+            dynamo=True,
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            opset_version=opset,
+            external_data=external_data,
+            optimize=True,
+            verbose=False,
+        )
         program.save(str(path), external_data=external_data)
     check_dynamic_axes(spec, path)
     files = [path]
@@ -295,16 +304,28 @@ def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:
 #: the tiny projector: 36% relative error with it off, 1% with it on). Convolutions stay float32:
 #: dynamically quantized HuBERT feature convs gave 21% relative error, MatMul/Gemm only 1.7%.
 INT8_OPS = ("MatMul", "Gemm", "Attention")
-INT8_SETTINGS = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
-                 "reduce_range": True, "op_types": list(INT8_OPS)}
+INT8_SETTINGS = {
+    "method": "onnxruntime.quantization.quantize_dynamic",
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "reduce_range": True,
+    "op_types": list(INT8_OPS),
+}
 
 
 def quantize_int8(src: Path, dst: Path, external_data: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                         op_types_to_quantize=list(INT8_OPS), use_external_data_format=external_data)
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            op_types_to_quantize=list(INT8_OPS),
+            use_external_data_format=external_data,
+        )
 
 
 def _variant_files(path: Path) -> list[Path]:

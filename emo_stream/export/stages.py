@@ -201,8 +201,9 @@ class ProjectorV1Stage(nn.Module):
         super().__init__()
         self.projector = projector
 
-    def forward(self, vision_tokens: Tensor, face_feature: Tensor, video_feature: Tensor, audio_feature: Tensor,
-                present: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(
+        self, vision_tokens: Tensor, face_feature: Tensor, video_feature: Tensor, audio_feature: Tensor, present: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         from emo_stream.model.prompts import FEATURE_SLOT, VIDEO_SLOT
 
         pres = {name: present[:, i] for i, name in enumerate(V1_PRESENT)}
@@ -304,8 +305,9 @@ def default_sampler(t: TensorSpec) -> Sampler | None:
     return None
 
 
-def sample_tensors(inputs: Sequence[TensorSpec], dims: Mapping[str, int], seed: int = 0,
-                   samplers: Mapping[str, Sampler] | None = None) -> dict[str, np.ndarray]:
+def sample_tensors(
+    inputs: Sequence[TensorSpec], dims: Mapping[str, int], seed: int = 0, samplers: Mapping[str, Sampler] | None = None
+) -> dict[str, np.ndarray]:
     """Seeded inputs for ``inputs`` at ``dims``: named samplers, else standard normal floats / all-True bools."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -382,9 +384,13 @@ def shipped_encoders(model: Any) -> dict[str, dict[str, Any]]:
         if enc is None or not isinstance(enc.config, SHIPPED_CONFIGS):
             continue
         pkg = VIT_S14_PACKAGE if name != "audio" else WHISPER_TINY_EN_PACKAGE
-        out[name] = {"encoder_type": enc.config.encoder_type, "package": pkg[1], "file": pkg[2],
-                     "sha256": bytes(enc.weights_sha256.tolist()).hex(),
-                     "runtime": "onnxruntime" if name != "audio" else "ctranslate2"}
+        out[name] = {
+            "encoder_type": enc.config.encoder_type,
+            "package": pkg[1],
+            "file": pkg[2],
+            "sha256": bytes(enc.weights_sha256.tolist()).hex(),
+            "runtime": "onnxruntime" if name != "audio" else "ctranslate2",
+        }
     return out
 
 
@@ -400,10 +406,13 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
         c = enc.config
         s = c.image_size
         specs["global"] = StageSpec(
-            "global", GlobalViewStage(enc),
+            "global",
+            GlobalViewStage(enc),
             (TensorSpec("pixel_values", ("batch", 3, s, s)),),
             (TensorSpec("tokens", ("batch", 1 + c.num_patches, c.hidden_size)),),
-            {"batch": _batch(limits)}, _three_batches(), {"pixel_values": _pixels},
+            {"batch": _batch(limits)},
+            _three_batches(),
+            {"pixel_values": _pixels},
             {"image_size": s, "num_patches": c.num_patches},
         )
     enc = _exportable(model, "face")
@@ -411,11 +420,14 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
         c = enc.config
         s = c.image_size
         specs["face"] = StageSpec(
-            "face", FaceViewStage(enc),
+            "face",
+            FaceViewStage(enc),
             (TensorSpec("pixel_values", ("faces", 3, s, s)),),
             (TensorSpec("frame_features", ("faces", c.hidden_size)),),
             {"faces": DimRange(1, limits.opt_faces, max(limits.max_faces, 6), 2)},
-            ({"faces": 1}, {"faces": 3}, {"faces": 6}), {"pixel_values": _pixels}, {"image_size": s},
+            ({"faces": 1}, {"faces": 3}, {"faces": 6}),
+            {"pixel_values": _pixels},
+            {"image_size": s},
         )
     enc = _exportable(model, "temporal")
     if enc is not None:
@@ -423,10 +435,13 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
         s, k = c.image_size, c.num_frames
         t = (k // int(c.backbone["tubelet_size"])) * (s // int(c.backbone["patch_size"])) ** 2
         specs["temporal"] = StageSpec(
-            "temporal", TemporalViewStage(enc),
+            "temporal",
+            TemporalViewStage(enc),
             (TensorSpec("pixel_values", ("batch", k, 3, s, s)),),
             (TensorSpec("tokens", ("batch", t, c.hidden_size)),),
-            {"batch": _batch(limits)}, _three_batches(), {"pixel_values": _pixels},
+            {"batch": _batch(limits)},
+            _three_batches(),
+            {"pixel_values": _pixels},
             {"image_size": s, "num_frames": k},
         )
     enc = _exportable(model, "audio")
@@ -444,29 +459,41 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
             # parity lengths: short, odd, and longer, all above the receptive field
             lens = (max(rf, sr // 2), max(rf + 1, int(0.77 * sr) | 1), max(rf + 2, sr))
             specs["audio"] = StageSpec(
-                "audio", AudioStage(enc),
+                "audio",
+                AudioStage(enc),
                 (TensorSpec("input_values", ("batch", "samples")),),
                 (TensorSpec("frames", ("batch", "frames", c.hidden_size)),),
                 {"batch": _batch(limits), "samples": DimRange(rf, opt, mx, max(rf + 3, int(0.6 * sr)))},
-                tuple({"batch": b, "samples": n} for b, n in zip((1, 2, 3), lens)), {},
-                {"kind": "hubert", "min_samples": rf, "conv_kernel": list(hc.conv_kernel), "conv_stride": list(hc.conv_stride),
-                 "normalize": c.normalize, "sample_rate": sr},
+                tuple({"batch": b, "samples": n} for b, n in zip((1, 2, 3), lens)),
+                {},
+                {
+                    "kind": "hubert",
+                    "min_samples": rf,
+                    "conv_kernel": list(hc.conv_kernel),
+                    "conv_stride": list(hc.conv_stride),
+                    "normalize": c.normalize,
+                    "sample_rate": sr,
+                },
             )
         else:
             mels = int(c.backbone["num_mel_bins"])
             p = int(c.backbone["max_source_positions"])
             specs["audio"] = StageSpec(
-                "audio", AudioStage(enc),
+                "audio",
+                AudioStage(enc),
                 (TensorSpec("input_features", ("batch", mels, 2 * p)),),
                 (TensorSpec("frames", ("batch", p, c.hidden_size)),),
-                {"batch": _batch(limits)}, _three_batches(), {"input_features": _mel},
+                {"batch": _batch(limits)},
+                _three_batches(),
+                {"input_features": _mel},
                 {"kind": "whisper", "max_source_positions": p, "num_mel_bins": mels, "sample_rate": c.sample_rate},
             )
     if cfg.version == "v1":
         pc = cfg.projector
         nv = pc.num_video_tokens
         specs["projector"] = StageSpec(
-            "projector", ProjectorV1Stage(model.projector),
+            "projector",
+            ProjectorV1Stage(model.projector),
             (
                 TensorSpec("vision_tokens", ("batch", 1 + pc.num_patches, pc.vision_width)),
                 TensorSpec("face_feature", ("batch", pc.feature_dims[0])),
@@ -480,7 +507,9 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
                 TensorSpec("feature_tokens", ("batch", 4, pc.llm_width)),
                 TensorSpec("feature_mask", ("batch", 4), "bool"),
             ),
-            {"batch": _batch(limits)}, _three_batches(), {"present": _presence},
+            {"batch": _batch(limits)},
+            _three_batches(),
+            {"present": _presence},
             {"present_order": list(V1_PRESENT), "llm_width": pc.llm_width},
         )
     else:
@@ -504,13 +533,17 @@ def stage_specs(model: Any, limits: ExportLimits | None = None) -> dict[str, Sta
                 d[f"{name}_len"] = max(1, round(typical[name] * scale))
             shapes.append(d)
         specs["fusion"] = StageSpec(
-            "fusion", FusionV2Stage(model.projector), tuple(ins),
+            "fusion",
+            FusionV2Stage(model.projector),
+            tuple(ins),
             (
                 TensorSpec("tokens", ("batch", fc.num_tokens, fc.llm_width)),
                 TensorSpec("mask", ("batch", fc.num_tokens), "bool"),
                 TensorSpec("attention", ("batch", fc.num_tokens, len(fc.modalities))),
             ),
-            dims, tuple(shapes), samplers,
+            dims,
+            tuple(shapes),
+            samplers,
             {"modalities": [n for n, _ in fc.modalities], "llm_width": fc.llm_width},
         )
     return specs

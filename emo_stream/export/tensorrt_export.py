@@ -210,9 +210,17 @@ def _make_calibrator(trt: Any, batches: list[dict[str, np.ndarray]], input_names
 # --------------------------------------------------------------------------- building
 
 
-def build_engine(onnx_path: Path, plan_path: Path, profile: Mapping[str, Mapping[str, Sequence[int]]], precision: str, *,
-                 workspace_gb: float = 4.0, calibration: list[dict[str, np.ndarray]] | None = None,
-                 calibration_cache: Path | None = None, version_compatible: bool = False) -> None:
+def build_engine(
+    onnx_path: Path,
+    plan_path: Path,
+    profile: Mapping[str, Mapping[str, Sequence[int]]],
+    precision: str,
+    *,
+    workspace_gb: float = 4.0,
+    calibration: list[dict[str, np.ndarray]] | None = None,
+    calibration_cache: Path | None = None,
+    version_compatible: bool = False,
+) -> None:
     """Parse ``onnx_path``, build a serialized engine with ``profile`` at ``precision``, write ``plan_path``."""
     from emo_stream.runtime.tensorrt import import_tensorrt
 
@@ -220,7 +228,11 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Mapping[str, Mapping
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
+    if (
+        hasattr(trt, "NetworkDefinitionCreationFlag")
+        and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+        and int(trt.__version__.split(".")[0]) < 10
+    ):
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -327,13 +339,31 @@ def export_tensorrt(
                 calibration = None
                 if precision == "int8":
                     calibration, skipped = calibration_batches(calib_dir, name, [t["name"] for t in entry["inputs"]])  # type: ignore[arg-type]
-                    cal_info = {"dir": str(calib_dir), "batches": len(calibration), "skipped_other_shapes": skipped,
-                                "shape": {k: list(v.shape) for k, v in calibration[0].items()}, "method": "IInt8EntropyCalibrator2"}
+                    cal_info = {
+                        "dir": str(calib_dir),
+                        "batches": len(calibration),
+                        "skipped_other_shapes": skipped,
+                        "shape": {k: list(v.shape) for k, v in calibration[0].items()},
+                        "method": "IInt8EntropyCalibrator2",
+                    }
                 with writer.write(rel) as tmp:
-                    build_engine(onnx_path, tmp, profile, precision, workspace_gb=workspace_gb, calibration=calibration,
-                                 calibration_cache=writer.root / f"tensorrt/{name}.calib", version_compatible=version_compatible)
-                rec: dict[str, Any] = {"file": rel, "onnx": fp32["file"], "precision": precision,
-                                       "profile": profile, "build_seconds": round(time.perf_counter() - t0, 2)}
+                    build_engine(
+                        onnx_path,
+                        tmp,
+                        profile,
+                        precision,
+                        workspace_gb=workspace_gb,
+                        calibration=calibration,
+                        calibration_cache=writer.root / f"tensorrt/{name}.calib",
+                        version_compatible=version_compatible,
+                    )
+                rec: dict[str, Any] = {
+                    "file": rel,
+                    "onnx": fp32["file"],
+                    "precision": precision,
+                    "profile": profile,
+                    "build_seconds": round(time.perf_counter() - t0, 2),
+                }
                 if cal_info:
                     rec["calibration"] = cal_info
                 if parity:
@@ -343,9 +373,14 @@ def export_tensorrt(
     merged = {k: dict(v) for k, v in prev.get("stages", {}).items()}
     for name, recs in built.items():
         merged.setdefault(name, {}).update(recs)
-    section = {"tensorrt_version": trt.__version__, "gpu": gpu, "compute_capability": cc,
-               "version_compatible": version_compatible, "stages": merged,
-               "note": "an engine runs only with this TensorRT version on this GPU architecture"}
+    section = {
+        "tensorrt_version": trt.__version__,
+        "gpu": gpu,
+        "compute_capability": cc,
+        "version_compatible": version_compatible,
+        "stages": merged,
+        "note": "an engine runs only with this TensorRT version on this GPU architecture",
+    }
     sections: dict[str, Any] = {"tensorrt": section}
     if not same_dir:
         sections.update({k: manifest.data[k] for k in ("model", "onnx", "gguf") if k in manifest.data})
@@ -378,8 +413,14 @@ def measure_trt_parity(plan: Path, onnx_path: Path, entry: Mapping[str, Any], di
             per_shape.append({"dims": d, **{k: cmp[k] for k in ("max_abs", "max_rel", "ref_max", "bool_mismatches")}})
     finally:
         rt.close()
-    result = {"reference": "onnxruntime fp32 CPU", "shapes": len(per_shape), "per_shape": per_shape,
-              "max_abs": max(s["max_abs"] for s in per_shape), "max_rel": max(s["max_rel"] for s in per_shape),
-              "ref_max": max(s["ref_max"] for s in per_shape), "bool_mismatches": sum(s["bool_mismatches"] for s in per_shape)}
+    result = {
+        "reference": "onnxruntime fp32 CPU",
+        "shapes": len(per_shape),
+        "per_shape": per_shape,
+        "max_abs": max(s["max_abs"] for s in per_shape),
+        "max_rel": max(s["max_rel"] for s in per_shape),
+        "ref_max": max(s["ref_max"] for s in per_shape),
+        "bool_mismatches": sum(s["bool_mismatches"] for s in per_shape),
+    }
     result["tolerance"] = tolerance_for(result, "fp32" if precision == "fp32" else "fp16" if precision == "fp16" else "int8")
     return result

@@ -56,9 +56,7 @@ PROJECTOR_KEYS = tuple(
     f"{m}.{p}" for m in ("llama_proj", "cls_tk_llama_proj", "feats_llama_proj1", "feats_llama_proj2", "feats_llama_proj3") for p in ("weight", "bias")
 )
 LN_VISION_KEYS = ("ln_vision.weight", "ln_vision.bias")
-_LORA_RE = re.compile(
-    r"^llama_model\.base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$"
-)
+_LORA_RE = re.compile(r"^llama_model\.base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$")
 _IGNORED_RE = (
     (re.compile(r"^attention\."), "auxiliary classification head (minigpt_base.Attention), unused in the forward pass"),
     (re.compile(r"rotary_emb\.inv_freq$"), "rotary-embedding buffer, recomputed by transformers"),

@@ -83,16 +83,6 @@ FORMAT = "emo_stream.emotion_llama"
 FORMAT_VERSION = 1
 
 
-
-
-
-
-
-
-
-
-
-
 @dataclass
 class ModalityInputs:
     """Preprocessed inputs for a batch; None = modality absent for the whole batch.

@@ -111,8 +111,7 @@ def expected_keras_layers(config: MiniXceptionConfig) -> list[KerasLayerSpec]:
         return len(layers) - 1
 
     def conv(filters: int, kernel: int, stride: int, padding: str, bias: bool) -> dict[str, Any]:
-        return {"filters": filters, "kernel_size": [kernel, kernel], "strides": [stride, stride],
-                "padding": padding, "use_bias": bias, "activation": "linear"}
+        return {"filters": filters, "kernel_size": [kernel, kernel], "strides": [stride, stride], "padding": padding, "use_bias": bias, "activation": "linear"}
 
     bn = {"epsilon": c.bn_eps, "center": True, "scale": True, "axis": -1}
     relu = {"activation": "relu"}

@@ -163,7 +163,6 @@ def _keras_to_torch(class_name: str, arrays: dict[str, np.ndarray]) -> Iterator[
         raise ModelFileError(f"no weight mapping for Keras {class_name}")
 
 
-
 def load_keras_weights(model: MiniXception, path: str | Path) -> MiniXception:
     """Copy the weights of the Keras file at ``path`` into ``model`` (in place).
 
@@ -184,9 +183,7 @@ def load_keras_weights(model: MiniXception, path: str | Path) -> MiniXception:
             if key not in state:  # pragma: no cover - expected list and module agree by construction
                 raise ModelFileError(f"{path}: layer {name!r} maps to unknown parameter {key}")
             if tuple(state[key].shape) != array.shape:
-                raise ModelFileError(
-                    f"{path}: layer {name!r} {suffix} has shape {array.shape}, the model expects {tuple(state[key].shape)}"
-                )
+                raise ModelFileError(f"{path}: layer {name!r} {suffix} has shape {array.shape}, the model expects {tuple(state[key].shape)}")
             state[key] = torch.from_numpy(np.ascontiguousarray(array))
             filled.add(key)
     missing = [k for k in state if k not in filled and not k.endswith("num_batches_tracked")]
@@ -249,9 +246,7 @@ def export_onnx(model: MiniXception, path: str | Path, opset: int = 18) -> Path:
     return path
 
 
-def max_abs_error_vs_onnxruntime(
-    model: MiniXception, onnx_path: str | Path, batch_sizes: Sequence[int] = (1, 3, 8), seed: int = 0
-) -> float:
+def max_abs_error_vs_onnxruntime(model: MiniXception, onnx_path: str | Path, batch_sizes: Sequence[int] = (1, 3, 8), seed: int = 0) -> float:
     """Largest |torch - onnxruntime| over both outputs, on seeded inputs in [-1, 1]
     at each batch size (several sizes, because a wrongly exported batch axis
     only shows at a size other than the traced one)."""

@@ -92,8 +92,9 @@ def _out_side(side: int, kernel: int, stride: int, padding: str) -> int:
     return (side - kernel) // stride + 1
 
 
-def _conv(w: _GraphWriter, x: str, kernel_oihw: np.ndarray, side: int, stride: int, padding: str,
-          bias: np.ndarray | None = None, group: int = 1) -> tuple[str, int]:
+def _conv(
+    w: _GraphWriter, x: str, kernel_oihw: np.ndarray, side: int, stride: int, padding: str, bias: np.ndarray | None = None, group: int = 1
+) -> tuple[str, int]:
     k = int(kernel_oihw.shape[-1])
     pads = _same_pads(side, k, stride) if padding == "same" else [0, 0, 0, 0]
     inputs = [x, w.const("W", kernel_oihw)] + ([w.const("B", bias)] if bias is not None else [])
@@ -102,8 +103,7 @@ def _conv(w: _GraphWriter, x: str, kernel_oihw: np.ndarray, side: int, stride: i
 
 
 def _batchnorm(w: _GraphWriter, x: str, arrays: dict[str, np.ndarray], eps: float) -> str:
-    params = [w.const(n, arrays[k]) for n, k in (("scale", "gamma"), ("B", "beta"), ("mean", "moving_mean"),
-                                                 ("var", "moving_variance"))]
+    params = [w.const(n, arrays[k]) for n, k in (("scale", "gamma"), ("B", "beta"), ("mean", "moving_mean"), ("var", "moving_variance"))]
     return w.node("BatchNormalization", [x, *params], "bn", epsilon=float(eps))
 
 

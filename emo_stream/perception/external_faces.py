@@ -248,8 +248,16 @@ class ExternalFaceAnalyzer(PeopleFaceAnalyzer):
     where the faces came from.
     """
 
-    def __init__(self, faces: ExternalFaces, recognizer: Any, results: TimedBuffer[FaceResult], people: TimedBuffer[PeopleFrame], *,
-                 fps: float, config: PeopleConfig | None = None) -> None:
+    def __init__(
+        self,
+        faces: ExternalFaces,
+        recognizer: Any,
+        results: TimedBuffer[FaceResult],
+        people: TimedBuffer[PeopleFrame],
+        *,
+        fps: float,
+        config: PeopleConfig | None = None,
+    ) -> None:
         self.external = faces
         super().__init__(None, recognizer, results, people, fps=fps, detect_every=1, config=config)
         self.tracker = ExternalIdTracker(config)  # type: ignore[assignment]  # same interface where used

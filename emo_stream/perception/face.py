@@ -186,8 +186,7 @@ class HaarBackend:
     def __init__(self, config: FaceDetectorConfig):
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
             raise ModelFileError(
-                f"OpenCV {cv2.__version__} has no Haar cascades (removed in 5.0); "
-                "install opencv-python-headless<5 or use backend 'retinaface'"
+                f"OpenCV {cv2.__version__} has no Haar cascades (removed in 5.0); install opencv-python-headless<5 or use backend 'retinaface'"
             )
         path = Path(cv2.data.haarcascades) / self.CASCADE
         if not path.is_file():
@@ -200,9 +199,7 @@ class HaarBackend:
     def detect(self, bgr: np.ndarray, min_px: int) -> list[FaceBox]:
         c = self._config
         grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        rects, counts = self._cascade.detectMultiScale2(
-            grey, scaleFactor=c.haar_scale_factor, minNeighbors=c.haar_min_neighbors, minSize=(min_px, min_px)
-        )
+        rects, counts = self._cascade.detectMultiScale2(grey, scaleFactor=c.haar_scale_factor, minNeighbors=c.haar_min_neighbors, minSize=(min_px, min_px))
         k = max(c.haar_min_neighbors, 1)
         return [
             FaceBox(int(x), int(y), int(w), int(h), float(n) / (float(n) + k))
@@ -301,8 +298,14 @@ class RetinaFaceBackend:
             opts.intra_op_num_threads = config.num_threads
             opts.inter_op_num_threads = 1
         providers = available_providers(config.providers)
-        self._session = open_session(load_retinaface_onnx(), what="RetinaFace ONNX", sess_options=opts, providers=providers,
-                                     source=RETINAFACE_ONNX.path(), fix=RETINAFACE_ONNX.reinstall_hint)
+        self._session = open_session(
+            load_retinaface_onnx(),
+            what="RetinaFace ONNX",
+            sess_options=opts,
+            providers=providers,
+            source=RETINAFACE_ONNX.path(),
+            fix=RETINAFACE_ONNX.reinstall_hint,
+        )
         self._config = config
 
     def detect(self, bgr: np.ndarray, min_px: int) -> list[FaceBox]:
@@ -329,8 +332,12 @@ class RetinaFaceBackend:
                 continue
             faces.append(
                 FaceBox(
-                    int(round(x1)), int(round(y1)), int(round(x2 - x1)), int(round(y2 - y1)),
-                    float(scores[keep][i]), tuple((float(px), float(py)) for px, py in lms[i]),
+                    int(round(x1)),
+                    int(round(y1)),
+                    int(round(x2 - x1)),
+                    int(round(y2 - y1)),
+                    float(scores[keep][i]),
+                    tuple((float(px), float(py)) for px, py in lms[i]),
                 )
             )
         return faces
@@ -429,8 +436,7 @@ def _warp_square(bgr: np.ndarray, cx: float, cy: float, theta: float, scale: flo
     cos, sin = math.cos(theta) * scale, math.sin(theta) * scale
     # out_px = scale * R(-theta) @ (p - c) + out / 2
     m = np.array(
-        [[cos, sin, out / 2.0 - cos * cx - sin * cy],
-         [-sin, cos, out / 2.0 + sin * cx - cos * cy]],
+        [[cos, sin, out / 2.0 - cos * cx - sin * cy], [-sin, cos, out / 2.0 + sin * cx - cos * cy]],
         dtype=np.float64,
     )
     return cv2.warpAffine(bgr, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -384,8 +384,18 @@ class PeopleFaceAnalyzer(FaceAnalyzer):
     ``people`` as one :class:`PeopleFrame`.
     """
 
-    def __init__(self, detector: Any, recognizer: Any, results: TimedBuffer[FaceResult], people: TimedBuffer[PeopleFrame], *,
-                 fps: float, detect_every: int = 1, track_max_s: float = 0.5, config: PeopleConfig | None = None) -> None:
+    def __init__(
+        self,
+        detector: Any,
+        recognizer: Any,
+        results: TimedBuffer[FaceResult],
+        people: TimedBuffer[PeopleFrame],
+        *,
+        fps: float,
+        detect_every: int = 1,
+        track_max_s: float = 0.5,
+        config: PeopleConfig | None = None,
+    ) -> None:
         self.people = people
         self.tracker = PersonTracker(config)
         super().__init__(detector, recognizer, results, fps=fps, detect_every=detect_every, track_max_s=track_max_s)
@@ -413,8 +423,17 @@ class PeopleFaceAnalyzer(FaceAnalyzer):
         pairs, events = self.tracker.update(frame.t, boxes)
         return self._record(frame, boxes, pairs, events, tracked=not detect)
 
-    def _record(self, frame: VideoFrame, boxes: Sequence[Any], pairs: Sequence[tuple[_Track, Any]], events: Sequence[PersonEvent], *,
-                tracked: bool, stale_ids: Sequence[str] = (), flags: Sequence[str] = ()) -> FaceResult:
+    def _record(
+        self,
+        frame: VideoFrame,
+        boxes: Sequence[Any],
+        pairs: Sequence[tuple[_Track, Any]],
+        events: Sequence[PersonEvent],
+        *,
+        tracked: bool,
+        stale_ids: Sequence[str] = (),
+        flags: Sequence[str] = (),
+    ) -> FaceResult:
         """Read every tracked face's expression, write the primary's FaceResult and the PeopleFrame.
 
         Shared by the own detector + tracker (:meth:`analyze`) and external faces

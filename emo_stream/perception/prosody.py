@@ -149,7 +149,7 @@ def yin_frames(frames: np.ndarray, cfg: PitchConfig, sample_rate: int = SAMPLE_R
     cs = np.concatenate([np.zeros((n, 1)), np.cumsum(x * x, axis=1)], axis=1)
     taus = np.arange(tau_max + 2)
     e_tau = cs[:, taus + w] - cs[:, taus]
-    e0 = cs[:, w:w + 1]
+    e0 = cs[:, w : w + 1]
     d = np.maximum(e0 + e_tau - 2.0 * r, 0.0)
     cum = np.cumsum(d[:, 1:], axis=1)
     cmnd = np.ones_like(d)
@@ -157,9 +157,9 @@ def yin_frames(frames: np.ndarray, cfg: PitchConfig, sample_rate: int = SAMPLE_R
 
     rms_db = 10.0 * np.log10(e0[:, 0] / w + _EPS)
     lo, hi = tau_min, tau_max
-    seg = cmnd[:, lo:hi + 1]
-    left = cmnd[:, lo - 1:hi]
-    right = cmnd[:, lo + 1:hi + 2]
+    seg = cmnd[:, lo : hi + 1]
+    left = cmnd[:, lo - 1 : hi]
+    right = cmnd[:, lo + 1 : hi + 2]
     is_dip = (seg < cfg.yin_threshold) & (seg <= left) & (seg <= right)
     has = is_dip.any(axis=1)
     first = np.argmax(is_dip, axis=1) + lo
@@ -211,7 +211,7 @@ def count_syllable_nuclei(track: FrameTrack, speech: np.ndarray, cfg: ProsodyCon
         if last < 0:
             last, count = i, 1
             continue
-        dip = env[last:i + 1].min()
+        dip = env[last : i + 1].min()
         if env[i] - dip >= cfg.nucleus_dip_db and env[last] - dip >= cfg.nucleus_dip_db and (track.t[i] - track.t[last]) >= cfg.min_nucleus_gap_s:
             last, count = i, count + 1
         elif env[i] > env[last]:
@@ -318,12 +318,15 @@ class NormalizerConfig:
     prior_mean_weight_s: float = 0.5
     prior_var_weight_s: float = 3.0
     confidence_tau_s: float = 15.0
-    prior_mean: Mapping[str, float] = field(default_factory=lambda: {
-        "f0_mean_st": 7.0, "f0_std_st": 2.5, "f0_range_st": 8.0, "energy_db": -25.0, "speaking_rate": 4.0, "voiced_ratio": 0.5})
-    prior_std: Mapping[str, float] = field(default_factory=lambda: {
-        "f0_mean_st": 4.0, "f0_std_st": 1.0, "f0_range_st": 3.0, "energy_db": 8.0, "speaking_rate": 1.2, "voiced_ratio": 0.15})
-    min_std: Mapping[str, float] = field(default_factory=lambda: {
-        "f0_mean_st": 0.75, "f0_std_st": 0.3, "f0_range_st": 0.8, "energy_db": 1.5, "speaking_rate": 0.4, "voiced_ratio": 0.04})
+    prior_mean: Mapping[str, float] = field(
+        default_factory=lambda: {"f0_mean_st": 7.0, "f0_std_st": 2.5, "f0_range_st": 8.0, "energy_db": -25.0, "speaking_rate": 4.0, "voiced_ratio": 0.5}
+    )
+    prior_std: Mapping[str, float] = field(
+        default_factory=lambda: {"f0_mean_st": 4.0, "f0_std_st": 1.0, "f0_range_st": 3.0, "energy_db": 8.0, "speaking_rate": 1.2, "voiced_ratio": 0.15}
+    )
+    min_std: Mapping[str, float] = field(
+        default_factory=lambda: {"f0_mean_st": 0.75, "f0_std_st": 0.3, "f0_range_st": 0.8, "energy_db": 1.5, "speaking_rate": 0.4, "voiced_ratio": 0.04}
+    )
 
     def __post_init__(self) -> None:
         def req(cond: bool, msg: str) -> None:
@@ -486,13 +489,13 @@ class ProsodyTracker:
         idx = self._next_frame + np.arange(n)
         t = self._buf_origin + (idx * self._hop + self._w / 2) / SAMPLE_RATE
         self._append(FrameTrack(t, f0, ap, db))
-        self._buf = self._buf[n * self._hop:].copy()
+        self._buf = self._buf[n * self._hop :].copy()
         self._next_frame += n
         self.frames_processed += n
         return n
 
     def _append(self, track: FrameTrack) -> None:
-        joined = [np.concatenate([a, b])[-self._max_frames:] for a, b in zip(self._track, track)]
+        joined = [np.concatenate([a, b])[-self._max_frames :] for a, b in zip(self._track, track)]
         self._track = FrameTrack(*joined)
 
     def frames(self, start_t: float, end_t: float) -> FrameTrack:

@@ -139,7 +139,7 @@ class AudioCursor:
         if offset >= n:
             return end_t, samples[:0], False
         if offset >= -self._tol:
-            new = samples[max(offset, 0):]
+            new = samples[max(offset, 0) :]
             self._count += new.shape[0]
             return end_t, new, False
         self._origin, self._count = float(chunk_start_t), n
@@ -215,8 +215,7 @@ class VoiceActivityDetector:
         # One 32 ms frame per call: thread hand-off would cost more than the math.
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        self._session = open_session(path, what="silero VAD ONNX", sess_options=opts,
-                                     fix=SILERO_VAD_ONNX.reinstall_hint if packaged else "")
+        self._session = open_session(path, what="silero VAD ONNX", sess_options=opts, fix=SILERO_VAD_ONNX.reinstall_hint if packaged else "")
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self._cursor = AudioCursor(SAMPLE_RATE, self.config.gap_tolerance_s)
         self._probs: deque[tuple[float, float]] = deque(maxlen=int(math.ceil(self.config.history_s / FRAME_S)) + 1)
@@ -307,12 +306,12 @@ class VoiceActivityDetector:
         probs = np.empty(n_frames, dtype=np.float32)
         for i in range(n_frames):
             x[0, :CONTEXT_SAMPLES] = context
-            x[0, CONTEXT_SAMPLES:] = self._pending[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]
+            x[0, CONTEXT_SAMPLES:] = self._pending[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
             out, state = session.run(None, {"input": x, "state": state, "sr": sr})
             probs[i] = out[0, 0]
             context = x[0, -CONTEXT_SAMPLES:].copy()
         self._state, self._context = state, context
-        self._pending = self._pending[n_frames * FRAME_SAMPLES:].copy()
+        self._pending = self._pending[n_frames * FRAME_SAMPLES :].copy()
         t0 = self._next_frame_t
         base = self._seg_origin
         first_index = int(round((t0 - base) / FRAME_S))

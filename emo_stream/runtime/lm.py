@@ -108,7 +108,7 @@ def _llama_runtime_class() -> Any:
 
         def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
             if text.startswith(_IDS_MARK):
-                return [int(t) for t in text[len(_IDS_MARK):].split(",") if t]
+                return [int(t) for t in text[len(_IDS_MARK) :].split(",") if t]
             return super().tokenize(text, add_bos=add_bos, special=special)
 
     return _IdLabelRuntime
@@ -132,8 +132,19 @@ class LlamaCppLM(LanguageModelRuntime):
             raise ModelFileError(f"GGUF vocabulary ({runtime.n_vocab}) is smaller than the tokenizer ({len(tokenizer)}): not this model's GGUF")
 
     @classmethod
-    def load(cls, path: str | Path, tokenizer: Any, *, score_eos: bool = True, n_threads: int | None = None, n_ctx: int = 2048,
-             n_gpu_layers: int = 0, n_batch: int = 512, embedding_scale: float = 1.0, verbose: bool = False) -> LlamaCppLM:
+    def load(
+        cls,
+        path: str | Path,
+        tokenizer: Any,
+        *,
+        score_eos: bool = True,
+        n_threads: int | None = None,
+        n_ctx: int = 2048,
+        n_gpu_layers: int = 0,
+        n_batch: int = 512,
+        embedding_scale: float = 1.0,
+        verbose: bool = False,
+    ) -> LlamaCppLM:
         from emo_stream.runtime.llama_cpp import LlamaCppConfig, read_gguf_index
 
         try:
@@ -141,9 +152,7 @@ class LlamaCppLM(LanguageModelRuntime):
         except ImportError as exc:
             from emo_stream.errors import MissingDependencyError
 
-            raise MissingDependencyError(
-                f"the llama.cpp LLM backend needs llama-cpp-python: pip install llama-cpp-python==0.3.36 ({exc})"
-            ) from None
+            raise MissingDependencyError(f"the llama.cpp LLM backend needs llama-cpp-python: pip install llama-cpp-python==0.3.36 ({exc})") from None
         idx = read_gguf_index(path)
         train_ctx = int(idx.metadata.get("llama.context_length", n_ctx))
         ctx = max(64, min(n_ctx, train_ctx))

@@ -80,10 +80,10 @@ def check_providers(requested: Sequence[str], used: Sequence[str], available: Se
     missing = [p for p in requested if p not in available]
     preferred = requested[0]
     if preferred not in used:
-        msg = (
-            f"{what}: asked for {preferred} but ONNX Runtime uses {list(used)} "
-            + (f"({preferred} is not in this onnxruntime build: available {list(available)}; install onnxruntime-gpu for CUDA/TensorRT)"
-               if preferred in missing else "(the provider failed to load: no GPU visible, or CUDA/cuDNN libraries missing)")
+        msg = f"{what}: asked for {preferred} but ONNX Runtime uses {list(used)} " + (
+            f"({preferred} is not in this onnxruntime build: available {list(available)}; install onnxruntime-gpu for CUDA/TensorRT)"
+            if preferred in missing
+            else "(the provider failed to load: no GPU visible, or CUDA/cuDNN libraries missing)"
         )
         if not allow_cpu_fallback:
             raise ProviderFallbackError(msg + "; set allow_cpu_fallback to run anyway")
@@ -179,8 +179,15 @@ class OrtStageRuntime(StageRuntime):
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._input_types = {i.name: i.type for i in self.session.get_inputs()}
-        self.info = StageInfo(stage or path.stem, "onnxruntime", precision, str(path), requested, used,
-                              device="cuda" if any(p in used for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")) else "cpu")
+        self.info = StageInfo(
+            stage or path.stem,
+            "onnxruntime",
+            precision,
+            str(path),
+            requested,
+            used,
+            device="cuda" if any(p in used for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")) else "cpu",
+        )
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_feeds(feeds)

@@ -75,8 +75,9 @@ class Example:
     answer_ids: tuple[int, ...]
 
 
-def make_example(model: Any, item: Item, stage_idx: int, stage: StageSection, step_in_stage: int, position: int, seed: int,
-                 use_subtitles: bool, max_answer_tokens: int) -> Example:
+def make_example(
+    model: Any, item: Item, stage_idx: int, stage: StageSection, step_in_stage: int, position: int, seed: int, use_subtitles: bool, max_answer_tokens: int
+) -> Example:
     """Task, instruction, prompt and answer of one sample: a pure function of its arguments."""
     from emo_stream.model.prompts import random_instruction
 
@@ -94,5 +95,5 @@ def make_example(model: Any, item: Item, stage_idx: int, stage: StageSection, st
     answer = label if task == "emotion" else s.explanation.rstrip() + REASON_SUFFIX + label
     ids = model.llm.encode(answer)
     if len(ids) >= max_answer_tokens:  # keep the end (the label) of long explanations
-        ids = ids[len(ids) - max_answer_tokens + 1:]
+        ids = ids[len(ids) - max_answer_tokens + 1 :]
     return Example(item, task, prompt, tuple(ids) + (model.llm.eos_id,))

@@ -50,9 +50,16 @@ def _feature_args(p: argparse.ArgumentParser) -> None:
 def _settings_from_args(a: argparse.Namespace) -> Any:
     from emo_stream.train.config import FeaturesSection
 
-    return FeaturesSection(windows=a.windows, frames_per_window=a.frames, window_s=a.window_s, hop_s=a.hop_s,
-                           face_detector=a.face_detector, face_crop_fraction=a.face_crop_fraction, dtype=a.dtype,
-                           shard_size=a.shard_size).settings()
+    return FeaturesSection(
+        windows=a.windows,
+        frames_per_window=a.frames,
+        window_s=a.window_s,
+        hop_s=a.hop_s,
+        face_detector=a.face_detector,
+        face_crop_fraction=a.face_crop_fraction,
+        dtype=a.dtype,
+        shard_size=a.shard_size,
+    ).settings()
 
 
 def _label_set_of(a: argparse.Namespace) -> str:
@@ -74,8 +81,7 @@ def _load_model(a: argparse.Namespace) -> Any:
 
     if bool(a.weights) == bool(a.tiny):
         raise ConfigError("give exactly one of --weights DIR or --tiny v1|v2")
-    return build_model(ModelSection(tiny=a.tiny, seed=a.seed, weights=a.weights, label_set=a.label_set) if a.tiny
-                       else ModelSection(weights=a.weights))
+    return build_model(ModelSection(tiny=a.tiny, seed=a.seed, weights=a.weights, label_set=a.label_set) if a.tiny else ModelSection(weights=a.weights))
 
 
 # -- features ------------------------------------------------------------------------
@@ -141,8 +147,7 @@ def cmd_features(a: argparse.Namespace) -> int:
         jobs = [(a.manifest, a.out)]
     for manifest_path, cache in jobs:
         manifest = read_manifest(manifest_path, model.label_set)
-        summary = extract_features(manifest, model, cache, settings, device=a.device, overwrite=a.overwrite,
-                                   progress=not a.no_progress, limit=a.limit)
+        summary = extract_features(manifest, model, cache, settings, device=a.device, overwrite=a.overwrite, progress=not a.no_progress, limit=a.limit)
         print(f"emo-stream: features: {summary.line()}", file=sys.stderr)
     return 0
 
@@ -189,8 +194,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         if res.final_loss is not None:
             msg += f", final loss {res.final_loss:.4f}"
         if res.metrics:
-            msg += (f"; held-out accuracy {res.metrics['accuracy']:.3f} (chance {res.metrics['chance_accuracy']:.3f}), "
-                    f"weighted F1 {res.metrics['weighted_f1']:.3f}, UAR {res.metrics['uar']:.3f}")
+            msg += (
+                f"; held-out accuracy {res.metrics['accuracy']:.3f} (chance {res.metrics['chance_accuracy']:.3f}), "
+                f"weighted F1 {res.metrics['weighted_f1']:.3f}, UAR {res.metrics['uar']:.3f}"
+            )
         if res.model_dir:
             msg += f"; model: {res.model_dir}"
         if res.stopped_early:
@@ -214,7 +221,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", type=Path, required=True, help="the split to evaluate")
     p.add_argument("--cache", type=Path, default=None, help="its feature cache (default: extracted into OUT/cache)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--mode", default="score", choices=["score", "generate"], help="label scoring (the engine's way) or generated answers (Emotion-LLaMA's eval)")
+    p.add_argument(
+        "--mode", default="score", choices=["score", "generate"], help="label scoring (the engine's way) or generated answers (Emotion-LLaMA's eval)"
+    )
     p.add_argument("--rationale", action="store_true", help="also generate [reason] answers (hit rate, EMER overlap)")
     p.add_argument("--judge", default="lexical", choices=["none", "lexical", "llm"], help="EMER overlap judge (llm: local GGUF via llama.cpp)")
     p.add_argument("--judge-model", default=None, help="GGUF for --judge llm (default: the packaged SmolLM2-135M)")
@@ -250,10 +259,23 @@ def cmd_eval(a: argparse.Namespace) -> int:
         from emo_stream.train.judge import make_judge
 
         judge = make_judge(a.judge, a.judge_model, a.threads)
-    metrics, _ = evaluate(model, manifest, cache, a.out, use_subtitles=not a.no_subtitles, batch_size=a.batch_size, mode=a.mode,
-                          rationale=a.rationale, max_new_tokens=a.max_new_tokens, judge=judge, progress=not a.no_progress)
-    line = (f"emo-stream: eval: n={metrics['n']} accuracy/WAR {metrics['accuracy']:.4f} (chance {metrics['chance_accuracy']:.4f}), "
-            f"UAR {metrics['uar']:.4f}, weighted F1 {metrics['weighted_f1']:.4f}")
+    metrics, _ = evaluate(
+        model,
+        manifest,
+        cache,
+        a.out,
+        use_subtitles=not a.no_subtitles,
+        batch_size=a.batch_size,
+        mode=a.mode,
+        rationale=a.rationale,
+        max_new_tokens=a.max_new_tokens,
+        judge=judge,
+        progress=not a.no_progress,
+    )
+    line = (
+        f"emo-stream: eval: n={metrics['n']} accuracy/WAR {metrics['accuracy']:.4f} (chance {metrics['chance_accuracy']:.4f}), "
+        f"UAR {metrics['uar']:.4f}, weighted F1 {metrics['weighted_f1']:.4f}"
+    )
     if "open_label_hit_rate" in metrics:
         line += f", open-label hit rate {metrics['open_label_hit_rate']:.4f}"
     if "emer" in metrics:
@@ -290,11 +312,20 @@ def _add_synthetic(sub: argparse._SubParsersAction) -> None:
 def cmd_synthetic(a: argparse.Namespace) -> int:
     from emo_stream.train.synthetic import make_synthetic_set
 
-    s = make_synthetic_set(a.out, label_set=a.label_set, labels=a.labels.split(",") if a.labels else None, per_label=a.per_label,
-                           test_fraction=a.test_fraction, seed=a.seed, size=a.size, fps=a.fps, max_seconds=a.max_seconds,
-                           progress=not a.no_progress, overwrite=a.overwrite)
-    print(f"emo-stream: make-synthetic-set: {s.n_clips} clips ({', '.join(s.labels)}) in {s.root}; manifests {s.train.name}, {s.test.name}",
-          file=sys.stderr)
+    s = make_synthetic_set(
+        a.out,
+        label_set=a.label_set,
+        labels=a.labels.split(",") if a.labels else None,
+        per_label=a.per_label,
+        test_fraction=a.test_fraction,
+        seed=a.seed,
+        size=a.size,
+        fps=a.fps,
+        max_seconds=a.max_seconds,
+        progress=not a.no_progress,
+        overwrite=a.overwrite,
+    )
+    print(f"emo-stream: make-synthetic-set: {s.n_clips} clips ({', '.join(s.labels)}) in {s.root}; manifests {s.train.name}, {s.test.name}", file=sys.stderr)
     return 0
 
 
@@ -315,8 +346,13 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--transcription", type=Path, default=None, help="CSV with name,sentence")
     m.add_argument("--coarse-json", type=Path, default=None, help="MERR_coarse_grained.json ({name: {caption}})")
     m.add_argument("--fine-json", type=Path, default=None, help="MERR_fine_grained.json ({name: {smp_reason_caption}})")
-    m.add_argument("--feature-dir", action="append", default=[], metavar="VIEW=DIR",
-                   help="precomputed features (name.npy) for a view (global/face/temporal/audio); default: mae_340_UTT, maeV_399_UTT, HL-UTT when present")
+    m.add_argument(
+        "--feature-dir",
+        action="append",
+        default=[],
+        metavar="VIEW=DIR",
+        help="precomputed features (name.npy) for a view (global/face/temporal/audio); default: mae_340_UTT, maeV_399_UTT, HL-UTT when present",
+    )
     m.add_argument("--label-set", default="merr")
     m.set_defaults(func=cmd_convert_merr)
     f = kinds.add_parser("convert-folder", help="root/<label>/<clip> (+ clip.txt transcript, clip.reason.txt) -> manifest")
@@ -340,10 +376,19 @@ def cmd_convert_merr(a: argparse.Namespace) -> int:
     from emo_stream.train.dataset import convert_merr
 
     dirs = parse_assignments(a.feature_dir, "--feature-dir", "VIEW")
-    refuse_alias({"--out": a.out}, {"--annotation": a.annotation, "--transcription": a.transcription,
-                                    "--coarse-json": a.coarse_json, "--fine-json": a.fine_json})
-    m = convert_merr(a.annotation, a.out, video_dir=a.video_dir, transcription=a.transcription, coarse_json=a.coarse_json,
-                     fine_json=a.fine_json, feature_dirs=dirs or None, label_set=a.label_set)
+    refuse_alias(
+        {"--out": a.out}, {"--annotation": a.annotation, "--transcription": a.transcription, "--coarse-json": a.coarse_json, "--fine-json": a.fine_json}
+    )
+    m = convert_merr(
+        a.annotation,
+        a.out,
+        video_dir=a.video_dir,
+        transcription=a.transcription,
+        coarse_json=a.coarse_json,
+        fine_json=a.fine_json,
+        feature_dirs=dirs or None,
+        label_set=a.label_set,
+    )
     print(f"emo-stream: dataset: {len(m)} samples -> {m.path}", file=sys.stderr)
     return 0
 

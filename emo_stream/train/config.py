@@ -72,14 +72,15 @@ class ModelSection:
     def __post_init__(self) -> None:
         from emo_stream.labels import get_label_set
 
-        _req(self.llm_init_std is None or (self.tiny is not None and self.llm_init_std > 0),
-             "model.llm_init_std applies to tiny models only and must be > 0")
+        _req(self.llm_init_std is None or (self.tiny is not None and self.llm_init_std > 0), "model.llm_init_std applies to tiny models only and must be > 0")
         n = sum(x is not None for x in (self.tiny, self.small, self.weights, self.llama_dir))
         _req(n == 1, "model: give exactly one of tiny (v1/v2), small (v1/v2), weights (a model dir) or llama_dir")
         _req(self.tiny in (None, "v1", "v2"), f"model.tiny must be 'v1' or 'v2', got {self.tiny!r}")
         _req(self.small in (None, "v1", "v2"), f"model.small must be 'v1' or 'v2', got {self.small!r}")
-        _req(self.vit_precision in ("fp32", "int8") and (self.vit_precision == "fp32" or self.small is not None),
-             "model.vit_precision must be fp32 or int8, and applies to small models only")
+        _req(
+            self.vit_precision in ("fp32", "int8") and (self.vit_precision == "fp32" or self.small is not None),
+            "model.vit_precision must be fp32 or int8, and applies to small models only",
+        )
         _req(self.version in ("v1", "v2"), f"model.version must be 'v1' or 'v2', got {self.version!r}")
         get_label_set(self.label_set)
 
@@ -134,8 +135,14 @@ class FeaturesSection:
             window={"frames_per_window": self.frames_per_window, "length_s": self.window_s, "hop_s": self.hop_s},
             buffers={"history_s": max(6.0, self.window_s + self.hop_s)},
         )
-        return FeatureSettings(windows=self.windows, stream=stream, face_detector=self.face_detector,
-                               face_crop_fraction=self.face_crop_fraction, dtype=self.dtype, shard_size=self.shard_size)
+        return FeatureSettings(
+            windows=self.windows,
+            stream=stream,
+            face_detector=self.face_detector,
+            face_crop_fraction=self.face_crop_fraction,
+            dtype=self.dtype,
+            shard_size=self.shard_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -155,8 +162,7 @@ class BatchSection:
         per = self.micro_batch_size * world_size
         if self.global_batch_size % per:
             raise ConfigError(
-                f"batch.global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
-                f"{self.micro_batch_size} x {world_size} process(es)"
+                f"batch.global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size} x {world_size} process(es)"
             )
         return self.global_batch_size // per
 
@@ -211,7 +217,10 @@ class StageSection:
         _req(self.steps >= 1, f"stage {self.name}: steps must be >= 1")
         _req(bool(self.trainable) and set(self.trainable) <= set(TRAINABLE), f"stage {self.name}: trainable must be a non-empty subset of {TRAINABLE}")
         _req(bool(self.tasks) and set(self.tasks) <= set(TASKS), f"stage {self.name}: tasks must be a non-empty mapping over {TASKS}")
-        _req(all(float(v) >= 0 for v in self.tasks.values()) and sum(float(v) for v in self.tasks.values()) > 0, f"stage {self.name}: task weights must be >= 0 with a positive sum")
+        _req(
+            all(float(v) >= 0 for v in self.tasks.values()) and sum(float(v) for v in self.tasks.values()) > 0,
+            f"stage {self.name}: task weights must be >= 0 with a positive sum",
+        )
         _req(self.curriculum in ("none", "linear"), f"stage {self.name}: curriculum must be 'none' or 'linear'")
         _req(self.grain in ("any", "coarse", "fine"), f"stage {self.name}: grain must be any, coarse or fine")
         _req(self.lr > 0, f"stage {self.name}: lr must be > 0")

@@ -88,8 +88,9 @@ FORMAT_VERSION = 1
 FEATURE_MODALITIES = ("global", "face", "temporal", "audio")
 SAMPLE_KEYS = frozenset({"id", "media", "features", "start", "end", "label", "subtitle", "reason", "caption", "grain", "meta"})
 HEADER_KEYS = frozenset({"format", "version", "label_set", "name", "description"})
-MEDIA_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv",
-                              ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"})
+MEDIA_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"}
+)
 #: How many problems one DatasetError lists before "... and N more".
 MAX_REPORTED = 12
 
@@ -214,8 +215,7 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _parse_sample(obj: Any, where: str, base: Path, label_set: LabelSet, problems: _Problems, *,
-                  require_label: bool, check_files: bool) -> Sample | None:
+def _parse_sample(obj: Any, where: str, base: Path, label_set: LabelSet, problems: _Problems, *, require_label: bool, check_files: bool) -> Sample | None:
     if not isinstance(obj, Mapping):
         problems.add(where, f"a sample must be a JSON object, got {type(obj).__name__}")
         return None
@@ -298,8 +298,7 @@ def _parse_sample(obj: Any, where: str, base: Path, label_set: LabelSet, problem
     if len(problems.items) > n_before or sid is None:
         return None
     line = int(where.split()[-1]) if where.startswith("line ") else 0
-    return Sample(id=sid, label=label, media=media, features=features, start=start, end=end, grain=grain, meta=dict(meta),
-                  line=line, **texts)
+    return Sample(id=sid, label=label, media=media, features=features, start=start, end=end, grain=grain, meta=dict(meta), line=line, **texts)
 
 
 def read_manifest(
@@ -563,8 +562,9 @@ def convert_merr(
             else:
                 problems.add(where, f"{name!r} has no 'caption' in {coarse_path}")
         g = grain or ("fine" if reason else "coarse")
-        samples.append(Sample(id=name, label=label, media=media, features=feats, subtitle=transcripts.get(name, ""),
-                              reason=reason, caption=caption, grain=g, line=lineno))
+        samples.append(
+            Sample(id=name, label=label, media=media, features=feats, subtitle=transcripts.get(name, ""), reason=reason, caption=caption, grain=g, line=lineno)
+        )
     if not rows and not problems.items:
         problems.add("file", "no annotation rows")
     problems.raise_if_any()
@@ -598,12 +598,16 @@ def convert_folder(root: str | Path, out: str | Path, *, label_set: str = "mer20
         for f in sorted(x for x in d.iterdir() if x.is_file() and x.suffix.lower() in exts):
             sub = f.with_suffix(".txt")
             why = f.with_name(f.stem + ".reason.txt")
-            samples.append(Sample(
-                id=f"{d.name}/{f.stem}", label=d.name, media=f,
-                subtitle=sub.read_text(encoding="utf-8").strip() if sub.is_file() else "",
-                reason=why.read_text(encoding="utf-8").strip() if why.is_file() else "",
-                grain="fine" if why.is_file() else "coarse",
-            ))
+            samples.append(
+                Sample(
+                    id=f"{d.name}/{f.stem}",
+                    label=d.name,
+                    media=f,
+                    subtitle=sub.read_text(encoding="utf-8").strip() if sub.is_file() else "",
+                    reason=why.read_text(encoding="utf-8").strip() if why.is_file() else "",
+                    grain="fine" if why.is_file() else "coarse",
+                )
+            )
     if not samples and not problems.items:
         problems.add("folder", f"no clips ({', '.join(sorted(exts))}) in any <label>/ sub-folder")
     problems.raise_if_any()

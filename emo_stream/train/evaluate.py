@@ -164,8 +164,17 @@ def predict(
                 p[i] = n / len(refs)
             idx = max(votes[k].items(), key=lambda kv: (kv[1], -kv[0]))[0]
         target = None if s.label is None else ls.labels[ls.index(s.label)]
-        preds.append(Prediction(id=s.id, target=target, pred=ls.labels[idx], probs={lab: float(v) for lab, v in zip(ls.labels, p)},
-                                windows=len(refs), valid=valid[k], answer=answers[k]))
+        preds.append(
+            Prediction(
+                id=s.id,
+                target=target,
+                pred=ls.labels[idx],
+                probs={lab: float(v) for lab, v in zip(ls.labels, p)},
+                windows=len(refs),
+                valid=valid[k],
+                answer=answers[k],
+            )
+        )
     if rationale:
         for k, (s, refs) in enumerate(items):
             proj = model.project(collate([cache.load(refs[0])], device))
@@ -213,8 +222,12 @@ def write_outputs(out_dir: str | Path, predictions: Sequence[Prediction], metric
     d = make_dir(out_dir)
     pred_path = write_text(d / "predictions.jsonl", "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in predictions))
     met_path = write_text(d / "metrics.json", json.dumps(metrics, indent=2))
-    png = plot_confusion(np.asarray(metrics["confusion"]), label_set.labels, d / "confusion.png",
-                         title=title or f"accuracy {metrics['accuracy']:.3f}, weighted F1 {metrics['weighted_f1']:.3f}")
+    png = plot_confusion(
+        np.asarray(metrics["confusion"]),
+        label_set.labels,
+        d / "confusion.png",
+        title=title or f"accuracy {metrics['accuracy']:.3f}, weighted F1 {metrics['weighted_f1']:.3f}",
+    )
     return {"predictions": pred_path, "metrics": met_path, "confusion": png}
 
 
@@ -233,8 +246,17 @@ def evaluate(
     progress: bool = False,
 ) -> tuple[dict[str, Any], list[Prediction]]:
     """Predict, summarize and (with ``out_dir``) write predictions, metrics and the confusion PNG."""
-    preds = predict(model, manifest, cache, use_subtitles=use_subtitles, batch_size=batch_size, mode=mode,
-                    rationale=rationale, max_new_tokens=max_new_tokens, progress=progress)
+    preds = predict(
+        model,
+        manifest,
+        cache,
+        use_subtitles=use_subtitles,
+        batch_size=batch_size,
+        mode=mode,
+        rationale=rationale,
+        max_new_tokens=max_new_tokens,
+        progress=progress,
+    )
     metrics = summarize(preds, model.label_set, judge=judge, references=manifest.by_id())
     metrics["mode"] = mode
     metrics["use_subtitles"] = use_subtitles

@@ -141,15 +141,17 @@ class FeatureSettings:
             return self.stream
         w = self.max_clip_s
         frames = max(self.stream.buffers.max_frames, int(math.ceil(w * 120)))  # every frame of the clip stays
-        return self.stream.replace(window={"length_s": w, "hop_s": w, "emit_partial": True},
-                                   buffers={"history_s": 2 * w + 1, "max_frames": frames}, source={"realtime": False})
+        return self.stream.replace(
+            window={"length_s": w, "hop_s": w, "emit_partial": True}, buffers={"history_s": 2 * w + 1, "max_frames": frames}, source={"realtime": False}
+        )
 
     def describe(self) -> dict[str, Any]:
         s = self.stream
         return {
             "windows": self.windows,
             "window": {"length_s": s.window.length_s, "hop_s": s.window.hop_s, "emit_partial": s.window.emit_partial}
-            if self.windows == "stream" else {"max_clip_s": self.max_clip_s},
+            if self.windows == "stream"
+            else {"max_clip_s": self.max_clip_s},
             "frames_per_window": s.window.frames_per_window,
             "frame_selection": s.window.frame_selection,
             "sample_rate": s.audio.sample_rate,
@@ -272,9 +274,9 @@ class _CaptureEngine(Engine):
     def process(self, window: Window) -> EngineOutput:
         f = self.inner.features(window)
         flags = list(dict.fromkeys(f.flags))
-        self.windows.append(WindowFeatures(window.index, window.start, window.end,
-                                           {n: _to_numpy(e, n in self.keep_tokens, self.dtype) for n, e in f.features.items()},
-                                           flags))
+        self.windows.append(
+            WindowFeatures(window.index, window.start, window.end, {n: _to_numpy(e, n in self.keep_tokens, self.dtype) for n, e in f.features.items()}, flags)
+        )
         n = len(self.label_set)
         return EngineOutput(probabilities=np.full(n, 1.0 / n), modalities=f.modalities, latency_ms=f.latency_ms, flags=flags)
 
@@ -321,8 +323,7 @@ class ClipEncoder:
         self.keep_tokens = tokens_kept(model.config)
         self.dtype = np.dtype(settings.dtype)
         self.stream_config = settings.window_config()
-        opts: dict[str, Any] = {"face_detector": settings.face_detector, "face_crop_fraction": settings.face_crop_fraction,
-                                "device": device}
+        opts: dict[str, Any] = {"face_detector": settings.face_detector, "face_crop_fraction": settings.face_crop_fraction, "device": device}
         cfg = self.stream_config.replace(engine={"name": "emotion-llama", "label_set": model.config.label_set, "options": opts})
         self.engine = _CaptureEngine(EmotionLlamaEngine(cfg, model=model), self.keep_tokens, self.dtype)
 
@@ -337,8 +338,10 @@ class ClipEncoder:
         if sample.media is None:
             return [WindowFeatures(0, None, None, pre, ["precomputed"])]
         if self.settings.windows == "clip" and sample.start is not None and sample.end is not None and sample.end - sample.start > self.settings.max_clip_s:
-            raise DatasetError(f"{where}: {sample.end - sample.start:.1f} s is longer than max_clip_s={self.settings.max_clip_s}; "
-                               "cut it into shorter samples or use windows: stream")
+            raise DatasetError(
+                f"{where}: {sample.end - sample.start:.1f} s is longer than max_clip_s={self.settings.max_clip_s}; "
+                "cut it into shorter samples or use windows: stream"
+            )
         try:
             sources = [ClipSource(s, sample.start, sample.end) for s in open_sources(str(sample.media), self.stream_config)]
             pipeline = Pipeline(sources, self.engine, [], self.stream_config)
@@ -410,8 +413,12 @@ class FeatureCache:
 
     def windows(self, sample_id: str) -> list[WindowRef]:
         e = self.entries[sample_id]
-        return [WindowRef(sample_id, int(w["item"]), e["shard"], int(w["index"]), w.get("start"), w.get("end"),
-                          tuple(w.get("modalities", ())), tuple(w.get("flags", ()))) for w in e["windows"]]
+        return [
+            WindowRef(
+                sample_id, int(w["item"]), e["shard"], int(w["index"]), w.get("start"), w.get("end"), tuple(w.get("modalities", ())), tuple(w.get("flags", ()))
+            )
+            for w in e["windows"]
+        ]
 
     def check_model(self, model: Any, fingerprints: Mapping[str, str] | None = None) -> None:
         """Raise unless this cache's encoder features came from ``model``'s encoders
@@ -438,8 +445,7 @@ class FeatureCache:
             path = self.root / "shards" / ref.shard
             problem = shard_problem(path, self._digests.get(ref.shard))
             if problem:
-                raise DatasetError(f"feature shard {path} {problem}; re-run `emo-stream features` on this cache "
-                                   "(it re-encodes that shard's samples)")
+                raise DatasetError(f"feature shard {path} {problem}; re-run `emo-stream features` on this cache (it re-encodes that shard's samples)")
             try:
                 h = safe_open(str(path), framework="pt", device="cpu")
             except Exception as exc:
@@ -535,8 +541,7 @@ class _CacheWriter:
                 for m, d in w.features.items():
                     for k, v in d.items():
                         tensors[f"{item}/{m}/{k}"] = np.ascontiguousarray(v)
-                ws.append({"item": item, "index": w.index, "start": w.start, "end": w.end,
-                           "modalities": sorted(w.features), "flags": w.flags})
+                ws.append({"item": item, "index": w.index, "start": w.start, "end": w.end, "modalities": sorted(w.features), "flags": w.flags})
             lines.append({"id": sample.id, "key": key, "shard": name, "label": sample.label, "windows": ws})
         path = self.root / "shards" / name
         tmp = path.with_name(name + ".partial")
@@ -576,8 +581,10 @@ class ExtractionSummary:
 
     def line(self) -> str:
         fixed = f"; re-encoded the samples of damaged shard(s) {', '.join(self.corrupt_shards)}" if self.corrupt_shards else ""
-        return (f"{self.samples} samples in {self.cache}: {self.encoded} encoded ({self.windows} windows), "
-                f"{self.reused} reused from an earlier run, {self.seconds:.1f} s{fixed}")
+        return (
+            f"{self.samples} samples in {self.cache}: {self.encoded} encoded ({self.windows} windows), "
+            f"{self.reused} reused from an earlier run, {self.seconds:.1f} s{fixed}"
+        )
 
 
 def cache_meta(model: Any, settings: FeatureSettings) -> dict[str, Any]:
@@ -622,7 +629,9 @@ def extract_features(
     meta = cache_meta(model, settings)
     if (root / "meta.json").is_file():
         old = json.loads((root / "meta.json").read_text(encoding="utf-8"))
-        same = {k: old.get(k) for k in ("encoders", "settings", "tokens_kept", "dtype")} == {k: meta[k] for k in ("encoders", "settings", "tokens_kept", "dtype")}
+        same = {k: old.get(k) for k in ("encoders", "settings", "tokens_kept", "dtype")} == {
+            k: meta[k] for k in ("encoders", "settings", "tokens_kept", "dtype")
+        }
         if not same:
             if not overwrite:
                 raise ConfigError(f"{root} holds features of other encoders or settings; pass --overwrite to replace them, or use another --out")
@@ -652,10 +661,18 @@ def extract_features(
                 windows = encoder.encode(s)
             else:
                 dims = expected_dims(model.config)
-                windows = [WindowFeatures(0, None, None, {m: _load_precomputed(p, m in tokens_kept(model.config), np.dtype(settings.dtype),
-                                                                              f"sample {s.id!r} (line {s.line})", dims.get(m))
-                                                          for m, p in s.features.items()},
-                                          ["precomputed"])]
+                windows = [
+                    WindowFeatures(
+                        0,
+                        None,
+                        None,
+                        {
+                            m: _load_precomputed(p, m in tokens_kept(model.config), np.dtype(settings.dtype), f"sample {s.id!r} (line {s.line})", dims.get(m))
+                            for m, p in s.features.items()
+                        },
+                        ["precomputed"],
+                    )
+                ]
             writer.add(s, key, windows)
             n_windows += len(windows)
             if len(writer.pending) >= settings.shard_size:

@@ -103,9 +103,7 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], label_se
         "macro_f1": macro_f1(cm),
         "chance_accuracy": chance_accuracy(y_true, len(label_set)),
         "labels": list(label_set.labels),
-        "per_class": {
-            lab: {k: float(pc[k][i]) for k in ("precision", "recall", "f1", "support")} for i, lab in enumerate(label_set.labels)
-        },
+        "per_class": {lab: {k: float(pc[k][i]) for k in ("precision", "recall", "f1", "support")} for i, lab in enumerate(label_set.labels)},
         "confusion": cm.tolist(),
     }
 
@@ -143,9 +141,54 @@ def answer_to_label(answer: str, label_set: LabelSet, fallback: str = "neutral")
 #: Emotion words (adjectives, nouns, verbs) -> canonical emotion. Coarse, in the
 #: spirit of an emotion wheel's inner ring; used to read open labels out of text.
 EMOTION_LEXICON: dict[str, str] = {
-    **dict.fromkeys(("happy", "happiness", "joy", "joyful", "glad", "cheerful", "delighted", "pleased", "excited", "excitement", "elated", "content", "contented", "satisfied", "amused", "grateful", "thrilled"), "happy"),
-    **dict.fromkeys(("sad", "sadness", "unhappy", "sorrow", "sorrowful", "depressed", "down", "gloomy", "upset", "disappointed", "disappointment", "grief", "grieving", "miserable", "melancholy", "lonely", "hurt"), "sad"),
-    **dict.fromkeys(("angry", "anger", "mad", "furious", "annoyed", "irritated", "irritation", "rage", "outraged", "frustrated", "frustration", "hostile", "resentful"), "angry"),
+    **dict.fromkeys(
+        (
+            "happy",
+            "happiness",
+            "joy",
+            "joyful",
+            "glad",
+            "cheerful",
+            "delighted",
+            "pleased",
+            "excited",
+            "excitement",
+            "elated",
+            "content",
+            "contented",
+            "satisfied",
+            "amused",
+            "grateful",
+            "thrilled",
+        ),
+        "happy",
+    ),
+    **dict.fromkeys(
+        (
+            "sad",
+            "sadness",
+            "unhappy",
+            "sorrow",
+            "sorrowful",
+            "depressed",
+            "down",
+            "gloomy",
+            "upset",
+            "disappointed",
+            "disappointment",
+            "grief",
+            "grieving",
+            "miserable",
+            "melancholy",
+            "lonely",
+            "hurt",
+        ),
+        "sad",
+    ),
+    **dict.fromkeys(
+        ("angry", "anger", "mad", "furious", "annoyed", "irritated", "irritation", "rage", "outraged", "frustrated", "frustration", "hostile", "resentful"),
+        "angry",
+    ),
     **dict.fromkeys(("neutral", "calm", "indifferent", "flat", "composed", "unemotional"), "neutral"),
     **dict.fromkeys(("worried", "worry", "anxious", "anxiety", "nervous", "concerned", "uneasy", "tense", "stressed", "apprehensive"), "worried"),
     **dict.fromkeys(("surprise", "surprised", "astonished", "amazed", "shocked", "startled", "stunned"), "surprise"),
@@ -168,7 +211,7 @@ def open_labels(text: str) -> list[str]:
     out: list[str] = []
     for i, w in enumerate(words):
         c = EMOTION_LEXICON.get(w)
-        if c is None or any(x in _NEGATORS for x in words[max(0, i - 2): i]):
+        if c is None or any(x in _NEGATORS for x in words[max(0, i - 2) : i]):
             continue
         if c not in out:
             out.append(c)

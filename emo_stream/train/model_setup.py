@@ -34,8 +34,7 @@ def build_model(section: ModelSection) -> Any:
     if section.small is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(section.seed)  # the fresh projector/fusion and LoRA
-            return build_emotion_llama(EmotionLlamaConfig.small(section.small, label_set=section.label_set,
-                                                                vit_precision=section.vit_precision))
+            return build_emotion_llama(EmotionLlamaConfig.small(section.small, label_set=section.label_set, vit_precision=section.vit_precision))
     if section.weights is not None:
         return EmotionLlama.from_pretrained(section.weights)
     return _from_llama_dir(section)
@@ -67,8 +66,12 @@ def _from_llama_dir(section: ModelSection) -> Any:
     from emo_stream.model.llm import EmotionLlamaLM
     from emo_stream.model.projectors import EmotionLlamaProjectorConfig
 
-    loaders = {"global": GlobalViewEncoder.from_pretrained_dir, "face": FaceViewEncoder.from_pretrained_dir,
-               "temporal": TemporalViewEncoder.from_pretrained_dir, "audio": AudioEncoder.from_pretrained_dir}
+    loaders = {
+        "global": GlobalViewEncoder.from_pretrained_dir,
+        "face": FaceViewEncoder.from_pretrained_dir,
+        "temporal": TemporalViewEncoder.from_pretrained_dir,
+        "audio": AudioEncoder.from_pretrained_dir,
+    }
     unknown = set(section.encoders) - set(loaders)
     if unknown:
         raise ConfigError(f"model.encoders: unknown view(s) {sorted(unknown)}; use {sorted(loaders)}")
@@ -80,16 +83,34 @@ def _from_llama_dir(section: ModelSection) -> Any:
     if section.version == "v1":
         g = cfgs["global"]
         dims = tuple(cfgs[k].hidden_size if cfgs[k] is not None else 1024 for k in ("face", "temporal", "audio"))
-        proj = EmotionLlamaProjectorConfig(vision_width=g.hidden_size if g else 1408, num_patches=g.num_patches if g else 1024,
-                                           feature_dims=dims, llm_width=width)  # type: ignore[arg-type]
-        cfg = EmotionLlamaConfig(version="v1", global_view=cfgs["global"], face_view=cfgs["face"], temporal_view=cfgs["temporal"],
-                                 audio=cfgs["audio"], projector=proj, llm=llm.config, label_set=section.label_set)
+        proj = EmotionLlamaProjectorConfig(
+            vision_width=g.hidden_size if g else 1408, num_patches=g.num_patches if g else 1024, feature_dims=dims, llm_width=width
+        )  # type: ignore[arg-type]
+        cfg = EmotionLlamaConfig(
+            version="v1",
+            global_view=cfgs["global"],
+            face_view=cfgs["face"],
+            temporal_view=cfgs["temporal"],
+            audio=cfgs["audio"],
+            projector=proj,
+            llm=llm.config,
+            label_set=section.label_set,
+        )
     else:
         default_dims = dict(ref.fusion.modalities)  # type: ignore[union-attr]
         mods = tuple((k, cfgs[k].hidden_size if cfgs[k] is not None else default_dims[k]) for k in ("global", "face", "temporal", "audio"))
         fusion = dataclasses.replace(ref.fusion, modalities=mods, llm_width=width)  # type: ignore[arg-type]
-        cfg = EmotionLlamaConfig(version="v2", global_view=cfgs["global"], face_view=cfgs["face"], temporal_view=cfgs["temporal"],
-                                 audio=cfgs["audio"], projector=None, fusion=fusion, llm=llm.config, label_set=section.label_set)
+        cfg = EmotionLlamaConfig(
+            version="v2",
+            global_view=cfgs["global"],
+            face_view=cfgs["face"],
+            temporal_view=cfgs["temporal"],
+            audio=cfgs["audio"],
+            projector=None,
+            fusion=fusion,
+            llm=llm.config,
+            label_set=section.label_set,
+        )
     return EmotionLlama(cfg, tokenizer=llm.tokenizer, llm=llm, encoders=encs)
 
 
@@ -97,7 +118,9 @@ def trainable_names(model: Any, groups: Sequence[str]) -> list[str]:
     """Parameter names of the ``projector`` (minus the frozen ``ln_vision``) and/or ``lora`` groups."""
     names = []
     for n, _ in model.named_parameters():
-        if ("projector" in groups and n.startswith("projector.") and not n.startswith("projector.ln_vision.")) or ("lora" in groups and "lora_" in n and n.startswith("llm.")):
+        if ("projector" in groups and n.startswith("projector.") and not n.startswith("projector.ln_vision.")) or (
+            "lora" in groups and "lora_" in n and n.startswith("llm.")
+        ):
             names.append(n)
     if not names:
         raise ConfigError(f"no parameters in trainable groups {list(groups)} (LoRA disabled in this model?)")

@@ -76,44 +76,115 @@ class LabelStyle:
 STYLES: dict[str, LabelStyle] = {
     "happy": LabelStyle(
         ("What a great day!", "I love this, it is wonderful!", "Yes, we did it!", "That is fantastic news!", "I am so happy right now!"),
-        pitch=74, speed=185, amplitude=140, mouth=+1.0, gain=(0.9, 1.0, 1.15), brightness=1.1, motion="nod",
-        reason="the face is smiling and the voice sounds high and fast, so the person seems positive"),
+        pitch=74,
+        speed=185,
+        amplitude=140,
+        mouth=+1.0,
+        gain=(0.9, 1.0, 1.15),
+        brightness=1.1,
+        motion="nod",
+        reason="the face is smiling and the voice sounds high and fast, so the person seems positive",
+    ),
     "sad": LabelStyle(
         ("I miss her so much.", "Nothing ever works out.", "I feel so alone today.", "It is all over now.", "I lost everything."),
-        pitch=26, speed=112, amplitude=75, mouth=-1.0, gain=(1.15, 0.95, 0.85), brightness=0.72, saturation=0.5, motion="droop",
-        reason="the mouth corners are low and the voice is quiet, low and slow, so the person seems negative"),
+        pitch=26,
+        speed=112,
+        amplitude=75,
+        mouth=-1.0,
+        gain=(1.15, 0.95, 0.85),
+        brightness=0.72,
+        saturation=0.5,
+        motion="droop",
+        reason="the mouth corners are low and the voice is quiet, low and slow, so the person seems negative",
+    ),
     "neutral": LabelStyle(
         ("The meeting is at three.", "Please close the door.", "The box is on the table.", "I will take the bus.", "It is a normal day."),
-        pitch=48, speed=160, amplitude=100, motion="still",
-        reason="the face is relaxed and the voice is calm and steady, so the person seems neutral"),
+        pitch=48,
+        speed=160,
+        amplitude=100,
+        motion="still",
+        reason="the face is relaxed and the voice is calm and steady, so the person seems neutral",
+    ),
     "angry": LabelStyle(
         ("Stop doing that right now!", "This is unacceptable!", "Get out of my way!", "I told you a hundred times!", "How dare you!"),
-        pitch=55, speed=205, amplitude=190, brow=+1.0, mouth=-0.3, gain=(0.8, 0.85, 1.3), brightness=1.0, saturation=1.3, motion="shake",
-        reason="the eyebrows are low and tense and the voice is loud and fast, which sounds like shouting"),
+        pitch=55,
+        speed=205,
+        amplitude=190,
+        brow=+1.0,
+        mouth=-0.3,
+        gain=(0.8, 0.85, 1.3),
+        brightness=1.0,
+        saturation=1.3,
+        motion="shake",
+        reason="the eyebrows are low and tense and the voice is loud and fast, which sounds like shouting",
+    ),
     "worried": LabelStyle(
         ("What if something goes wrong?", "I hope they are okay.", "I am not sure this is safe.", "Did I forget something?", "This could go badly."),
-        pitch=64, speed=148, amplitude=88, brow=-1.0, mouth=-0.3, gain=(1.1, 1.05, 0.9), saturation=0.8, motion="tremble",
-        reason="the eyebrows are raised and the voice is soft and trembling, so the person seems tense"),
+        pitch=64,
+        speed=148,
+        amplitude=88,
+        brow=-1.0,
+        mouth=-0.3,
+        gain=(1.1, 1.05, 0.9),
+        saturation=0.8,
+        motion="tremble",
+        reason="the eyebrows are raised and the voice is soft and trembling, so the person seems tense",
+    ),
     "surprise": LabelStyle(
         ("Oh wow, really?", "I can not believe it!", "What, you are here?", "No way, that is amazing!", "Whoa, look at that!"),
-        pitch=90, speed=172, amplitude=150, brow=-0.7, stretch=1.15, brightness=1.15, motion="zoom",
-        reason="the eyes and mouth are open with raised eyebrows and the voice has a high pitch"),
+        pitch=90,
+        speed=172,
+        amplitude=150,
+        brow=-0.7,
+        stretch=1.15,
+        brightness=1.15,
+        motion="zoom",
+        reason="the eyes and mouth are open with raised eyebrows and the voice has a high pitch",
+    ),
     "fear": LabelStyle(
         ("Please, do not hurt me!", "Something is in the dark.", "Help, somebody help!", "I am so scared."),
-        pitch=82, speed=212, amplitude=70, brow=-1.0, stretch=1.1, brightness=1.15, saturation=0.3, motion="tremble",
-        reason="the face is pale with raised eyebrows and the voice is high, fast and trembling"),
+        pitch=82,
+        speed=212,
+        amplitude=70,
+        brow=-1.0,
+        stretch=1.1,
+        brightness=1.15,
+        saturation=0.3,
+        motion="tremble",
+        reason="the face is pale with raised eyebrows and the voice is high, fast and trembling",
+    ),
     "disgust": LabelStyle(
         ("Ugh, that smells awful.", "That is revolting.", "Get that away from me, gross."),
-        pitch=35, speed=130, amplitude=120, mouth=-0.6, brow=+0.5, gain=(0.85, 1.2, 0.85), motion="recoil",
-        reason="the face frowns and the voice is low and slow, which suggests a negative feeling"),
+        pitch=35,
+        speed=130,
+        amplitude=120,
+        mouth=-0.6,
+        brow=+0.5,
+        gain=(0.85, 1.2, 0.85),
+        motion="recoil",
+        reason="the face frowns and the voice is low and slow, which suggests a negative feeling",
+    ),
     "contempt": LabelStyle(
         ("Oh please, how pathetic.", "You call that work?", "Whatever, I expected nothing."),
-        pitch=40, speed=140, amplitude=110, mouth=+0.5, tilt=-6.0, gain=(0.85, 1.05, 1.1), motion="still",
-        reason="one mouth corner is raised and the voice is low and slow, which suggests a negative state"),
+        pitch=40,
+        speed=140,
+        amplitude=110,
+        mouth=+0.5,
+        tilt=-6.0,
+        gain=(0.85, 1.05, 1.1),
+        motion="still",
+        reason="one mouth corner is raised and the voice is low and slow, which suggests a negative state",
+    ),
     "doubt": LabelStyle(
         ("Hmm, are you sure about that?", "I do not really believe it.", "That seems unlikely to me."),
-        pitch=50, speed=125, amplitude=95, tilt=9.0, saturation=0.7, motion="sway",
-        reason="the head is tilted and the voice is slow and soft, so the person seems not sure"),
+        pitch=50,
+        speed=125,
+        amplitude=95,
+        tilt=9.0,
+        saturation=0.7,
+        motion="sway",
+        reason="the head is tilted and the voice is slow and soft, so the person seems not sure",
+    ),
 }
 #: Aliases in dataset label sets (MELD "joy" ...) use their canonical style.
 VOICES = ("en-us+m3", "en-us+f3", "en-gb+m1", "en-gb+f2", "en-us+m7", "en-us+f4")
@@ -350,8 +421,9 @@ def make_synthetic_set(
                     bg = tuple(int(x) for x in rng.integers(30, 226, size=3))
                     phase = float(rng.uniform(0, 2 * math.pi))
                     wav = tmp / f"{sid}.wav"
-                    r = subprocess.run([esp, "-v", voice, "-p", str(pitch), "-s", str(speed), "-a", str(amp), "-w", str(wav), sentence],
-                                       capture_output=True, text=True)
+                    r = subprocess.run(
+                        [esp, "-v", voice, "-p", str(pitch), "-s", str(speed), "-a", str(amp), "-w", str(wav), sentence], capture_output=True, text=True
+                    )
                     if r.returncode != 0 or not wav.is_file():
                         raise SyntheticSetError(f"espeak-ng failed for {sid}: {r.stderr.strip()[:200]}")
                     dur = min(max_seconds, _wav_duration(wav))
@@ -364,8 +436,7 @@ def make_synthetic_set(
                         raise write_error(mp4, exc) from None
                     except Exception as exc:
                         raise SyntheticSetError(f"muxing {sid} with FFmpeg (PyAV) failed: {exc}") from None
-                    meta = {"voice": voice, "pitch": pitch, "speed": speed, "amplitude": amp, "face": face_name, "motion": st.motion,
-                            "seconds": round(dur, 3)}
+                    meta = {"voice": voice, "pitch": pitch, "speed": speed, "amplitude": amp, "face": face_name, "motion": st.motion, "seconds": round(dur, 3)}
                     s = Sample(id=sid, label=lab, media=mp4, subtitle=sentence, reason=st.reason, grain="fine", meta=meta)
                     (test if k >= per_label - n_test else train).append(s)
                     params.append({"id": sid, "label": lab, "sentence": sentence, **meta})
@@ -376,10 +447,17 @@ def make_synthetic_set(
     test_p = write_manifest(root / "test.jsonl", test, ls, name="synthetic-test")
     info = {
         "what": "emo_stream synthetic learnability set: espeak-ng speech with emotional wording and label-typical prosody, "
-                "real face photos (scikit-image astronaut + LFW subset) with expression-LIKE warps, colour casts and motion. "
-                "It proves the trainer learns end to end; it says nothing about real-world accuracy.",
-        "label_set": ls.id, "labels": chosen, "per_label": per_label, "test_per_label": n_test, "seed": seed,
-        "size": size, "fps": fps, "max_seconds": max_seconds, "voices": list(VOICES),
+        "real face photos (scikit-image astronaut + LFW subset) with expression-LIKE warps, colour casts and motion. "
+        "It proves the trainer learns end to end; it says nothing about real-world accuracy.",
+        "label_set": ls.id,
+        "labels": chosen,
+        "per_label": per_label,
+        "test_per_label": n_test,
+        "seed": seed,
+        "size": size,
+        "fps": fps,
+        "max_seconds": max_seconds,
+        "voices": list(VOICES),
         "styles": {lab: {k: v for k, v in styles[lab].__dict__.items() if k != "sentences"} | {"sentences": list(styles[lab].sentences)} for lab in chosen},
         "clips": params,
     }

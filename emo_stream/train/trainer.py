@@ -124,14 +124,35 @@ from emo_stream.train.model_setup import _to_device, build_model, reinit_llm, se
 
 #: The names this module had before it was split (issue 15): they stay importable from here.
 __all__ = [
-    "CKPT_FILES", "CKPT_FORMAT", "CKPT_VERSION", "REASON_SUFFIX", "AnswerLoss", "DistInfo", "Example", "Item", "SplitData",
-    "TrainResult", "Trainer", "TrainingDiverged", "add_provenance", "build_model", "checkpoint_candidates", "checkpoint_problem",
-    "config_fingerprint", "dist_info", "epoch_permutation", "global_batch_indices", "latest_checkpoint", "make_example",
-    "reinit_llm", "set_trainable", "train", "trainable_names",
+    "CKPT_FILES",
+    "CKPT_FORMAT",
+    "CKPT_VERSION",
+    "REASON_SUFFIX",
+    "AnswerLoss",
+    "DistInfo",
+    "Example",
+    "Item",
+    "SplitData",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "add_provenance",
+    "build_model",
+    "checkpoint_candidates",
+    "checkpoint_problem",
+    "config_fingerprint",
+    "dist_info",
+    "epoch_permutation",
+    "global_batch_indices",
+    "latest_checkpoint",
+    "make_example",
+    "reinit_llm",
+    "set_trainable",
+    "train",
+    "trainable_names",
 ]
 
 log = logging.getLogger(__name__)
-
 
 
 # ---------------------------------------------------------------------------
@@ -163,8 +184,16 @@ class Trainer:
             checkpoint or save (simulates a killed run; for tests).
     """
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False,
-                 progress: bool | None = None, stop_after: int | None = None, max_answer_tokens: int = 160) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        progress: bool | None = None,
+        stop_after: int | None = None,
+        max_answer_tokens: int = 160,
+    ) -> None:
         self.cfg = config
         self.run_dir = Path(run_dir or config.run_dir).expanduser()
         self.resume = resume
@@ -275,8 +304,10 @@ class Trainer:
             if not self.info.main:  # with cpu_offload the full state lands on rank 0 only
                 return {}
             idx = {n: i for i, n in enumerate(names)}
-            sd = {"state": {idx[k]: v for k, v in full["state"].items()},
-                  "param_groups": [{**g, "params": [idx[n] for n in g["params"]]} for g in full["param_groups"]]}
+            sd = {
+                "state": {idx[k]: v for k, v in full["state"].items()},
+                "param_groups": [{**g, "params": [idx[n] for n in g["params"]]} for g in full["param_groups"]],
+            }
         else:
             sd = self.optimizer.state_dict()
         return {"names": names, "state_dict": sd}
@@ -314,17 +345,25 @@ class Trainer:
         tmp.mkdir()
         (tmp / "trainable.safetensors").write_bytes(safetensors_bytes(tensors, metadata={"format": CKPT_FORMAT}))
         buf = io.BytesIO()
-        torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler is not None else None}, buf)
+        torch.save({"optimizer": optim, "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler is not None else None}, buf)
         (tmp / "optim.pt").write_bytes(buf.getbuffer())
         rng_t, rng_meta = _rng_state()
         (tmp / "rng.safetensors").write_bytes(safetensors_bytes(rng_t))
         state = {
-            "format": CKPT_FORMAT, "version": CKPT_VERSION, "step": step, "stage": self.stage_idx,
-            "stage_name": self.cfg.stages[self.stage_idx].name, "config_fingerprint": config_fingerprint(self.cfg),
-            "sampler": {"stage": self.stage_idx, "step_in_stage": step - self.cfg.stage_start(self.stage_idx),
-                        "global_batch_size": self.cfg.batch.global_batch_size},
-            "world_size": self.info.world, "rng": rng_meta, "time": time.time(),
+            "format": CKPT_FORMAT,
+            "version": CKPT_VERSION,
+            "step": step,
+            "stage": self.stage_idx,
+            "stage_name": self.cfg.stages[self.stage_idx].name,
+            "config_fingerprint": config_fingerprint(self.cfg),
+            "sampler": {
+                "stage": self.stage_idx,
+                "step_in_stage": step - self.cfg.stage_start(self.stage_idx),
+                "global_batch_size": self.cfg.batch.global_batch_size,
+            },
+            "world_size": self.info.world,
+            "rng": rng_meta,
+            "time": time.time(),
             "files": {f: sha256_file(tmp / f) for f in CKPT_FILES},
         }
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
@@ -494,8 +533,9 @@ class Trainer:
                 last_loss = stats["loss"]
                 step += 1
                 if info.main and (step % cfg.log.every == 0 or step == total):
-                    self._log_jsonl({"kind": "train", "step": step, "stage": st.name, **stats,
-                                     "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+                    self._log_jsonl(
+                        {"kind": "train", "step": step, "stage": st.name, **stats, "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+                    )
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last_loss:.4f}", stage=st.name)
@@ -520,8 +560,14 @@ class Trainer:
                 model_dir = self._save_model(plain)
                 if eval_data is not None and cfg.eval.at_end:
                     metrics = self._run_eval(eval_data, step, self.run_dir / "eval", plain)
-                final = {"steps": step, "final_train_loss": last_loss, "eval": metrics, "model_dir": str(model_dir),
-                         "precision": self.precision, "world_size": info.world}
+                final = {
+                    "steps": step,
+                    "final_train_loss": last_loss,
+                    "eval": metrics,
+                    "model_dir": str(model_dir),
+                    "precision": self.precision,
+                    "world_size": info.world,
+                }
                 write_text(self.run_dir / "final_metrics.json", json.dumps(final, indent=2))
             _barrier(info)
         if self._tb is not None:
@@ -542,8 +588,9 @@ class Trainer:
         """
         candidates = checkpoint_candidates(self.run_dir)
         if candidates and not self.resume:
-            raise ConfigError(f"{self.run_dir} already holds a training run (checkpoint {candidates[0].name}); "
-                              "pass --resume to continue it or use another --out")
+            raise ConfigError(
+                f"{self.run_dir} already holds a training run (checkpoint {candidates[0].name}); pass --resume to continue it or use another --out"
+            )
         if not self.resume:
             return None
         if not candidates:
@@ -559,8 +606,9 @@ class Trainer:
                     log.warning(msg)
                 return d
             problems.append((d.name, why))
-        raise ConfigError(f"--resume: no usable checkpoint in {self.run_dir / 'checkpoints'}: "
-                          + "; ".join(f"{n} ({w})" for n, w in problems) + "; start a new run dir")
+        raise ConfigError(
+            f"--resume: no usable checkpoint in {self.run_dir / 'checkpoints'}: " + "; ".join(f"{n} ({w})" for n, w in problems) + "; start a new run dir"
+        )
 
     def _load_optim(self, saved: dict[str, Any]) -> None:
         names = self._optim_names()
@@ -573,8 +621,10 @@ class Trainer:
                 set_optimizer_state_dict,
             )
 
-            full = {"state": {names[int(i)]: v for i, v in sd["state"].items()},
-                    "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in sd["param_groups"]]}
+            full = {
+                "state": {names[int(i)]: v for i, v in sd["state"].items()},
+                "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in sd["param_groups"]],
+            }
             set_optimizer_state_dict(self.model, self.optimizer, full, options=StateDictOptions(full_state_dict=True))
         else:
             self.optimizer.load_state_dict(sd)
@@ -583,8 +633,20 @@ class Trainer:
         cfg, info = self.cfg, self.info
         g = cfg.batch.global_batch_size
         idx = global_batch_indices(cfg.seed, stage_idx, k, g, len(self.data))
-        examples = [make_example(self.model, self.data.items[i], stage_idx, st, k, j, cfg.seed, cfg.data.use_subtitles,  # type: ignore[union-attr]
-                                 self.max_answer_tokens) for j, i in enumerate(idx)]
+        examples = [
+            make_example(
+                self.model,
+                self.data.items[i],
+                stage_idx,
+                st,
+                k,
+                j,
+                cfg.seed,
+                cfg.data.use_subtitles,  # type: ignore[union-attr]
+                self.max_answer_tokens,
+            )
+            for j, i in enumerate(idx)
+        ]
         total_tokens = sum(len(e.answer_ids) for e in examples)
         # Contiguous shares: micro-batch m of the global batch is examples[m*mb:(m+1)*mb] on whichever rank
         # runs it, and its dropout masks come from a seed of (seed, step, m); so 1 or N processes compute
@@ -646,8 +708,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         emo_tokens = sum(len(e.answer_ids) for e in examples if e.task == "emotion")
-        out = {"loss": float(sums[0]) / total_tokens, "tokens": total_tokens, "grad_norm": float(gn),
-               "reason_share": sum(e.task == "reason" for e in examples) / len(examples)}
+        out = {
+            "loss": float(sums[0]) / total_tokens,
+            "tokens": total_tokens,
+            "grad_norm": float(gn),
+            "reason_share": sum(e.task == "reason" for e in examples) / len(examples),
+        }
         if emo_tokens:
             out["loss_emotion"] = float(sums[1]) / emo_tokens
         if total_tokens - emo_tokens:
@@ -703,18 +769,28 @@ class Trainer:
                 names.append(read_manifest(p, ls).name)
             except Exception:
                 names.append("")
-        return {"train_manifests": list(paths), "manifest_names": names,
-                "synthetic": bool(names) and all(n.startswith("synthetic") for n in names),
-                "steps": sum(st.steps for st in self.cfg.stages)}
+        return {
+            "train_manifests": list(paths),
+            "manifest_names": names,
+            "synthetic": bool(names) and all(n.startswith("synthetic") for n in names),
+            "steps": sum(st.steps for st in self.cfg.stages),
+        }
 
     def _run_eval(self, eval_data: tuple[Manifest, FeatureCache], step: int, out_dir: Path | None, model: Any) -> dict[str, Any]:
         from emo_stream.train.evaluate import evaluate
 
         manifest, cache = eval_data
-        metrics, _ = evaluate(model, manifest, cache, out_dir, use_subtitles=self.cfg.data.use_subtitles,  # type: ignore[union-attr]
-                              batch_size=self.cfg.eval.batch_size)
-        self._log_jsonl({"kind": "eval", "step": step, "accuracy": metrics["accuracy"], "weighted_f1": metrics["weighted_f1"],
-                         "uar": metrics["uar"], "n": metrics["n"]})
+        metrics, _ = evaluate(
+            model,
+            manifest,
+            cache,
+            out_dir,
+            use_subtitles=self.cfg.data.use_subtitles,  # type: ignore[union-attr]
+            batch_size=self.cfg.eval.batch_size,
+        )
+        self._log_jsonl(
+            {"kind": "eval", "step": step, "accuracy": metrics["accuracy"], "weighted_f1": metrics["weighted_f1"], "uar": metrics["uar"], "n": metrics["n"]}
+        )
         return metrics
 
 

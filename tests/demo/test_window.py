@@ -112,7 +112,11 @@ def test_cv_display_refuses_where_no_window_can_open() -> None:
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
     )
 

@@ -64,7 +64,9 @@ def _start_xvfb(screen: str):
     read, write = os.pipe()
     proc = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write), "-screen", "0", screen, "-nolisten", "tcp", "-noreset"],
-        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     os.close(write)
     number = b""
@@ -132,8 +134,9 @@ def long_clip(media, tmp_path_factory) -> Path:
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg missing: scripts/setup.sh installs it")
     out = tmp_path_factory.mktemp("gui_media") / "megamind_x3.avi"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-fflags", "+genpts", "-stream_loop", "2", "-i", str(media / CLIP), "-c", "copy", str(out)],
-                   check=True, timeout=60)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-fflags", "+genpts", "-stream_loop", "2", "-i", str(media / CLIP), "-c", "copy", str(out)], check=True, timeout=60
+    )
     return out
 
 
@@ -147,7 +150,11 @@ class Demo:
         self._err = open(self.err_path, "wb")
         self.proc = subprocess.Popen(
             [str(EMO_STREAM), "demo", "--input", str(clip), "--engine", "baseline", "-q", "--jsonl", str(self.jsonl)],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err, cwd=tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+            cwd=tmp,
         )
 
     def stderr(self) -> str:
@@ -226,15 +233,16 @@ def test_window_shows_video_and_overlay_pauses_and_quits_on_q(clip_frames, demo,
     seen = view[outside]  # the pixels the overlay never touches, N x 3
     per_frame = np.array([np.abs(f[outside].astype(np.int16) - seen).mean() for f in frames])
     best = int(per_frame.argmin())
-    print(f"\nscreenshot: window {w}x{h} at {x},{y}; video pixels match frame {best}/{n} "
-          f"(mean |diff| {per_frame[best]:.2f} over {int(outside.sum())} px outside the overlay)")
+    print(
+        f"\nscreenshot: window {w}x{h} at {x},{y}; video pixels match frame {best}/{n} "
+        f"(mean |diff| {per_frame[best]:.2f} over {int(outside.sum())} px outside the overlay)"
+    )
     assert per_frame[best] < 3.0, f"the window does not show the clip's frames (best mean |diff| {per_frame[best]:.1f})"
 
     panel = view[py0:py1, px0:px1]
     panel_diff = float(np.abs(panel - frames[best, py0:py1, px0:px1].astype(np.int16)).mean())
     white = int((panel.min(axis=2) > 200).sum())
-    print(f"screenshot: overlay panel {px1 - px0}x{py1 - py0} differs from the frame by {panel_diff:.1f} on average, "
-          f"{white} text-white px")
+    print(f"screenshot: overlay panel {px1 - px0}x{py1 - py0} differs from the frame by {panel_diff:.1f} on average, {white} text-white px")
     assert panel_diff > 15, f"no overlay panel drawn (mean |diff| {panel_diff:.1f})"
     assert white > 200, f"no overlay text in the panel ({white} white pixels)"
     assert np.abs(shot[y + h :, :].astype(int)).max() == 0 and np.abs(shot[:, x + w :].astype(int)).max() == 0, "drawn outside the window"

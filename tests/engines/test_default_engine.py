@@ -120,8 +120,9 @@ def test_yaml_off_means_off_for_asr_and_rationale():
 
 def test_any_configured_sample_rate_reaches_voice_and_asr_at_16k(media):
     """audio.sample_rate 44100: the engine resamples once for VAD, prosody and Whisper."""
-    cfg = StreamConfig().replace(audio={"sample_rate": 44100},
-                                 engine={"name": "default", "options": {"llm": False, "rationale": "off", "publish_transcript": True}})
+    cfg = StreamConfig().replace(
+        audio={"sample_rate": 44100}, engine={"name": "default", "options": {"llm": False, "rationale": "off", "publish_transcript": True}}
+    )
     states = []
     with make_engine(cfg) as engine:
         stats = Pipeline(open_sources(str(media / "astronaut_speech.mp4"), cfg), engine, [CallbackSink(states.append)], cfg).run()
@@ -132,8 +133,9 @@ def test_any_configured_sample_rate_reaches_voice_and_asr_at_16k(media):
 
 def test_paced_stream_never_waits_for_the_llm_and_says_how_old_its_evidence_is(media):
     """Real time: perception on workers, LLM scores from the latest-wins worker with their age."""
-    cfg = StreamConfig().replace(window={"hop_s": 0.25}, source={"realtime": True, "speed": 2.0},
-                                 engine={"name": "default", "options": {"rationale": "off", "asr": "off"}})
+    cfg = StreamConfig().replace(
+        window={"hop_s": 0.25}, source={"realtime": True, "speed": 2.0}, engine={"name": "default", "options": {"rationale": "off", "asr": "off"}}
+    )
     states = []
     with make_engine(cfg) as engine:
         stats = Pipeline(open_sources(str(media / "astronaut_speech.mp4"), cfg), engine, [CallbackSink(states.append)], cfg).run()

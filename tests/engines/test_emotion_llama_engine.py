@@ -41,8 +41,7 @@ def _window(i: int, frames: int = 4, audio: str = "speech", seed: int = 0) -> Wi
         if audio == "nan":
             samples[100:200] = np.nan
         span = AudioSpan(samples=samples, start=i * 0.5, sample_rate=16000, coverage=1.0)
-    return Window(index=i, start=i * 0.5, end=i * 0.5 + 2.0, frames=fr, n_frames=frames, audio=span,
-                  streams_expected=frozenset({"video", "audio"}))
+    return Window(index=i, start=i * 0.5, end=i * 0.5 + 2.0, frames=fr, n_frames=frames, audio=span, streams_expected=frozenset({"video", "audio"}))
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +64,32 @@ def test_registered_and_built_by_name() -> None:
 
 def test_processes_windows_into_valid_states(engine) -> None:
     ls = get_label_set("merr")
-    cases = [_window(0), _window(1, audio="none"), _window(2, frames=0), _window(3, audio="silence"),
-             _window(4, audio="nan"), _window(5, frames=0, audio="none")]
+    cases = [
+        _window(0),
+        _window(1, audio="none"),
+        _window(2, frames=0),
+        _window(3, audio="silence"),
+        _window(4, audio="nan"),
+        _window(5, frames=0, audio="none"),
+    ]
     outs = [engine.process(w) for w in cases]
     for w, out in zip(cases, outs):
         _check(out, ls)
-        EmotionState.build(label_set=ls, probabilities=out.probabilities, window_start=w.start, window_end=w.end, sequence=w.index,
-                           model_id=engine.model_id, valence=out.valence, arousal=out.arousal, modalities=out.modalities,
-                           rationale=out.rationale, latency_ms=out.latency_ms, flags=out.flags, signals=out.signals)
+        EmotionState.build(
+            label_set=ls,
+            probabilities=out.probabilities,
+            window_start=w.start,
+            window_end=w.end,
+            sequence=w.index,
+            model_id=engine.model_id,
+            valence=out.valence,
+            arousal=out.arousal,
+            modalities=out.modalities,
+            rationale=out.rationale,
+            latency_ms=out.latency_ms,
+            flags=out.flags,
+            signals=out.signals,
+        )
         assert "random_weights" in out.flags
     full, no_audio, no_video, silent, nan_audio, nothing = outs
     assert {"encode_global", "encode_face", "encode_temporal", "encode_audio", "project", "llm_score"} <= set(full.latency_ms)
@@ -132,9 +149,15 @@ def test_weights_dir_option(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "options, match",
-    [({"tiny": True, "colour": 1}, "unknown"), ({"tiny": True, "weights": "x"}, "exactly one"), ({}, "exactly one"),
-     ({"tiny": True, "rationale_every": -1}, "rationale_every"), ({"tiny": True, "version": "v3"}, "version"),
-     ({"tiny": True, "seed": "0"}, "seed"), ({"tiny": True, "face_detector": "dlib"}, "face_detector")],
+    [
+        ({"tiny": True, "colour": 1}, "unknown"),
+        ({"tiny": True, "weights": "x"}, "exactly one"),
+        ({}, "exactly one"),
+        ({"tiny": True, "rationale_every": -1}, "rationale_every"),
+        ({"tiny": True, "version": "v3"}, "version"),
+        ({"tiny": True, "seed": "0"}, "seed"),
+        ({"tiny": True, "face_detector": "dlib"}, "face_detector"),
+    ],
 )
 def test_options_are_validated(options, match) -> None:
     cfg = StreamConfig.from_dict({"engine": {"name": "emotion-llama", "options": options}})

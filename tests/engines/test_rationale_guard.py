@@ -19,10 +19,7 @@ from emo_stream.engines.rationale_guard import guard_rationale
 from emo_stream.perception.text_clues import tokenize
 
 FALLBACK = "The person seems sad: the face looks sad."
-MEGAMIND_SAID = (
-    "You don't judge a book by its cover or a person from the outside. That's a relief to hear. "
-    "You judge them based on their actions."
-)
+MEGAMIND_SAID = "You don't judge a book by its cover or a person from the outside. That's a relief to hear. You judge them based on their actions."
 MEGAMIND_WORDS = f'Words: "{MEGAMIND_SAID}" (words: positive (compound +0.48)).'
 
 

@@ -125,8 +125,9 @@ def test_runtime_config_errors(export_v1):
 
 
 def _engine_config(export_dir, **options):
-    return StreamConfig.from_dict({"engine": {"name": "emotion-llama-export", "label_set": "merr",
-                                              "options": {"export": str(export_dir), "llm_threads": 1, "ort_threads": 1, **options}}})
+    return StreamConfig.from_dict(
+        {"engine": {"name": "emotion-llama-export", "label_set": "merr", "options": {"export": str(export_dir), "llm_threads": 1, "ort_threads": 1, **options}}}
+    )
 
 
 def test_engine_streams_a_real_clip_from_the_export(export_v1, media):

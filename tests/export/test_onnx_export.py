@@ -83,8 +83,7 @@ def test_v2_conv_attention_fusion_export(tmp_path):
     import torch
 
     with torch.no_grad():
-        ref = model.projector({n: (torch.from_numpy(feeds[f"{n}_tokens"]), torch.from_numpy(feeds[f"{n}_mask"]))
-                               for n in ("global", "temporal", "audio")})
+        ref = model.projector({n: (torch.from_numpy(feeds[f"{n}_tokens"]), torch.from_numpy(feeds[f"{n}_mask"])) for n in ("global", "temporal", "audio")})
     assert np.abs(got["tokens"] - ref.tokens.numpy()).max() < 1e-5
     assert np.allclose(got["attention"][..., 1], 0.0)
     cmp = compare_outputs(spec.run_torch(feeds), got)

@@ -101,8 +101,14 @@ def test_recorded_stage_inputs_are_calibration_data(export_v1, tmp_path):
 
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed here")
 def test_without_tensorrt_the_command_fails_with_one_clear_line(export_v1):
-    r = subprocess.run([sys.executable, "-m", "emo_stream.export.cli", "export", "tensorrt", "--onnx", str(export_v1)],
-                       check=False, capture_output=True, text=True, timeout=120, env={"PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, "-m", "emo_stream.export.cli", "export", "tensorrt", "--onnx", str(export_v1)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("emo-stream: error: TensorRT is not installed")

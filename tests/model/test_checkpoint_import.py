@@ -35,13 +35,19 @@ def synthetic_state_dict(seed: int = 0, default_spelling: bool = False, with_ln:
         return torch.randn(*shape, generator=g) * 0.3
 
     sd = {
-        "llama_proj.weight": r(D, 4 * VW), "llama_proj.bias": r(D),
-        "cls_tk_llama_proj.weight": r(D, VW), "cls_tk_llama_proj.bias": r(D),
-        "feats_llama_proj1.weight": r(D, FD[0]), "feats_llama_proj1.bias": r(D),
-        "feats_llama_proj2.weight": r(D, FD[1]), "feats_llama_proj2.bias": r(D),
-        "feats_llama_proj3.weight": r(D, FD[2]), "feats_llama_proj3.bias": r(D),
+        "llama_proj.weight": r(D, 4 * VW),
+        "llama_proj.bias": r(D),
+        "cls_tk_llama_proj.weight": r(D, VW),
+        "cls_tk_llama_proj.bias": r(D),
+        "feats_llama_proj1.weight": r(D, FD[0]),
+        "feats_llama_proj1.bias": r(D),
+        "feats_llama_proj2.weight": r(D, FD[1]),
+        "feats_llama_proj2.bias": r(D),
+        "feats_llama_proj3.weight": r(D, FD[2]),
+        "feats_llama_proj3.bias": r(D),
         # MiniGPTBase's auxiliary head: trainable (so saved) but unused at inference
-        "attention.feats_prep.0.0.weight": r(256, 1024), "attention.fc_att.weight": r(7, 128),
+        "attention.feats_prep.0.0.weight": r(256, 1024),
+        "attention.fc_att.weight": r(7, 128),
         "llama_model.base_model.model.model.layers.0.self_attn.rotary_emb.inv_freq": r(4),
     }
     sep = ".default." if default_spelling else "."
@@ -56,8 +62,13 @@ def synthetic_state_dict(seed: int = 0, default_spelling: bool = False, with_ln:
 
 
 def save_checkpoint(path: Path, sd: dict[str, torch.Tensor], alpha: int | None = ALPHA) -> Path:
-    obj = {"model": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "epoch": 3, "scaler": None,
-           "config": {"model": {"arch": "minigpt_v2", "lora_r": R, **({"lora_alpha": alpha} if alpha else {})}}}
+    obj = {
+        "model": sd,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+        "epoch": 3,
+        "scaler": None,
+        "config": {"model": {"arch": "minigpt_v2", "lora_r": R, **({"lora_alpha": alpha} if alpha else {})}},
+    }
     torch.save(obj, path)
     return path
 
@@ -91,8 +102,7 @@ def _reference_logits(llama_dir: Path, sd: dict[str, torch.Tensor], embeds: torc
         for m in ("q_proj", "v_proj"):
             a = sd[LORA.format(i=i, m=m, ab="A", sep=".")]
             b = sd[LORA.format(i=i, m=m, ab="B", sep=".")]
-            hooks.append(getattr(layer.self_attn, m).register_forward_hook(
-                lambda mod, inp, out, a=a, b=b: out + scaling * F.linear(F.linear(inp[0], a), b)))
+            hooks.append(getattr(layer.self_attn, m).register_forward_hook(lambda mod, inp, out, a=a, b=b: out + scaling * F.linear(F.linear(inp[0], a), b)))
     with torch.no_grad():
         logits = base(inputs_embeds=embeds).logits
     for h in hooks:
@@ -206,10 +216,22 @@ def test_original_encoder_checkpoint_files_load_per_view(tmp_path, hubert_dir, c
     from tests.model.reference_vits import RefMAEViT, RefVideoMAE, randomize
 
     fb, tb = BASE.face_view.backbone, BASE.temporal_view.backbone
-    mae = randomize(RefMAEViT(fb["hidden_size"], fb["num_hidden_layers"], fb["num_attention_heads"], fb["intermediate_size"],
-                              fb["image_size"], fb["patch_size"]), seed=1)
-    vmae = randomize(RefVideoMAE(tb["hidden_size"], tb["num_hidden_layers"], tb["num_attention_heads"], tb["intermediate_size"],
-                                 tb["image_size"], tb["patch_size"], tb["num_frames"], tb["tubelet_size"]), seed=2)
+    mae = randomize(
+        RefMAEViT(fb["hidden_size"], fb["num_hidden_layers"], fb["num_attention_heads"], fb["intermediate_size"], fb["image_size"], fb["patch_size"]), seed=1
+    )
+    vmae = randomize(
+        RefVideoMAE(
+            tb["hidden_size"],
+            tb["num_hidden_layers"],
+            tb["num_attention_heads"],
+            tb["intermediate_size"],
+            tb["image_size"],
+            tb["patch_size"],
+            tb["num_frames"],
+            tb["tubelet_size"],
+        ),
+        seed=2,
+    )
     torch.save({"model": mae.state_dict()}, tmp_path / "mae.pth")
     torch.save({"model": {f"encoder.{k}": v for k, v in vmae.state_dict().items()}}, tmp_path / "videomae.pth")
     face = load_encoder("face", tmp_path / "mae.pth", BASE)

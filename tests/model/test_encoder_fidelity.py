@@ -79,8 +79,9 @@ def _face_cfg(**kw) -> FaceViewConfig:
 
 def _mae_ref(cfg: FaceViewConfig) -> RefMAEViT:
     b = cfg.backbone
-    return randomize(RefMAEViT(b["hidden_size"], b["num_hidden_layers"], b["num_attention_heads"], b["intermediate_size"],
-                               b["image_size"], b["patch_size"]), seed=3)
+    return randomize(
+        RefMAEViT(b["hidden_size"], b["num_hidden_layers"], b["num_attention_heads"], b["intermediate_size"], b["image_size"], b["patch_size"]), seed=3
+    )
 
 
 def test_face_mae_checkpoint_converts_and_matches_the_original(tmp_path, capsys) -> None:
@@ -88,8 +89,9 @@ def test_face_mae_checkpoint_converts_and_matches_the_original(tmp_path, capsys)
     ref = _mae_ref(cfg)
     sd = dict(ref.state_dict())
     d = cfg.hidden_size
-    sd.update({"mask_token": torch.zeros(1, 1, d), "decoder_embed.weight": torch.zeros(d, d), "decoder_pred.bias": torch.zeros(8),
-               "fc_norm.weight": torch.ones(d)})  # pre-training extras the original load skips
+    sd.update(
+        {"mask_token": torch.zeros(1, 1, d), "decoder_embed.weight": torch.zeros(d, d), "decoder_pred.bias": torch.zeros(8), "fc_norm.weight": torch.ones(d)}
+    )  # pre-training extras the original load skips
     enc = FaceViewEncoder.from_mae_checkpoint(_save(tmp_path, "mae_checkpoint-340.pth", sd), cfg)
     err = capsys.readouterr().err
     assert err.startswith("emo-stream: face view (MAE ViT): converted ") and "MAE decoder tensors" in err and err.count("\n") == 1
@@ -139,8 +141,19 @@ def _temporal_cfg(**kw) -> TemporalViewConfig:
 
 def _videomae_ref(cfg: TemporalViewConfig) -> RefVideoMAE:
     b = cfg.backbone
-    return randomize(RefVideoMAE(b["hidden_size"], b["num_hidden_layers"], b["num_attention_heads"], b["intermediate_size"],
-                                 b["image_size"], b["patch_size"], b["num_frames"], b["tubelet_size"]), seed=5)
+    return randomize(
+        RefVideoMAE(
+            b["hidden_size"],
+            b["num_hidden_layers"],
+            b["num_attention_heads"],
+            b["intermediate_size"],
+            b["image_size"],
+            b["patch_size"],
+            b["num_frames"],
+            b["tubelet_size"],
+        ),
+        seed=5,
+    )
 
 
 def _original_segments(n: int, num_segments: int = 8, duration: int = 2) -> list[int]:
@@ -171,8 +184,14 @@ def test_videomae_checkpoint_converts_and_matches_the_original(tmp_path, capsys)
     ref = _videomae_ref(cfg)
     d = cfg.hidden_size
     sd = {f"encoder.{k}": v for k, v in ref.state_dict().items()}  # the pre-training checkpoint's prefix
-    sd.update({"encoder.norm.weight": torch.ones(d), "decoder.blocks.0.norm1.weight": torch.ones(d),
-               "encoder_to_decoder.weight": torch.zeros(d, d), "mask_token": torch.zeros(1, 1, d)})
+    sd.update(
+        {
+            "encoder.norm.weight": torch.ones(d),
+            "decoder.blocks.0.norm1.weight": torch.ones(d),
+            "encoder_to_decoder.weight": torch.zeros(d, d),
+            "mask_token": torch.zeros(1, 1, d),
+        }
+    )
     enc = TemporalViewEncoder.from_videomae_checkpoint(_save(tmp_path, "maeV_399.pth", sd), cfg)
     err = capsys.readouterr().err
     assert err.startswith("emo-stream: temporal view (VideoMAE): converted ") and "VideoMAE decoder tensors" in err
@@ -208,13 +227,22 @@ def test_videomae_checkpoint_errors(tmp_path) -> None:
 def test_eva_checkpoint_with_rel_pos_bias_keys_matches_the_original(capsys) -> None:
     cfg = GlobalViewConfig.tiny()
     b = cfg.backbone
-    ref = randomize(RefEVAViT(b["hidden_size"], b["num_hidden_layers"], b["num_attention_heads"], b["intermediate_size"],
-                              b["image_size"], b["patch_size"]), seed=7, scale=0.1)
+    ref = randomize(
+        RefEVAViT(b["hidden_size"], b["num_hidden_layers"], b["num_attention_heads"], b["intermediate_size"], b["image_size"], b["patch_size"]),
+        seed=7,
+        scale=0.1,
+    )
     sd = dict(ref.state_dict())
     d = cfg.hidden_size
-    sd.update({"rel_pos_bias.relative_position_bias_table": torch.zeros(9, 2), "rel_pos_bias.relative_position_index": torch.zeros(5, 5),
-               "blocks.0.attn.relative_position_bias_table": torch.zeros(9, 2), "norm.weight": torch.ones(d),
-               f"blocks.{b['num_hidden_layers']}.norm1.weight": torch.ones(d)})  # a 40th block, as eva_vit_g.pth has
+    sd.update(
+        {
+            "rel_pos_bias.relative_position_bias_table": torch.zeros(9, 2),
+            "rel_pos_bias.relative_position_index": torch.zeros(5, 5),
+            "blocks.0.attn.relative_position_bias_table": torch.zeros(9, 2),
+            "norm.weight": torch.ones(d),
+            f"blocks.{b['num_hidden_layers']}.norm1.weight": torch.ones(d),
+        }
+    )  # a 40th block, as eva_vit_g.pth has
     enc = GlobalViewEncoder.from_eva_checkpoint(sd, cfg)
     err = capsys.readouterr().err
     assert "relative-position-bias tensors" in err and "blocks beyond the 2" in err

@@ -273,14 +273,35 @@ def _eva_state_dict(cfg: GlobalViewConfig, depth: int, grid: int) -> dict[str, t
     def r(*shape: int, s: float = 0.2) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * s
 
-    sd = {"cls_token": r(1, 1, d), "pos_embed": r(1, 1 + grid * grid, d), "patch_embed.proj.weight": r(d, 3, p, p),
-          "patch_embed.proj.bias": r(d), "norm.weight": r(d), "norm.bias": r(d)}
+    sd = {
+        "cls_token": r(1, 1, d),
+        "pos_embed": r(1, 1 + grid * grid, d),
+        "patch_embed.proj.weight": r(d, 3, p, p),
+        "patch_embed.proj.bias": r(d),
+        "norm.weight": r(d),
+        "norm.bias": r(d),
+    }
     for i in range(depth):
         b = f"blocks.{i}."
-        sd.update({b + "norm1.weight": 1 + r(d), b + "norm1.bias": r(d), b + "attn.qkv.weight": r(3 * d, d),
-                   b + "attn.q_bias": r(d), b + "attn.v_bias": r(d), b + "attn.proj.weight": r(d, d), b + "attn.proj.bias": r(d),
-                   b + "norm2.weight": 1 + r(d), b + "norm2.bias": r(d), b + "mlp.fc1.weight": r(ff, d), b + "mlp.fc1.bias": r(ff),
-                   b + "mlp.fc2.weight": r(d, ff), b + "mlp.fc2.bias": r(d), b + "gamma_1": 1 + r(d), b + "gamma_2": 1 + r(d)})
+        sd.update(
+            {
+                b + "norm1.weight": 1 + r(d),
+                b + "norm1.bias": r(d),
+                b + "attn.qkv.weight": r(3 * d, d),
+                b + "attn.q_bias": r(d),
+                b + "attn.v_bias": r(d),
+                b + "attn.proj.weight": r(d, d),
+                b + "attn.proj.bias": r(d),
+                b + "norm2.weight": 1 + r(d),
+                b + "norm2.bias": r(d),
+                b + "mlp.fc1.weight": r(ff, d),
+                b + "mlp.fc1.bias": r(ff),
+                b + "mlp.fc2.weight": r(d, ff),
+                b + "mlp.fc2.bias": r(d),
+                b + "gamma_1": 1 + r(d),
+                b + "gamma_2": 1 + r(d),
+            }
+        )
     return sd
 
 

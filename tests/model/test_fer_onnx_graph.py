@@ -130,8 +130,12 @@ def test_non_finite_weights_and_other_graphs_are_refused(tmp_path: Path) -> None
     bad = tmp_path / "nan.hdf5"
     shutil.copy(FER_HDF5.path(), bad)
     with h5py.File(bad, "r+") as f:
-        ds = next(f["model_weights"][k][n] for k in f["model_weights"] for n in f["model_weights"][k].attrs.get("weight_names", [])
-                  if "gamma" in (n.decode() if isinstance(n, bytes) else n))
+        ds = next(
+            f["model_weights"][k][n]
+            for k in f["model_weights"]
+            for n in f["model_weights"][k].attrs.get("weight_names", [])
+            if "gamma" in (n.decode() if isinstance(n, bytes) else n)
+        )
         arr = ds[()]
         arr[0] = np.nan
         ds[...] = arr

@@ -46,7 +46,10 @@ def test_v1_matches_minigpt_v2_encode_img() -> None:
     cls_tok = F.linear(x[:, :1], proj.cls_tk_llama_proj.weight, proj.cls_tk_llama_proj.bias)
     grouped = x[:, 1:].reshape(2, cfg.num_patches // 4, 4 * cfg.vision_width)
     vid = F.linear(grouped, proj.llama_proj.weight, proj.llama_proj.bias)
-    f = [F.linear(feats[n], getattr(proj, f"feats_llama_proj{i}").weight, getattr(proj, f"feats_llama_proj{i}").bias) for i, n in ((1, "face"), (2, "video"), (3, "audio"))]
+    f = [
+        F.linear(feats[n], getattr(proj, f"feats_llama_proj{i}").weight, getattr(proj, f"feats_llama_proj{i}").bias)
+        for i, n in ((1, "face"), (2, "video"), (3, "audio"))
+    ]
     expected_feats = torch.cat([torch.stack(f, dim=1), cls_tok], dim=1)
     assert list(out.slots) == [VIDEO_SLOT, FEATURE_SLOT]
     # a few float32 ulps: BLAS rounding can depend on the memory alignment of the operands

@@ -68,7 +68,8 @@ def test_transcript_edge_cases_match_the_original_formatting(sentence: str) -> N
 def test_transcript_whitespace_and_placeholders_are_cleaned() -> None:
     merr = get_label_set("merr")
     assert build_prompt(task="emotion", label_set=merr, subtitle="  I can't\n believe  it ") == _original(
-        "I can't believe it", "emotion", EMOTION_INSTRUCTIONS["merr"][0])
+        "I can't believe it", "emotion", EMOTION_INSTRUCTIONS["merr"][0]
+    )
     for sneaky in ("look <VideoHere> here", "<Video<VideoHere>Here>", "a <FeatureHere>"):
         p = build_prompt(task="emotion", label_set=merr, subtitle=sneaky)
         assert split_prompt(p).slots == (VIDEO_SLOT, FEATURE_SLOT)
@@ -112,10 +113,24 @@ def _train_sentencepiece(tmp: Path) -> bytes:
     texts = prompt_vocabulary() + ["I can't believe you did that.", "The person in video says: hello there."]
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts * 3), model_writer=buf, vocab_size=400, model_type="bpe", byte_fallback=True,
-        add_dummy_prefix=True, remove_extra_whitespaces=False, normalization_rule_name="identity", split_digits=True,
-        allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
-        character_coverage=1.0, hard_vocab_limit=False,
+        sentence_iterator=iter(texts * 3),
+        model_writer=buf,
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
     )
     return buf.getvalue()
 
@@ -125,9 +140,20 @@ def llama_tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LLaMA-2-like tokenizer dir with only tokenizer.model (no tokenizer.json), as Llama-2-7b-chat ships."""
     d = tmp_path_factory.mktemp("llama_tok")
     (d / "tokenizer.model").write_bytes(_train_sentencepiece(d))
-    (d / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": True, "add_eos_token": False, "legacy": False}), encoding="utf-8")
+    (d / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "LlamaTokenizer",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "legacy": False,
+            }
+        ),
+        encoding="utf-8",
+    )
     return d
 
 

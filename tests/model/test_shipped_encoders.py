@@ -128,8 +128,7 @@ def test_small_structure_trains_on_real_encoders(photos: list[np.ndarray]) -> No
     encoded = []
     for frames, wave, _ in clips:
         encoded.append(model.encode(model.preprocess(frames, audio=wave)))
-    batch = {k: type(encoded[0][k])(*(torch.cat([getattr(e[k], f) for e in encoded]) for f in ("tokens", "mask", "pooled")))
-             for k in encoded[0]}
+    batch = {k: type(encoded[0][k])(*(torch.cat([getattr(e[k], f) for e in encoded]) for f in ("tokens", "mask", "pooled"))) for k in encoded[0]}
     prompts = [model.prompt("emotion")] * 2
     answers = [model.llm.encode(lbl) + [model.llm.eos_id] for *_, lbl in clips]
     for p in model.parameters():

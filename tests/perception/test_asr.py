@@ -48,7 +48,7 @@ def stream_windows(x: np.ndarray, window_s: float = 2.0, hop_s: float = 0.5):
     end = hop_s
     while end <= dur + 1e-9:
         start = max(0.0, end - window_s)
-        yield start, end, x[int(round(start * SAMPLE_RATE)):int(round(end * SAMPLE_RATE))]
+        yield start, end, x[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
         end += hop_s
 
 
@@ -108,7 +108,7 @@ def test_streaming_transcribes_each_span_once(whisper, references, two_utterance
     # Silence-only windows far from speech have no words.
     assert asr.text_for(spans[0][1] + 0.05, spans[1][0] - 0.05) == ""
     # Handing the same spans over again never re-runs the model.
-    asr.update(x.shape[0] / SAMPLE_RATE - 2.0, x[-2 * SAMPLE_RATE:], spans)
+    asr.update(x.shape[0] / SAMPLE_RATE - 2.0, x[-2 * SAMPLE_RATE :], spans)
     assert asr.model_calls == 2
 
 
@@ -130,7 +130,7 @@ def test_background_worker_keeps_updates_fast(whisper, references, two_utterance
 
 
 def test_background_queue_drops_oldest_when_full(whisper) -> None:
-    x = load_wav(MEDIA / "librivox_0880.wav")[: SAMPLE_RATE]
+    x = load_wav(MEDIA / "librivox_0880.wav")[:SAMPLE_RATE]
     with Transcriber(AsrConfig(queue_size=1, cpu_threads=1), model=whisper, background=True) as asr:
         accepted = [asr.submit(float(i), float(i) + 1.0, x) for i in range(4)]
         assert asr.wait_idle(timeout=60)
@@ -186,7 +186,7 @@ def voice_stream(x: np.ndarray, transcriber: Transcriber, stop_s: float | None =
     voice.transcriber = transcriber
     n = x.shape[0] if stop_s is None else int(stop_s * SAMPLE_RATE)
     for i in range(0, n, chunk):
-        voice.analyze(AudioChunk(i / SAMPLE_RATE, x[i:min(i + chunk, n)], SAMPLE_RATE))
+        voice.analyze(AudioChunk(i / SAMPLE_RATE, x[i : min(i + chunk, n)], SAMPLE_RATE))
     return voice
 
 
@@ -208,7 +208,7 @@ def test_partial_words_arrive_before_a_long_span_closes(whisper, references) -> 
         assert 2 <= len(hyp) < len(ref) and word_error_rate(ref[: len(hyp)], hyp) < 0.5, early[0].text
         # The rest of the clip, then the end of stream: the final transcript replaces the partial.
         for i in range(int(6.5 * SAMPLE_RATE), x.shape[0], 512):
-            voice.analyze(AudioChunk(i / SAMPLE_RATE, x[i:i + 512], SAMPLE_RATE))
+            voice.analyze(AudioChunk(i / SAMPLE_RATE, x[i : i + 512], SAMPLE_RATE))
         voice.finish()
         final = asr.segments()
         assert len(final) == 1 and not final[0].partial and asr.model_calls == 4

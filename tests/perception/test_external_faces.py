@@ -109,6 +109,7 @@ def test_config_is_validated():
 @pytest.fixture(scope="module")
 def frames(media):
     """~1.5 s at 8 frames/s: Megamind (left) beside the astronaut photo (right)."""
+
     def read(path):
         out = []
         with av.open(str(path)) as c:
@@ -121,8 +122,10 @@ def frames(media):
 
     left, right = read(media / "megamind.avi"), read(media / "astronaut_speech.mp4")
     h = left[0][1].shape[0]
-    return [VideoFrame(t, np.ascontiguousarray(np.hstack([a, cv2.resize(r, (int(r.shape[1] * h / r.shape[0]), h))])), k)
-            for k, ((t, a), (_, r)) in enumerate(zip(left, right))]
+    return [
+        VideoFrame(t, np.ascontiguousarray(np.hstack([a, cv2.resize(r, (int(r.shape[1] * h / r.shape[0]), h))])), k)
+        for k, ((t, a), (_, r)) in enumerate(zip(left, right))
+    ]
 
 
 def test_analyzer_reads_the_external_boxes_under_the_external_ids(frames):

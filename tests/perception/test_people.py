@@ -213,10 +213,38 @@ def two_face_clip(media, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("people") / "two_faces.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-t", "4", "-i", str(media / "megamind.avi"), "-t", "4", "-i", str(media / "astronaut_speech.mp4"),
-         "-filter_complex", "[1:v]scale=-2:528,fps=24[r];[0:v]fps=24[l];[l][r]hstack=inputs=2[v]", "-map", "[v]", "-map", "1:a",
-         "-c:v", "libx264", "-preset", "ultrafast", "-crf", "16", "-c:a", "aac", "-shortest", str(out)],
-        check=True, timeout=60,
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-t",
+            "4",
+            "-i",
+            str(media / "megamind.avi"),
+            "-t",
+            "4",
+            "-i",
+            str(media / "astronaut_speech.mp4"),
+            "-filter_complex",
+            "[1:v]scale=-2:528,fps=24[r];[0:v]fps=24[l];[l][r]hstack=inputs=2[v]",
+            "-map",
+            "[v]",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "16",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(out),
+        ],
+        check=True,
+        timeout=60,
     )
     return out
 

@@ -105,7 +105,7 @@ def test_streamed_frames_equal_one_shot() -> None:
     while end < dur + 0.5:
         end = min(end, dur)
         start = max(0.0, end - 2.0)
-        streamed.update(start, x[int(round(start * SAMPLE_RATE)):int(round(end * SAMPLE_RATE))])
+        streamed.update(start, x[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))])
         if end >= dur:
             break
         end += 0.5
@@ -156,7 +156,7 @@ def test_espeak_aroused_settings_give_higher_arousal(tmp_path: Path) -> None:
     end = 0.5
     while end <= dur:
         start = max(0.0, end - 2.0)
-        w = x[int(round(start * SAMPLE_RATE)):int(round(end * SAMPLE_RATE))]
+        w = x[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
         vad.update(start, w)
         tracker.update(start, w)
         res = tracker.analyze(start, end, vad.speech_spans(start, end))
@@ -222,7 +222,7 @@ def test_cost_per_window() -> None:
         end += 0.5
         start = end - 2.0
         t = time.perf_counter()
-        tracker.update(start, x[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)])
+        tracker.update(start, x[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
         tracker.analyze(start, end, [(max(a, start), min(b, end)) for a, b in spans])
         times.append(time.perf_counter() - t)
     ms = 1000 * float(np.median(times))

@@ -35,7 +35,7 @@ def stream(vad: VoiceActivityDetector, x: np.ndarray, window_s: float = 2.0, hop
     while end < dur + hop_s:
         end = min(end, dur)
         start = max(0.0, end - window_s)
-        vad.update(start, x[int(round(start * SAMPLE_RATE)):int(round(end * SAMPLE_RATE))])
+        vad.update(start, x[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))])
         if end >= dur:
             break
         end += hop_s
@@ -119,7 +119,7 @@ def test_closed_spans_are_final_and_windows_see_open_span(speech_pair: np.ndarra
     end = 0.5
     while end <= dur:
         start = max(0.0, end - 2.0)
-        vad.update(start, speech_pair[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)])
+        vad.update(start, speech_pair[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
         closed = vad.closed_spans()
         assert closed[: len(closed_seen)] == closed_seen  # never rewritten
         closed_seen = closed
@@ -136,7 +136,7 @@ def test_overlapping_input_is_skipped_and_gap_resets() -> None:
     again = vad.update(0.0, x[: 2 * SAMPLE_RATE])
     assert first.new_frames > 0 and again.new_frames == 0 and not again.gap
     assert vad.is_speaking
-    later = vad.update(10.0, x[2 * SAMPLE_RATE: 4 * SAMPLE_RATE])  # 8 s of audio never arrived
+    later = vad.update(10.0, x[2 * SAMPLE_RATE : 4 * SAMPLE_RATE])  # 8 s of audio never arrived
     assert later.gap and vad.gaps == 1
     spans = vad.closed_spans()
     assert len(spans) == 1 and spans[0][1] == pytest.approx(2.0, abs=FRAME_S)  # closed at the gap

@@ -185,7 +185,7 @@ def _voice_run(samples, rate, chunk_s=0.032):
     va = VoiceAnalyzer(VoiceActivityDetector(), ProsodyTracker(), StageClock())
     n = int(chunk_s * rate)
     for i in range(0, samples.shape[0], n):
-        va.analyze(AudioChunk(i / rate, samples[i:i + n], rate))
+        va.analyze(AudioChunk(i / rate, samples[i : i + n], rate))
     va.finish()
     return va
 

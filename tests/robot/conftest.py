@@ -23,8 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     installed = [m for m in TRAINING_STACK if importlib.util.find_spec(m) is not None]
     if not installed:
         return
-    skip = pytest.mark.skip(reason=f"robot-install test: runs in the torch-free .venv-robot (scripts/robot_test.sh); "
-                                   f"{', '.join(installed)} installed here")
+    skip = pytest.mark.skip(reason=f"robot-install test: runs in the torch-free .venv-robot (scripts/robot_test.sh); {', '.join(installed)} installed here")
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:

@@ -41,9 +41,24 @@ def test_default_engine_streams_a_clip_from_a_clean_model_cache(media: Path, tmp
 
 def test_run_export_streams_the_exported_model(media: Path, tmp_path: Path, export_dir: Path) -> None:
     jsonl = tmp_path / "states.jsonl"
-    out, loaded = run_cli(["run", "--input", str(media / "astronaut_speech.mp4"), "--export", str(export_dir),
-                           "-o", "llm_threads=1", "-o", "ort_threads=1", "--jsonl", str(jsonl), "--quiet"],
-                          tmp_path, tmp_path / "cache")
+    out, loaded = run_cli(
+        [
+            "run",
+            "--input",
+            str(media / "astronaut_speech.mp4"),
+            "--export",
+            str(export_dir),
+            "-o",
+            "llm_threads=1",
+            "-o",
+            "ort_threads=1",
+            "--jsonl",
+            str(jsonl),
+            "--quiet",
+        ],
+        tmp_path,
+        tmp_path / "cache",
+    )
     assert out.returncode == 0, out.stderr
     assert [m for m in TRAINING_STACK if m in loaded] == [], "run --export imported the training stack"
     assert "onnxruntime" in loaded and "llama_cpp" in loaded
@@ -54,8 +69,9 @@ def test_run_export_streams_the_exported_model(media: Path, tmp_path: Path, expo
 
 
 def test_a_torch_engine_is_one_clear_error_line(media: Path, tmp_path: Path) -> None:
-    out, _ = run_cli(["run", "--input", str(media / "astronaut_3s_noaudio.mp4"), "--engine", "emotion-llama",
-                           "-o", "tiny=true", "--quiet"], tmp_path, tmp_path / "cache")
+    out, _ = run_cli(
+        ["run", "--input", str(media / "astronaut_3s_noaudio.mp4"), "--engine", "emotion-llama", "-o", "tiny=true", "--quiet"], tmp_path, tmp_path / "cache"
+    )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "emo-stream: error: this needs the Python package 'torch', which is not installed; run: pip install 'emo-stream[torch]'"

@@ -21,8 +21,16 @@ class Feeder:
     published between the regular ones, on the same thread.
     """
 
-    def __init__(self, node: Any, image: np.ndarray, speech: np.ndarray, fps: float = 15.0, chunk_s: float = 0.064,
-                 image_topic: str = "image", audio_topic: str = "audio") -> None:
+    def __init__(
+        self,
+        node: Any,
+        image: np.ndarray,
+        speech: np.ndarray,
+        fps: float = 15.0,
+        chunk_s: float = 0.064,
+        image_topic: str = "image",
+        audio_topic: str = "audio",
+    ) -> None:
         self.node, self.image, self.speech, self.fps, self.chunk_s = node, image, speech, fps, chunk_s
         self.image_pub = node.create_publisher(Image, image_topic, qos_profile_sensor_data)
         self.audio_pub = node.create_publisher(AudioDataStamped, audio_topic, qos_profile_sensor_data)

@@ -75,7 +75,7 @@ def _files_in_use() -> set[str]:
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if target.startswith("/dev/shm/"):
-                    used.add(target[len("/dev/shm/"):].split()[0])
+                    used.add(target[len("/dev/shm/") :].split()[0])
         except OSError:
             continue
     return used
@@ -261,7 +261,11 @@ class Harness:
                 break
             for st in arr.status:
                 if "emo_stream" in st.name:
-                    return {"_level": int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level), "_message": st.message, **diagnostic_values(st)}
+                    return {
+                        "_level": int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level),
+                        "_message": st.message,
+                        **diagnostic_values(st),
+                    }
         return None
 
     # -- waiting ------------------------------------------------------------------------------

@@ -214,15 +214,28 @@ def _state(**kw) -> EmotionState:
 def test_state_message_round_trip_carries_every_field():
     origin = 1_795_000_000_000_000_000
     st = _state()
-    msg = state_to_msg(st, window_start_ns=origin + 500_000_000, window_end_ns=origin + 2_500_000_000, frame_id="cam",
-                       publish_rationale=True, publish_transcript=True)
+    msg = state_to_msg(
+        st, window_start_ns=origin + 500_000_000, window_end_ns=origin + 2_500_000_000, frame_id="cam", publish_rationale=True, publish_transcript=True
+    )
     msg = deserialize_message(serialize_message(msg), EmotionStateMsg)
     assert msg.schema_version == EmotionStateMsg.SCHEMA_VERSION == 1
     assert stamp_to_ns(msg.header.stamp) == stamp_to_ns(msg.window_end) == origin + 2_500_000_000
     assert msg.header.frame_id == "cam" and msg.source_clock == "ros"
     back = msg_to_state(msg)
-    for field in ("sequence", "label_set", "labels", "top_label", "modalities", "rationale", "rationale_age_s",
-                  "model_id", "flags", "transcript", "clock", "person_id"):
+    for field in (
+        "sequence",
+        "label_set",
+        "labels",
+        "top_label",
+        "modalities",
+        "rationale",
+        "rationale_age_s",
+        "model_id",
+        "flags",
+        "transcript",
+        "clock",
+        "person_id",
+    ):
         assert getattr(back, field) == getattr(st, field), field
     assert back.probabilities == pytest.approx(st.probabilities)
     assert back.confidence == pytest.approx(st.confidence)

@@ -19,12 +19,29 @@ FRAMES = 120  # 4 s at 30 Hz
 
 
 def _measure(media, procs, harness, profile: bool) -> dict:
-    node = procs.node(dict(engine="baseline", audio_topic="", hop_s=0.5, window_s=1.0, diagnostics_period_s=0.5),
-                      name=f"node_{'profile' if profile else 'default'}", profile=profile)
+    node = procs.node(
+        dict(engine="baseline", audio_topic="", hop_s=0.5, window_s=1.0, diagnostics_period_s=0.5),
+        name=f"node_{'profile' if profile else 'default'}",
+        profile=profile,
+    )
     harness.subscribe_diagnostics()
-    pub = procs.clip_publisher(media / "astronaut_speech.mp4", "--resize", "640x480", "--fps", "30", "--duration", "4",
-                               "--audio-topic", "", "--wait-subscribers", "1", "--wait-timeout", "30",
-                               name=f"publisher_{'profile' if profile else 'default'}", profile=profile)
+    pub = procs.clip_publisher(
+        media / "astronaut_speech.mp4",
+        "--resize",
+        "640x480",
+        "--fps",
+        "30",
+        "--duration",
+        "4",
+        "--audio-topic",
+        "",
+        "--wait-subscribers",
+        "1",
+        "--wait-timeout",
+        "30",
+        name=f"publisher_{'profile' if profile else 'default'}",
+        profile=profile,
+    )
     assert pub.wait(timeout=40) == 0, pub.output()
     sent = pub.json_summary()["frames"]
     assert sent == FRAMES

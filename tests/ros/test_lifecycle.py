@@ -51,8 +51,12 @@ def test_lifecycle_gates_publishing_and_reconfigures(procs, harness, feed_data):
         assert harness.transition(NODE, "activate")
         harness.wait_for(lambda: harness.node.count_subscribers("/image") == 1, 10, "the node's image subscription")
         harness.wait_for(lambda: len(harness.states) >= 4, 10, "4 states", [node])
-        diag = harness.wait_for(lambda: (d := harness.latest_diag(since=time.monotonic() - 0.1)) and float(d["states_published"]) >= 4 and d,
-                                10, "diagnostics after 4 states", [node])
+        diag = harness.wait_for(
+            lambda: (d := harness.latest_diag(since=time.monotonic() - 0.1)) and float(d["states_published"]) >= 4 and d,
+            10,
+            "diagnostics after 4 states",
+            [node],
+        )
         assert diag["lifecycle_state"] == "active" and diag["engine"] == "baseline"
         assert diag["model_id"].startswith("baseline-signal-stats")
         assert float(diag["expected_state_rate_hz"]) == pytest.approx(2.0)
@@ -97,8 +101,9 @@ def test_lifecycle_gates_publishing_and_reconfigures(procs, harness, feed_data):
         ends = [stamp_to_ns(m.window_end) for m in msgs]
         assert all(d == pytest.approx(250_000_000, abs=1000) for d in np.diff(ends)), np.diff(ends)
         assert msgs[0].label_set == "meld" and len(msgs[0].labels) == 7
-        diag = harness.wait_for(lambda: (d := harness.latest_diag(since=t_react + 1.0)) and float(d["states_published"]) >= 8 and d,
-                                10, "diagnostics after reconfigure", [node])
+        diag = harness.wait_for(
+            lambda: (d := harness.latest_diag(since=t_react + 1.0)) and float(d["states_published"]) >= 8 and d, 10, "diagnostics after reconfigure", [node]
+        )
         assert float(diag["hop_s"]) == 0.25 and float(diag["expected_state_rate_hz"]) == pytest.approx(4.0)
         assert float(diag["state_rate_hz"]) == pytest.approx(4.0, abs=1.5)
         assert diag["pending_reconfigure"] == "False"
@@ -116,8 +121,9 @@ def test_malformed_inputs_are_counted_and_skipped(procs, harness, feed_data):
     harness.subscribe_diagnostics()
     harness.wait_matched(sub, procs=[node])
     feeder = Feeder(harness.node, *feed_data, fps=10.0)
-    harness.wait_for(lambda: feeder.image_pub.get_subscription_count() > 0 and feeder.audio_pub.get_subscription_count() > 0,
-                     15, "the node's input subscriptions", [node])
+    harness.wait_for(
+        lambda: feeder.image_pub.get_subscription_count() > 0 and feeder.audio_pub.get_subscription_count() > 0, 15, "the node's input subscriptions", [node]
+    )
     feeder.start()
     try:
         harness.wait_for(lambda: len(harness.states) >= 2, 10, "states before the malformed inputs", [node])
@@ -129,6 +135,7 @@ def test_malformed_inputs_are_counted_and_skipped(procs, harness, feed_data):
                 for k, v in kw.items():
                     setattr(m, k, v)
                 return m
+
             return make
 
         def audio(**kw):
@@ -141,6 +148,7 @@ def test_malformed_inputs_are_counted_and_skipped(procs, harness, feed_data):
                         obj = getattr(obj, p)
                     setattr(obj, last, v)
                 return m
+
             return make
 
         past = -5_000_000_000

@@ -262,8 +262,9 @@ def test_launch_file_sets_only_declared_parameters_and_names_existing_executable
 
 @pytest.mark.parametrize("spec,why", [("/no/such/clip.mp4", "not found"), ("camera:97", "camera")])
 def test_direct_input_that_cannot_open_fails_the_activation(ctx, spec, why):
-    n = EmotionNode(context=ctx, parameter_overrides=[Parameter("engine", value="baseline"), Parameter("input_mode", value="direct"),
-                                                      Parameter("input", value=spec)])
+    n = EmotionNode(
+        context=ctx, parameter_overrides=[Parameter("engine", value="baseline"), Parameter("input_mode", value="direct"), Parameter("input", value=spec)]
+    )
     try:
         assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert n.trigger_activate() == TransitionCallbackReturn.FAILURE

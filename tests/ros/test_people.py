@@ -28,19 +28,54 @@ def two_face_clip(media, tmp_path):
         pytest.fail(f"test media missing: {megamind} (run scripts/fetch_test_media.sh)", pytrace=False)
     out = tmp_path / "two_faces.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-t", str(CLIP_S), "-i", str(megamind), "-t", str(CLIP_S), "-i", str(media / "astronaut_speech.mp4"),
-         "-filter_complex", "[1:v]scale=-2:528,fps=24[r];[0:v]fps=24[l];[l][r]hstack=inputs=2[v]", "-map", "[v]", "-map", "1:a",
-         "-c:v", "libx264", "-preset", "ultrafast", "-crf", "16", "-c:a", "aac", "-shortest", str(out)],
-        check=True, timeout=60,
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-t",
+            str(CLIP_S),
+            "-i",
+            str(megamind),
+            "-t",
+            str(CLIP_S),
+            "-i",
+            str(media / "astronaut_speech.mp4"),
+            "-filter_complex",
+            "[1:v]scale=-2:528,fps=24[r];[0:v]fps=24[l];[l][r]hstack=inputs=2[v]",
+            "-map",
+            "[v]",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "16",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(out),
+        ],
+        check=True,
+        timeout=60,
     )
     return out
 
 
 def test_per_person_states_and_ros4hri_topics_reach_another_process(two_face_clip, procs, harness):
-    node = procs.node(dict(
-        engine="default", engine_options="{llm: false, rationale: off, asr: off}", window_s=2.0, hop_s=0.5,
-        input_mode="direct", input=str(two_face_clip), autostart=False,
-    ))
+    node = procs.node(
+        dict(
+            engine="default",
+            engine_options="{llm: false, rationale: off, asr: off}",
+            window_s=2.0,
+            hop_s=0.5,
+            input_mode="direct",
+            input=str(two_face_clip),
+            autostart=False,
+        )
+    )
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     got: dict[str, list] = {"primary": [], "persons": [], "tracked": []}
     n = harness.node
@@ -73,6 +108,7 @@ def test_per_person_states_and_ros4hri_topics_reach_another_process(two_face_cli
         assert m.person_id not in by_seq.setdefault(m.sequence, {})
         by_seq[m.sequence][m.person_id] = m
     assert all(by_seq[m.sequence][pid_primary] == m for m in primary)
+
     def face_x(m):
         return next((nv.value for nv in m.signals if nv.name == "face_x"), 0.0)
 
@@ -159,10 +195,19 @@ def test_node_behind_a_ros4hri_face_detector_uses_its_boxes_and_ids(two_face_cli
         tracked_pub.publish(ids)
 
     image_sub = n.create_subscription(Image, "image", on_image, qos_profile_sensor_data)
-    node = procs.node(dict(
-        engine="default", engine_options="{llm: false, rationale: off, asr: off}", window_s=2.0, hop_s=0.5,
-        input_mode="topics", image_topic="image", audio_topic="audio", faces_from="ros4hri", autostart=False,
-    ))
+    node = procs.node(
+        dict(
+            engine="default",
+            engine_options="{llm: false, rationale: off, asr: off}",
+            window_s=2.0,
+            hop_s=0.5,
+            input_mode="topics",
+            image_topic="image",
+            audio_topic="audio",
+            faces_from="ros4hri",
+            autostart=False,
+        )
+    )
     got: dict[str, list] = {"primary": [], "persons": []}
     subs = [
         n.create_subscription(EmotionState, "/emo_stream/state", got["primary"].append, qos),

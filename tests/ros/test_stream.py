@@ -35,13 +35,13 @@ def test_clip_streams_through_the_node_at_hop_rate_with_media_time_stamps(media,
     node = procs.node(_node_params())
     states_sub = harness.subscribe_states()
     recorded: list[float] = []
-    rec = bag.BagRecorder(harness.node, tmp_path / "states_bag", {"/emo_stream/state": EmotionState},
-                          on_message=lambda topic, data: recorded.append(time.monotonic()))
+    rec = bag.BagRecorder(
+        harness.node, tmp_path / "states_bag", {"/emo_stream/state": EmotionState}, on_message=lambda topic, data: recorded.append(time.monotonic())
+    )
     harness.wait_matched(states_sub, procs=[node])
     origin = 1_795_000_000_000_000_000 + 123_456_789  # an epoch-sized origin with sub-second part
     duration = 4.0
-    pub = procs.clip_publisher(media / "astronaut_speech.mp4", "--wait-subscribers", "1", "--duration", str(duration),
-                               "--stamp-origin-ns", str(origin))
+    pub = procs.clip_publisher(media / "astronaut_speech.mp4", "--wait-subscribers", "1", "--duration", str(duration), "--stamp-origin-ns", str(origin))
     assert pub.wait(timeout=30) == 0, pub.output()
     sent = pub.json_summary()
     assert sent["frames"] == duration * FPS and sent["audio_chunks"] > 0 and sent["origin_ns"] == origin
@@ -138,8 +138,19 @@ def test_compressed_images_and_float_audio(media, procs, harness):
     sub = harness.subscribe_states()
     harness.wait_matched(sub, procs=[node])
     origin = 1_700_000_000_500_000_000
-    pub = procs.clip_publisher(media / "astronaut_speech.mp4", "--compressed", "jpeg", "--audio-format", "F32LE",
-                               "--duration", "2.0", "--stamp-origin-ns", str(origin), "--wait-subscribers", "1")
+    pub = procs.clip_publisher(
+        media / "astronaut_speech.mp4",
+        "--compressed",
+        "jpeg",
+        "--audio-format",
+        "F32LE",
+        "--duration",
+        "2.0",
+        "--stamp-origin-ns",
+        str(origin),
+        "--wait-subscribers",
+        "1",
+    )
     assert pub.wait(timeout=30) == 0, pub.output()
     harness.wait_for(lambda: len(harness.states) >= 3, 10, "3 states", [node])
     for _, m in harness.states[:3]:

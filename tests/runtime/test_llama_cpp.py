@@ -151,7 +151,16 @@ def test_not_a_gguf_and_missing_file(tmp_path: Path) -> None:
 
 def test_config_is_validated() -> None:
     assert LlamaCppConfig().n_threads >= 1
-    for bad in ({"n_ctx": 8}, {"n_batch": 0}, {"n_batch": 4096, "n_ctx": 1024}, {"n_seq_max": 2}, {"n_threads": 0}, {"n_threads_batch": 0}, {"n_ubatch": 600}, {"seed": -1}):
+    for bad in (
+        {"n_ctx": 8},
+        {"n_batch": 0},
+        {"n_batch": 4096, "n_ctx": 1024},
+        {"n_seq_max": 2},
+        {"n_threads": 0},
+        {"n_threads_batch": 0},
+        {"n_ubatch": 600},
+        {"seed": -1},
+    ):
         with pytest.raises(ConfigError):
             LlamaCppConfig(**bad)
 

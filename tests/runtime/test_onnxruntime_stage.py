@@ -21,8 +21,7 @@ def tiny_onnx(tmp_path_factory):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
     k = helper.make_tensor_value_info("k", TensorProto.BOOL, ["batch"])
     two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"]), helper.make_node("Identity", ["m"], ["k"])],
-                              "g", [x, m], [y, k], [two])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"]), helper.make_node("Identity", ["m"], ["k"])], "g", [x, m], [y, k], [two])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     p = tmp_path_factory.mktemp("onnx") / "double.onnx"

@@ -40,9 +40,14 @@ class ScriptedEngine(Engine):
         p = np.zeros(6)
         p[window.index % 6] = 1.0
         fresh = window.index % self.rationale_every == 0
-        return EngineOutput(p, valence=0.1, arousal=-0.1, modalities=window.modalities,
-                            rationale=f"r{window.index}" if fresh else "",
-                            rationale_stamp=window.end if fresh else None)
+        return EngineOutput(
+            p,
+            valence=0.1,
+            arousal=-0.1,
+            modalities=window.modalities,
+            rationale=f"r{window.index}" if fresh else "",
+            rationale_stamp=window.end if fresh else None,
+        )
 
 
 def test_lossless_file_mode_emits_every_hop_in_order(make_source, tmp_path):

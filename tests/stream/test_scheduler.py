@@ -179,8 +179,19 @@ def test_video_and_audio_ending_near_the_grid(duration):
     assert ws and ws[-1].final
 
 
-@pytest.mark.parametrize("name", ["librivox_0870.wav", "librivox_0880.wav", "librivox_0890.wav", "librivox_0920.wav",
-                                  "librivox_0930.wav", "speech_stereo_44k.wav", "astronaut_speech.mp4", "astronaut_3s_noaudio.mp4"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "librivox_0870.wav",
+        "librivox_0880.wav",
+        "librivox_0890.wav",
+        "librivox_0920.wav",
+        "librivox_0930.wav",
+        "speech_stereo_44k.wav",
+        "astronaut_speech.mp4",
+        "astronaut_3s_noaudio.mp4",
+    ],
+)
 def test_project_media_end_with_exactly_one_final_window(name, media):
     """The real files and their real durations, through the real file sources (decode only, no engine)."""
     from emo_stream.config import StreamConfig

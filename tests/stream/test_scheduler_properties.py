@@ -117,8 +117,14 @@ def stream_case(draw):
     polls = draw(st.lists(st.booleans(), min_size=len(arrivals), max_size=len(arrivals)))
     end_order = draw(st.permutations(streams))
     return {
-        "streams": streams, "window": window, "buffers": buffers, "arrivals": arrivals, "polls": polls,
-        "end_order": end_order, "live": draw(st.booleans()), "poll_between_ends": draw(st.booleans()),
+        "streams": streams,
+        "window": window,
+        "buffers": buffers,
+        "arrivals": arrivals,
+        "polls": polls,
+        "end_order": end_order,
+        "live": draw(st.booleans()),
+        "poll_between_ends": draw(st.booleans()),
     }
 
 

@@ -58,8 +58,7 @@ def synthetic_caches(synthetic_set: Any) -> Path:
     cfg = TrainConfig.from_dict(config_dict(root, root / "unused"))
     model = build_model(cfg.model)
     for split in ("train", "test"):
-        extract_features(read_manifest(root / f"{split}.jsonl", model.label_set), model, root / f"cache-{split}",
-                         cfg.features.settings(), progress=False)
+        extract_features(read_manifest(root / f"{split}.jsonl", model.label_set), model, root / f"cache-{split}", cfg.features.settings(), progress=False)
     return root
 
 

@@ -54,12 +54,28 @@ def test_synthetic_features_and_check_from_the_cli(tmp_path: Path, capsys: pytes
     assert (d / "cache-test" / "index.jsonl").read_text().count("\n") == 2
 
 
-def test_eval_command_reproduces_the_training_eval(trained_run: Any, synthetic_caches: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_command_reproduces_the_training_eval(trained_run: Any, synthetic_caches: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "eval"
-    rc = cli.main(["eval", "--model", str(trained_run.model_dir), "--manifest", str(synthetic_caches / "test.jsonl"),
-                   "--cache", str(synthetic_caches / "cache-test"), "--out", str(out), "--no-subtitles", "--rationale",
-                   "--judge", "lexical", "--no-progress", "--max-new-tokens", "6"])
+    rc = cli.main(
+        [
+            "eval",
+            "--model",
+            str(trained_run.model_dir),
+            "--manifest",
+            str(synthetic_caches / "test.jsonl"),
+            "--cache",
+            str(synthetic_caches / "cache-test"),
+            "--out",
+            str(out),
+            "--no-subtitles",
+            "--rationale",
+            "--judge",
+            "lexical",
+            "--no-progress",
+            "--max-new-tokens",
+            "6",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     assert m["accuracy"] == trained_run.metrics["accuracy"] and m["weighted_f1"] == trained_run.metrics["weighted_f1"]
@@ -69,9 +85,25 @@ def test_eval_command_reproduces_the_training_eval(trained_run: Any, synthetic_c
     assert (out / "confusion.png").is_file()
     assert "accuracy/WAR" in capsys.readouterr().err
     # Emotion-LLaMA's protocol: generated answers, invalid ones counted as neutral
-    rc = cli.main(["eval", "--model", str(trained_run.model_dir), "--manifest", str(synthetic_caches / "test.jsonl"),
-                   "--cache", str(synthetic_caches / "cache-test"), "--out", str(tmp_path / "gen"), "--no-subtitles",
-                   "--mode", "generate", "--no-progress", "--max-new-tokens", "4"])
+    rc = cli.main(
+        [
+            "eval",
+            "--model",
+            str(trained_run.model_dir),
+            "--manifest",
+            str(synthetic_caches / "test.jsonl"),
+            "--cache",
+            str(synthetic_caches / "cache-test"),
+            "--out",
+            str(tmp_path / "gen"),
+            "--no-subtitles",
+            "--mode",
+            "generate",
+            "--no-progress",
+            "--max-new-tokens",
+            "4",
+        ]
+    )
     assert rc == 0
     g = json.loads((tmp_path / "gen" / "metrics.json").read_text())
     assert g["mode"] == "generate" and g["accuracy"] >= 0.4

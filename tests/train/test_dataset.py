@@ -33,11 +33,14 @@ def clips(tmp_path: Path) -> Path:
 
 
 def test_jsonl_round_trip_relative_paths_and_header(clips: Path) -> None:
-    m = _write(clips / "train.jsonl", [
-        {"format": "emo_stream.dataset", "version": 1, "label_set": "merr", "name": "x"},
-        {"id": "1", "media": "clips/a.mp4", "label": "joy", "subtitle": "hi.", "start": 0.5, "end": 2},
-        {"id": "2", "media": "clips/b.wav", "label": "doubt", "reason": "because", "meta": {"k": 1}},
-    ])
+    m = _write(
+        clips / "train.jsonl",
+        [
+            {"format": "emo_stream.dataset", "version": 1, "label_set": "merr", "name": "x"},
+            {"id": "1", "media": "clips/a.mp4", "label": "joy", "subtitle": "hi.", "start": 0.5, "end": 2},
+            {"id": "2", "media": "clips/b.wav", "label": "doubt", "reason": "because", "meta": {"k": 1}},
+        ],
+    )
     man = read_manifest(m)
     assert man.label_set.id == "merr" and man.name == "x" and len(man) == 2
     a, b = man.samples
@@ -60,18 +63,21 @@ def test_json_format_and_bare_list(clips: Path) -> None:
 
 
 def test_every_problem_reported_with_line_numbers(clips: Path) -> None:
-    m = _write(clips / "bad.jsonl", [
-        {"id": "1", "media": "clips/a.mp4", "label": "happy"},
-        {"id": "2", "media": "clips/missing.mp4", "label": "happy"},
-        {"id": "3", "media": "clips/a.mp4", "label": "ecstatic"},
-        "{not json",
-        {"id": "1", "media": "clips/a.mp4", "label": "sad"},
-        {"id": "5", "media": "clips/a.mp4"},
-        {"id": "6", "media": "clips/a.mp4", "label": "sad", "lable": "x"},
-        {"id": "7", "media": "clips/a.mp4", "label": "sad", "start": 3, "end": 2},
-        {"id": "8", "label": "sad"},
-        {"id": "9", "features": {"eeg": "x.npy", "audio": "no.npy"}, "label": "sad"},
-    ])
+    m = _write(
+        clips / "bad.jsonl",
+        [
+            {"id": "1", "media": "clips/a.mp4", "label": "happy"},
+            {"id": "2", "media": "clips/missing.mp4", "label": "happy"},
+            {"id": "3", "media": "clips/a.mp4", "label": "ecstatic"},
+            "{not json",
+            {"id": "1", "media": "clips/a.mp4", "label": "sad"},
+            {"id": "5", "media": "clips/a.mp4"},
+            {"id": "6", "media": "clips/a.mp4", "label": "sad", "lable": "x"},
+            {"id": "7", "media": "clips/a.mp4", "label": "sad", "start": 3, "end": 2},
+            {"id": "8", "label": "sad"},
+            {"id": "9", "features": {"eeg": "x.npy", "audio": "no.npy"}, "label": "sad"},
+        ],
+    )
     with pytest.raises(DatasetError) as ei:
         read_manifest(m)
     msg = str(ei.value)
@@ -115,8 +121,14 @@ def _merr_tree(root: Path) -> Path:
 
 def test_convert_merr_layout(tmp_path: Path) -> None:
     ann = _merr_tree(tmp_path)
-    m = convert_merr(ann, tmp_path / "out" / "merr.jsonl", video_dir=tmp_path / "video", transcription="transcription_en_all.csv",
-                     coarse_json="coarse.json", fine_json="fine.json")
+    m = convert_merr(
+        ann,
+        tmp_path / "out" / "merr.jsonl",
+        video_dir=tmp_path / "video",
+        transcription="transcription_en_all.csv",
+        coarse_json="coarse.json",
+        fine_json="fine.json",
+    )
     assert m.label_set.id == "merr" and [s.id for s in m] == ["s1", "s2", "s3"]
     s1 = m.samples[0]
     assert s1.label == "happy" and s1.subtitle == "I won!" and s1.reason == "reason s1" and s1.caption == "coarse s1" and s1.grain == "fine"

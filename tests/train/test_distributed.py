@@ -53,8 +53,15 @@ def _write_config(path: Path, d: dict[str, Any]) -> Path:
 
 SHORT_STAGES = [
     {"name": "perception", "steps": 12, "trainable": ["projector"], "tasks": {"emotion": 1.0}, "lr": 1e-2, "warmup_steps": 2},
-    {"name": "cognition", "steps": 12, "trainable": ["projector", "lora"], "tasks": {"emotion": 0.5, "reason": 0.5},
-     "curriculum": "linear", "lr": 5e-3, "warmup_steps": 2},
+    {
+        "name": "cognition",
+        "steps": 12,
+        "trainable": ["projector", "lora"],
+        "tasks": {"emotion": 0.5, "reason": 0.5},
+        "curriculum": "linear",
+        "lr": 5e-3,
+        "warmup_steps": 2,
+    },
 ]
 
 
@@ -78,8 +85,9 @@ def test_torchrun_ddp_power_cut_and_resume_equals_one_process(short: dict[str, A
     from safetensors.torch import load_file
 
     run = short["dir"] / "ddp"
-    proc = subprocess.Popen(_train_cmd(short["yaml"], run, nproc=2), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        _train_cmd(short["yaml"], run, nproc=2), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     latest = run / "checkpoints" / "latest"
     deadline = time.monotonic() + 600
     try:
@@ -127,8 +135,9 @@ def test_trained_checkpoint_exports_to_onnx(trained_run: Any, tmp_path: Path) ->
     """`emo-stream export onnx` on a model written by `train` (export is another module; skipped when absent)."""
     export_cli = pytest.importorskip("emo_stream.export.cli")
     pytest.importorskip("onnxruntime")
-    rc = export_cli.main(["export", "onnx", "--model", str(trained_run.model_dir), "--out", str(tmp_path / "export"),
-                          "--stages", "audio,projector", "--threads", "1", "-q"])
+    rc = export_cli.main(
+        ["export", "onnx", "--model", str(trained_run.model_dir), "--out", str(tmp_path / "export"), "--stages", "audio,projector", "--threads", "1", "-q"]
+    )
     assert rc == 0
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
     assert manifest and (tmp_path / "export" / "onnx").is_dir()

@@ -184,8 +184,9 @@ def _synthetic_window() -> Any:
     rng = np.random.default_rng(0)
     frames = tuple(VideoFrame(t=k * 0.1, image=rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), index=k) for k in range(4))
     audio = AudioSpan(samples=(rng.standard_normal(32000) * 0.1).astype(np.float32), start=0.0, sample_rate=16000, coverage=0.1)
-    return Window(index=0, start=0.0, end=2.0, frames=frames, n_frames=4, audio=audio,
-                  streams_expected=frozenset({"video", "audio"}))  # coverage 0.1: flagged audio_gap
+    return Window(
+        index=0, start=0.0, end=2.0, frames=frames, n_frames=4, audio=audio, streams_expected=frozenset({"video", "audio"})
+    )  # coverage 0.1: flagged audio_gap
 
 
 def test_engine_features_seam_is_what_process_projects(tiny: Any) -> None:

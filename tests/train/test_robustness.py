@@ -32,8 +32,7 @@ from .conftest import config_dict
 
 SHORT_STAGES = [
     {"name": "perception", "steps": 4, "trainable": ["projector"], "tasks": {"emotion": 1.0}, "lr": 1e-2, "warmup_steps": 1},
-    {"name": "cognition", "steps": 4, "trainable": ["projector", "lora"], "tasks": {"emotion": 0.5, "reason": 0.5}, "lr": 5e-3,
-     "warmup_steps": 1},
+    {"name": "cognition", "steps": 4, "trainable": ["projector", "lora"], "tasks": {"emotion": 0.5, "reason": 0.5}, "lr": 5e-3, "warmup_steps": 1},
 ]
 
 
@@ -91,8 +90,9 @@ def _poison_cache(cache: Path) -> None:
     digests = {}
     for shard in (cache / "shards").glob("shard-*.safetensors"):
         tensors = load_file(str(shard))
-        save_file({k: (v * float("nan") if v.dtype.kind == "f" else v) for k, v in tensors.items()}, str(shard),
-                  metadata={"format": "emo_stream.feature_cache"})
+        save_file(
+            {k: (v * float("nan") if v.dtype.kind == "f" else v) for k, v in tensors.items()}, str(shard), metadata={"format": "emo_stream.feature_cache"}
+        )
         digests[shard.name] = hashlib.sha256(shard.read_bytes()).hexdigest()
     lines = [json.loads(x) for x in (cache / "index.jsonl").read_text().splitlines()]
     (cache / "index.jsonl").write_text("".join(json.dumps({**e, "shard_sha256": digests[e["shard"]]}) + "\n" for e in lines))
@@ -143,8 +143,13 @@ def test_a_disk_filling_while_checkpointing_is_one_line(data: Path, tmp_path: Pa
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # metrics/config fit, a checkpoint's tensors do not
 
-    r = subprocess.run([sys.executable, "-m", "emo_stream.cli", "train", "--config", str(tmp_path / "c.yaml"), "--no-progress"],
-                       capture_output=True, text=True, timeout=300, preexec_fn=small_disk)
+    r = subprocess.run(
+        [sys.executable, "-m", "emo_stream.cli", "train", "--config", str(tmp_path / "c.yaml"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_disk,
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0] == f"emo-stream: error: cannot write checkpoint {tmp_path / 'run' / 'checkpoints' / 'step-000002'}: File too large"
@@ -158,8 +163,7 @@ def test_hostile_manifests_configs_and_synthetic_options_are_one_line(tmp_path: 
     deep_lines = tmp_path / "deep.jsonl"
     deep_lines.write_text('{"id": "a", "media": ' + "[" * 50_000 + "]" * 50_000 + "}\n")
     bomb = tmp_path / "bomb.yaml"
-    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh")))
+    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh")))
     cases = [
         (["dataset", "check", "--manifest", str(deep)], "nested more than 64 levels deep"),
         (["dataset", "check", "--manifest", str(deep_lines)], "line 1: nested more than 64 levels deep"),

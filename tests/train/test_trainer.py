@@ -139,8 +139,9 @@ def test_trained_model_streams_through_the_engine(trained_run: Any, synthetic_se
         def write(self, state: Any) -> None:
             self.states.append(state)
 
-    cfg = StreamConfig.from_dict({"engine": {"name": "emotion-llama", "label_set": "mer2023",
-                                             "options": {"weights": str(trained_run.model_dir), "threads": 1}}})
+    cfg = StreamConfig.from_dict(
+        {"engine": {"name": "emotion-llama", "label_set": "mer2023", "options": {"weights": str(trained_run.model_dir), "threads": 1}}}
+    )
     engine = make_engine(cfg)
     assert engine.model_id.startswith("emotion-llama/v1/model/mer2023")
     sink = Collect()
@@ -156,8 +157,15 @@ def test_resume_after_a_kill_is_bitwise_identical(synthetic_caches: Path, tmp_pa
 
     stages = [
         {"name": "perception", "steps": 15, "trainable": ["projector"], "tasks": {"emotion": 1.0}, "lr": 1e-2, "warmup_steps": 2},
-        {"name": "cognition", "steps": 15, "trainable": ["projector", "lora"], "tasks": {"emotion": 0.5, "reason": 0.5},
-         "curriculum": "linear", "lr": 5e-3, "warmup_steps": 2},
+        {
+            "name": "cognition",
+            "steps": 15,
+            "trainable": ["projector", "lora"],
+            "tasks": {"emotion": 0.5, "reason": 0.5},
+            "curriculum": "linear",
+            "lr": 5e-3,
+            "warmup_steps": 2,
+        },
     ]
     d = config_dict(synthetic_caches, tmp_path / "unused", stages=stages, checkpoint={"every": 10, "keep_last": 2})
     cfg = TrainConfig.from_dict(d)
@@ -174,8 +182,10 @@ def test_resume_after_a_kill_is_bitwise_identical(synthetic_caches: Path, tmp_pa
     assert res.metrics == full.metrics
     la = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     lb = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+
     def strip(lines):
         return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+
     assert strip(la) == strip(lb)
     assert (tmp_path / "full" / "eval" / "predictions.jsonl").read_text() == (tmp_path / "killed" / "eval" / "predictions.jsonl").read_text()
     # a changed config cannot resume that run

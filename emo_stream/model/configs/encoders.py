@@ -137,8 +137,18 @@ class GlobalViewConfig:
     @classmethod
     def tiny(cls) -> GlobalViewConfig:
         # 8x8 patches of a 32 px image: 16 patch tokens (groups of 4 -> 4 LLM tokens).
-        return cls(backbone=dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-                                 image_size=32, patch_size=8, layer_norm_eps=1e-6, qkv_bias=True))
+        return cls(
+            backbone=dict(
+                hidden_size=24,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=48,
+                image_size=32,
+                patch_size=8,
+                layer_norm_eps=1e-6,
+                qkv_bias=True,
+            )
+        )
 
     @property
     def hidden_size(self) -> int:
@@ -154,8 +164,17 @@ class GlobalViewConfig:
 
 
 def _mae_large_backbone() -> dict[str, Any]:
-    return dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                image_size=224, patch_size=16, layer_norm_eps=1e-6, qkv_bias=True, mask_ratio=0.0)
+    return dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        image_size=224,
+        patch_size=16,
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+        mask_ratio=0.0,
+    )
 
 
 #: Per-frame feature of the face view.
@@ -202,8 +221,19 @@ class FaceViewConfig:
 
     @classmethod
     def tiny(cls) -> FaceViewConfig:
-        return cls(backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 image_size=16, patch_size=8, layer_norm_eps=1e-6, qkv_bias=True, mask_ratio=0.0))
+        return cls(
+            backbone=dict(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                image_size=16,
+                patch_size=8,
+                layer_norm_eps=1e-6,
+                qkv_bias=True,
+                mask_ratio=0.0,
+            )
+        )
 
     @property
     def hidden_size(self) -> int:
@@ -221,9 +251,19 @@ class FaceViewConfig:
 def _videomae_large_backbone() -> dict[str, Any]:
     # MER2023's VideoMAE (modeling_finetune.vit_large_patch16_224): LayerNorm eps 1e-6
     # (partial(nn.LayerNorm, eps=1e-6)), q/v bias, mean pooling with no final norm.
-    return dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                image_size=224, patch_size=16, num_frames=16, tubelet_size=2, qkv_bias=True, use_mean_pooling=True,
-                layer_norm_eps=1e-6)
+    return dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        image_size=224,
+        patch_size=16,
+        num_frames=16,
+        tubelet_size=2,
+        qkv_bias=True,
+        use_mean_pooling=True,
+        layer_norm_eps=1e-6,
+    )
 
 
 #: How the clip's frames are chosen.
@@ -282,8 +322,21 @@ class TemporalViewConfig:
 
     @classmethod
     def tiny(cls) -> TemporalViewConfig:
-        return cls(crop="frame", backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 image_size=16, patch_size=8, num_frames=4, tubelet_size=2, qkv_bias=True, layer_norm_eps=1e-6))
+        return cls(
+            crop="frame",
+            backbone=dict(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                image_size=16,
+                patch_size=8,
+                num_frames=4,
+                tubelet_size=2,
+                qkv_bias=True,
+                layer_norm_eps=1e-6,
+            ),
+        )
 
     @property
     def hidden_size(self) -> int:
@@ -336,15 +389,35 @@ def segment_frame_indices(n_available: int, num_segments: int, segment_length: i
 
 
 def _hubert_large_backbone() -> dict[str, Any]:
-    return dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
-                hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0)
+    return dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+    )
 
 
 def _whisper_large_v3_backbone() -> dict[str, Any]:
-    return dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
-                num_mel_bins=128, max_source_positions=1500,
-                decoder_layers=1, decoder_attention_heads=20, decoder_ffn_dim=64, vocab_size=51866)
+    return dict(
+        d_model=1280,
+        encoder_layers=32,
+        encoder_attention_heads=20,
+        encoder_ffn_dim=5120,
+        num_mel_bins=128,
+        max_source_positions=1500,
+        decoder_layers=1,
+        decoder_attention_heads=20,
+        decoder_ffn_dim=64,
+        vocab_size=51866,
+    )
 
 
 @dataclass(frozen=True)
@@ -400,13 +473,38 @@ class AudioEncoderConfig:
     def tiny(cls, kind: str = "hubert") -> AudioEncoderConfig:
         if kind == "whisper":
             # 40 mel bins, 1 s chunks: 100 mel frames -> 50 encoder frames.
-            return cls(kind="whisper", normalize=False, backbone=dict(
-                d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=40,
-                max_source_positions=50, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, vocab_size=51866))
-        return cls(backbone=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
-                                 num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
-                                 conv_bias=True))
+            return cls(
+                kind="whisper",
+                normalize=False,
+                backbone=dict(
+                    d_model=16,
+                    encoder_layers=1,
+                    encoder_attention_heads=2,
+                    encoder_ffn_dim=32,
+                    num_mel_bins=40,
+                    max_source_positions=50,
+                    decoder_layers=1,
+                    decoder_attention_heads=2,
+                    decoder_ffn_dim=32,
+                    vocab_size=51866,
+                ),
+            )
+        return cls(
+            backbone=dict(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                conv_dim=(8, 8),
+                conv_stride=(5, 4),
+                conv_kernel=(10, 8),
+                num_conv_pos_embeddings=8,
+                num_conv_pos_embedding_groups=2,
+                feat_extract_norm="layer",
+                do_stable_layer_norm=True,
+                conv_bias=True,
+            )
+        )
 
     @property
     def hidden_size(self) -> int:

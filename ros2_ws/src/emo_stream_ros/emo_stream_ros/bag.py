@@ -326,8 +326,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "from-clip":
-        print(json.dumps(clip_to_bag(args.clip, args.output, image_topic=args.image_topic, audio_topic=args.audio_topic,
-                                     stamp_origin_ns=args.stamp_origin_ns, duration=args.duration)))
+        print(
+            json.dumps(
+                clip_to_bag(
+                    args.clip,
+                    args.output,
+                    image_topic=args.image_topic,
+                    audio_topic=args.audio_topic,
+                    stamp_origin_ns=args.stamp_origin_ns,
+                    duration=args.duration,
+                )
+            )
+        )
         return 0
     if args.cmd == "states":
         for _ts, st in read_states(args.bag, args.topic, source_time=args.source_time):
@@ -358,9 +368,17 @@ def main(argv: list[str] | None = None) -> int:
             rec.close()
             print(json.dumps(rec.counts))
         else:
-            counts = replay(node, args.bag, topics=args.topics, rate=args.rate, restamp=args.restamp, qos=args.qos,
-                            wait_subscribers=args.wait_subscribers, wait_timeout=args.wait_timeout,
-                            should_stop=lambda: stop["flag"])
+            counts = replay(
+                node,
+                args.bag,
+                topics=args.topics,
+                rate=args.rate,
+                restamp=args.restamp,
+                qos=args.qos,
+                wait_subscribers=args.wait_subscribers,
+                wait_timeout=args.wait_timeout,
+                should_stop=lambda: stop["flag"],
+            )
             time.sleep(0.5)  # let the last best-effort samples leave
             print(json.dumps(counts))
     except TimeoutError as exc:

@@ -192,8 +192,7 @@ def audio_to_array(msg: Any) -> tuple[np.ndarray, int, int]:
     if dtype is None or str(info.coding_format).lower() not in _RAW_CODINGS:
         raise MalformedInput(
             "encoding",
-            f"unsupported audio sample_format {info.sample_format!r} / coding_format {info.coding_format!r}; "
-            f"supported: raw PCM {', '.join(AUDIO_FORMATS)}",
+            f"unsupported audio sample_format {info.sample_format!r} / coding_format {info.coding_format!r}; supported: raw PCM {', '.join(AUDIO_FORMATS)}",
         )
     channels, rate = int(info.channels), int(info.sample_rate)
     if channels < 1 or not 1000 <= rate <= 384000:

@@ -57,8 +57,15 @@ class Ros4hriFaces:
         warn: called once per kind of rejection.
     """
 
-    def __init__(self, node: Any, store: ExternalFaces, origin: StampOrigin, image_geometry: Callable[[], tuple[float, int, int]],
-                 qos: Any, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        node: Any,
+        store: ExternalFaces,
+        origin: StampOrigin,
+        image_geometry: Callable[[], tuple[float, int, int]],
+        qos: Any,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         from hri_msgs.msg import IdsList
 
         self.node, self.store, self.origin, self._geometry, self._qos = node, store, origin, image_geometry, qos
@@ -89,8 +96,7 @@ class Ros4hriFaces:
             if fid not in self._roi_subs:
                 from hri_msgs.msg import RegionOfInterestStamped
 
-                self._roi_subs[fid] = self.node.create_subscription(
-                    RegionOfInterestStamped, roi_topic(fid), lambda m, fid=fid: self.on_roi(fid, m), self._qos)
+                self._roi_subs[fid] = self.node.create_subscription(RegionOfInterestStamped, roi_topic(fid), lambda m, fid=fid: self.on_roi(fid, m), self._qos)
         for fid in [f for f in self._roi_subs if f not in ids]:
             self.node.destroy_subscription(self._roi_subs.pop(fid))
 

@@ -164,8 +164,9 @@ class EmotionNode(LifecycleNode):
         self._values, self.config, self.engine = values, config, engine
         self._pending_reconfigure = False
         self._state_pub = self.create_lifecycle_publisher(EmotionStateMsg, "~/state", state_qos(values["state_qos_depth"]))
-        self._people = PeoplePublisher(self.create_publisher, self.destroy_publisher, state_qos(values["state_qos_depth"]),
-                                       publish_tracked=values["faces_from"] != "ros4hri")  # the detector's list is the one
+        self._people = PeoplePublisher(
+            self.create_publisher, self.destroy_publisher, state_qos(values["state_qos_depth"]), publish_tracked=values["faces_from"] != "ros4hri"
+        )  # the detector's list is the one
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._diag_timer = self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
@@ -251,7 +252,11 @@ class EmotionNode(LifecycleNode):
             self._push = PushSource(streams, clock="ros", live=True, queue_size=cfg.buffers.capture_queue, name="ros-topics")
             origin = StampOrigin()
             topic_in = TopicInput(
-                self._push, origin, cfg.audio.sample_rate, self.counters, max_frame_side=cfg.source.max_frame_side,
+                self._push,
+                origin,
+                cfg.audio.sample_rate,
+                self.counters,
+                max_frame_side=cfg.source.max_frame_side,
                 warn=lambda m: self.get_logger().warning(m),
             )
             sources = [self._push]
@@ -296,8 +301,9 @@ class EmotionNode(LifecycleNode):
             if v["audio_topic"]:
                 self._subs.append(self.create_subscription(AudioDataStamped, v["audio_topic"], topic_in.on_audio, sensor_qos(depth)))
             if external is not None:
-                self._faces_in = Ros4hriFaces(self, external, origin, lambda: topic_in.image_geometry, sensor_qos(max(depth, 10)),
-                                              warn=lambda m: self.get_logger().warning(m))
+                self._faces_in = Ros4hriFaces(
+                    self, external, origin, lambda: topic_in.image_geometry, sensor_qos(max(depth, 10)), warn=lambda m: self.get_logger().warning(m)
+                )
 
     def _run_pipeline(self, pipeline: Pipeline) -> None:
         try:

@@ -81,9 +81,17 @@ def _file_ok(v: str) -> str | None:
 
 PARAMS: tuple[Param, ...] = (
     Param("autostart", True, "Configure and activate at startup (no lifecycle manager needed). false: wait for lifecycle transitions."),
-    Param("input_mode", "topics", "Where inputs come from: 'topics' (image/audio subscriptions) or 'direct' (camera/mic/file opened by the node).", INPUT_MODES),
-    Param("image_topic", "image", "topics mode: sensor_msgs/Image topic (with image_transport 'compressed': sensor_msgs/CompressedImage on <image_topic>/compressed). Empty: no video."),
-    Param("image_transport", "raw", "topics mode: 'raw' (sensor_msgs/Image) or 'compressed' (sensor_msgs/CompressedImage, decoded with OpenCV).", IMAGE_TRANSPORTS),
+    Param(
+        "input_mode", "topics", "Where inputs come from: 'topics' (image/audio subscriptions) or 'direct' (camera/mic/file opened by the node).", INPUT_MODES
+    ),
+    Param(
+        "image_topic",
+        "image",
+        "topics mode: sensor_msgs/Image topic (with image_transport 'compressed': sensor_msgs/CompressedImage on <image_topic>/compressed). Empty: no video.",
+    ),
+    Param(
+        "image_transport", "raw", "topics mode: 'raw' (sensor_msgs/Image) or 'compressed' (sensor_msgs/CompressedImage, decoded with OpenCV).", IMAGE_TRANSPORTS
+    ),
     Param("audio_topic", "audio", "topics mode: emo_msgs/AudioDataStamped topic (any rate/channels, raw PCM). Empty: no audio."),
     Param("input", "camera", "direct mode: 'camera', 'camera:N', 'camera:URL' or a media file path (played at real time)."),
     Param("mic", "", "direct mode with a camera: microphone device ('default', an index or a name substring). Empty: no microphone."),
@@ -94,14 +102,26 @@ PARAMS: tuple[Param, ...] = (
     Param("hop_s", 0.5, "Hop H in seconds: one state every H seconds of input time."),
     Param("frames_per_window", 8, "Frames handed to the engine per window."),
     Param("emit_partial", True, "Emit the first windows before W seconds of input exist (first state after H)."),
-    Param("engine", "default", "emo_stream engine: 'default' (real models), 'baseline' (no models; signal statistics, not an emotion model) or 'emotion-llama'.", check=_engine_ok),
+    Param(
+        "engine",
+        "default",
+        "emo_stream engine: 'default' (real models), 'baseline' (no models; signal statistics, not an emotion model) or 'emotion-llama'.",
+        check=_engine_ok,
+    ),
     Param("label_set", "mer2023", "Label set of the probabilities (mer2023, merr, dfew, meld, fer2013).", check=_label_set_ok),
-    Param("engine_options", "", "Engine options as a YAML/JSON mapping string, e.g. \"{weights: /path/ckpt}\". Empty: none.", check=_options_ok),
-    Param("config_file", "", "emo_stream YAML config used as the base for settings without a parameter (buffers, audio); parameters override it.", check=_file_ok),
+    Param("engine_options", "", 'Engine options as a YAML/JSON mapping string, e.g. "{weights: /path/ckpt}". Empty: none.', check=_options_ok),
+    Param(
+        "config_file", "", "emo_stream YAML config used as the base for settings without a parameter (buffers, audio); parameters override it.", check=_file_ok
+    ),
     Param("max_frame_side", 0, "Downscale frames whose longer side exceeds this many pixels. 0: keep."),
-    Param("faces_from", "own", "Where face boxes and person ids come from: 'own' (the engine's detector and tracker) or 'ros4hri' "
-          "(an external ROS4HRI face detector: /humans/faces/tracked and /humans/faces/<id>/roi, stamped like the images; "
-          "person ids are its face ids; topics mode, default engine, hri_msgs needed).", FACES_FROM),
+    Param(
+        "faces_from",
+        "own",
+        "Where face boxes and person ids come from: 'own' (the engine's detector and tracker) or 'ros4hri' "
+        "(an external ROS4HRI face detector: /humans/faces/tracked and /humans/faces/<id>/roi, stamped like the images; "
+        "person ids are its face ids; topics mode, default engine, hri_msgs needed).",
+        FACES_FROM,
+    ),
     Param("frame_id", "", "header.frame_id of published states. Empty: the input image's frame_id."),
     Param("publish_rationale", False, "Publish the natural-language rationale (personal data: off by default)."),
     Param("publish_transcript", False, "Publish what was said (speech is personal data: off by default)."),

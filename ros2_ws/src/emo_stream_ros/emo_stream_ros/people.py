@@ -89,8 +89,9 @@ class PeoplePublisher:
     node's (plain publishers: per-face ones appear while the node is active).
     """
 
-    def __init__(self, create_publisher: Callable[..., Any], destroy_publisher: Callable[[Any], Any], qos: Any,
-                 hri: bool | None = None, publish_tracked: bool = True) -> None:
+    def __init__(
+        self, create_publisher: Callable[..., Any], destroy_publisher: Callable[[Any], Any], qos: Any, hri: bool | None = None, publish_tracked: bool = True
+    ) -> None:
         from emo_msgs.msg import EmotionState as EmotionStateMsg
 
         self._create, self._destroy, self._qos = create_publisher, destroy_publisher, qos
