@@ -31,10 +31,11 @@ test: media lint
 test-fast: media
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 
-# Static checks (issue 15), run first by `make test` (so by .ci/run): ruff lint, mypy
+# Static checks (issue 15), run first by `make test` (so by .ci/run): ruff lint + format, mypy
 # types, import-linter layers (tests/test_architecture.py runs the contracts too).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
