@@ -111,6 +111,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     if args.input is not None and args.headless:
+        assert out is not None  # --headless without --out was refused above
         return _demo_file_headless(args, cfg, out, jsonl)
     return _demo_live(args, cfg, out, jsonl)
 

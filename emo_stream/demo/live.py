@@ -161,7 +161,7 @@ class LiveRecorder:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._writer: AnnotatedVideoWriter | None = None
-        self._t0: float | None = None
+        self._t0 = 0.0  # the first frame's t, the recording's zero: set with _writer, read only once it is
         self._pending_audio: list[AudioChunk] = []
         self.error: BaseException | None = None
 

@@ -226,6 +226,7 @@ def _person_layout(state: EmotionState, w: int, h: int, s: float, now: float | N
     bw = max(box[2] - box[0], 96 * s)
     bh = len(state.labels) * PERSON_ROW * s + 6 * s
     t = max(1, round(2 * s))
+    y0: float
     if box[3] + t + bh <= h:  # under the box
         y0 = box[3] + t
     elif face[1] - bh >= 0:  # above the tag
@@ -345,7 +346,7 @@ def draw_overlay(
         _draw_face(cv2, out, person.face, person.face_box, person.state, s)
         if person.bars is not None:
             _draw_person_bars(cv2, out, person.bars, person.state, s)
-    if lay.face is not None and lay.face_box is not None:
+    if lay.face is not None and lay.face_box is not None and state is not None:  # the layout has a face only with a state
         _draw_face(cv2, out, lay.face, lay.face_box, state, s)
     _draw_panel(cv2, out, lay.panel, state, stats, s)
     if lay.rationale is not None:

@@ -84,7 +84,7 @@ def runtime_config(options: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]
     rt = RuntimeConfig(
         stages=options.get("runtime", "onnxruntime"),
         precision=options.get("precision", "fp32"),
-        providers=tuple(options["providers"]) if isinstance(options.get("providers"), list) else options.get("providers", "cpu"),  # type: ignore[arg-type]
+        providers=tuple(options["providers"]) if isinstance(options.get("providers"), list) else options.get("providers", "cpu"),
         allow_cpu_fallback=options.get("allow_cpu_fallback", False),
         threads=options.get("ort_threads"),
         llm=options.get("llm", "llama.cpp"),

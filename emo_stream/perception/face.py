@@ -188,7 +188,7 @@ class HaarBackend:
             raise ModelFileError(
                 f"OpenCV {cv2.__version__} has no Haar cascades (removed in 5.0); install opencv-python-headless<5 or use backend 'retinaface'"
             )
-        path = Path(cv2.data.haarcascades) / self.CASCADE
+        path = Path(cv2.data.haarcascades) / self.CASCADE  # type: ignore[attr-defined]  # cv2's stubs lack the cv2.data submodule
         if not path.is_file():
             raise ModelFileError(f"Haar cascade missing: {path} (reinstall opencv-python-headless<5)")
         self._cascade = cv2.CascadeClassifier(str(path))

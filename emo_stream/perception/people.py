@@ -419,6 +419,7 @@ class PeopleFaceAnalyzer(FaceAnalyzer):
             with self._lock:
                 self._last_boxes = (frame.t, boxes) if boxes else None
         else:
+            assert last is not None  # detect is True whenever there are no last boxes
             boxes = last[1]
         pairs, events = self.tracker.update(frame.t, boxes)
         return self._record(frame, boxes, pairs, events, tracked=not detect)

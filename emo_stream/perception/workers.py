@@ -244,6 +244,7 @@ class LatestWins(Generic[J, R]):
                 self._cond.wait_for(lambda: self._job is not None or self._stop)
                 if self._stop:
                     return
+                assert self._job is not None  # woken and not stopping: a job is waiting
                 job, stamp = self._job
                 self._job = None
                 self._busy = True
@@ -354,6 +355,7 @@ class FaceAnalyzer:
             with self._lock:
                 self._last_box = (frame.t, box) if box is not None else None
         else:
+            assert last is not None  # detect is True whenever there is no last box
             box, tracked = last[1], True
         probs = None
         if box is not None:
@@ -414,7 +416,7 @@ class VoiceAnalyzer:
 
         out: list[tuple[float, np.ndarray]] = []
         expected = self._origin + self._in_samples / self._in_rate if self._in_rate else None
-        if self._converter is None or chunk.sample_rate != self._in_rate or abs(chunk.t - expected) > self.GAP_S:
+        if self._converter is None or chunk.sample_rate != self._in_rate or expected is None or abs(chunk.t - expected) > self.GAP_S:
             if self._converter is not None:
                 out.append(self._flush_converter())
             self._converter = AudioConverter(VOICE_RATE)

@@ -496,7 +496,8 @@ class ExportedEmotionLlama:
         if self._record is not None:
             d = self._record / name
             d.mkdir(parents=True, exist_ok=True)
-            np.savez(d / f"{self._record_count:06d}.npz", **{k: np.asarray(v) for k, v in feeds.items()})
+            arrays: dict[str, Any] = {k: np.asarray(v) for k, v in feeds.items()}  # Any: numpy's savez stubs also match **kwds to allow_pickle
+            np.savez(d / f"{self._record_count:06d}.npz", **arrays)
             self._record_count += 1
         return self.stages[name].run(feeds)
 

@@ -346,21 +346,22 @@ class TrainConfig:
     def resolve_paths(self, base: Path) -> TrainConfig:
         """Relative paths in the file are relative to the config file's folder."""
 
-        def r(x: str | None) -> str | None:
-            if x is None:
-                return None
+        def rs(x: str) -> str:
             q = Path(x).expanduser()
             return str(q if q.is_absolute() else (base / q))
+
+        def r(x: str | None) -> str | None:
+            return None if x is None else rs(x)
 
         d = self.data
         assert d is not None
         data = dataclasses.replace(
             d,
-            train=SplitSection(r(d.train.manifest), r(d.train.cache)) if d.train else None,  # type: ignore[arg-type,union-attr]
-            eval=SplitSection(r(d.eval.manifest), r(d.eval.cache)) if d.eval else None,  # type: ignore[arg-type]
+            train=SplitSection(rs(d.train.manifest), rs(d.train.cache)) if d.train else None,
+            eval=SplitSection(rs(d.eval.manifest), rs(d.eval.cache)) if d.eval else None,
         )
         m = self.model
-        model = dataclasses.replace(m, weights=r(m.weights), llama_dir=r(m.llama_dir), encoders={k: r(v) for k, v in m.encoders.items()})
+        model = dataclasses.replace(m, weights=r(m.weights), llama_dir=r(m.llama_dir), encoders={k: rs(v) for k, v in m.encoders.items()})
         stages = tuple(dataclasses.replace(s, manifest=r(s.manifest), cache=r(s.cache)) for s in self.stages)
         return dataclasses.replace(self, data=data, model=model, stages=stages, run_dir=r(self.run_dir) or self.run_dir)
 

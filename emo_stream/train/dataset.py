@@ -281,13 +281,13 @@ def _parse_sample(obj: Any, where: str, base: Path, label_set: LabelSet, problem
         problems.add(where, "'start'/'end' need a 'media' clip to cut")
     texts = {}
     for key in ("subtitle", "reason", "caption"):
-        v = obj.get(key, "")
-        if v is None:
-            v = ""
-        if not isinstance(v, str):
-            problems.add(where, f"'{key}' must be a string, got {type(v).__name__}")
-            v = ""
-        texts[key] = v.strip()
+        text = obj.get(key, "")
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            problems.add(where, f"'{key}' must be a string, got {type(text).__name__}")
+            text = ""
+        texts[key] = text.strip()
     grain = obj.get("grain", "fine" if texts["reason"] else "coarse")
     if grain not in ("coarse", "fine"):
         problems.add(where, f"'grain' must be 'coarse' or 'fine', got {grain!r}")

@@ -316,7 +316,7 @@ def _render_frames(face: np.ndarray, st: LabelStyle, n: int, fps: float, size: i
         onset = min(1.0, 0.35 + t / 0.4)  # the expression builds up over the first 0.4 s
         expr = _expression(cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA), st, onset)
         dx, dy, scale = _motion(st.motion, t, phase)
-        m = np.float32([[scale, 0, (size - side * scale) / 2 + dx], [0, scale, (size - side * scale) / 2 + dy]])
+        m = np.array([[scale, 0, (size - side * scale) / 2 + dx], [0, scale, (size - side * scale) / 2 + dy]], dtype=np.float32)
         canvas = np.empty((size, size, 3), dtype=np.uint8)
         canvas[:] = background
         frames[k] = cv2.warpAffine(expr, m, (size, size), dst=canvas, borderMode=cv2.BORDER_TRANSPARENT)
@@ -401,7 +401,9 @@ def make_synthetic_set(
     faces = _faces(lfw_faces, 128)
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(per_label * test_fraction)))
-    train, test, params = [], [], []
+    train: list[Sample] = []
+    test: list[Sample] = []
+    params: list[dict[str, object]] = []
     from emo_stream.progress import progress_bar
 
     bar = progress_bar(per_label * len(chosen), 0, "synthesize", progress, unit="clip")

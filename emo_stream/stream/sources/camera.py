@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -104,8 +105,8 @@ class CameraSource(LiveSource):
         self.read_timeout_s = float(read_timeout_s)
         self.open_timeout_s = float(open_timeout_s)
         self.max_read_failures = max(1, int(max_read_failures))
-        self._cv2 = None
-        self._cap = None
+        self._cv2: Any = None  # the cv2 module, imported by open()
+        self._cap: Any = None
 
     @property
     def streams(self) -> frozenset[str]:
