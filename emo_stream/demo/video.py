@@ -52,6 +52,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -330,10 +331,10 @@ class AnnotatedVideoWriter:
         self.audio_packets = 0
         self._last_pts: int | None = None
         self._a_in: av.container.InputContainer | None = None
-        self._a_in_stream = None
+        self._a_in_stream: av.audio.stream.AudioStream | None = None
         self._a_packets: Iterator[av.Packet] | None = None
         self._a_pending: av.Packet | None = None
-        self._a_out = None
+        self._a_out: av.audio.stream.AudioStream | None = None
         self._a_copy = False
         self._a_live_rate: int | None = None
         self._a_live_next = 0
@@ -343,13 +344,20 @@ class AnnotatedVideoWriter:
         # writer records a failed write (ENOSPC) without telling the muxer, which
         # then crashed (SIGSEGV) finishing the file; Python's write raises, and
         # PyAV hands that OSError back from mux()/close().
-        self._out = None
+        self._out: av.container.OutputContainer | None = None
         self._files = contextlib.ExitStack()
         with self._failing():
             target = self._files.enter_context(atomic_path(self.path))
             self._file = self._files.enter_context(open(target, "wb", buffering=0))
             self._out = av.open(self._file, mode="w", format=self.format)
             self._video = self._add_video_stream()
+
+    @property
+    def _output(self) -> av.container.OutputContainer:
+        """The container being written (until :meth:`close` or :meth:`abort`)."""
+        if self._out is None:
+            raise RuntimeError(f"{self.path}: the writer is closed")
+        return self._out
 
     # -- setup -------------------------------------------------------------------------------------
     def _add_video_stream(self):
@@ -361,7 +369,7 @@ class AnnotatedVideoWriter:
         except Exception:
             codec = "ffv1" if self.lossless and self.format in ("matroska", "avi") else "mpeg4"
         kwargs = {"rate": self.rate} if self.rate else {}
-        vs = self._out.add_stream(codec, **kwargs)
+        vs = self._output.add_stream(codec, **kwargs)
         vs.width, vs.height = self.width, self.height
         vs.pix_fmt = self.pix_fmt
         vs.time_base = self.time_base
@@ -382,7 +390,9 @@ class AnnotatedVideoWriter:
             return self.audio_mode
         a = c.streams.audio[0]
         try:
-            a = c.streams.best("audio") or a
+            best = c.streams.best("audio")
+            if isinstance(best, av.audio.stream.AudioStream):
+                a = best
         except Exception:  # noqa: S110 - older PyAV: keep the first audio track
             pass
         name = a.codec_context.name
@@ -391,9 +401,9 @@ class AnnotatedVideoWriter:
         self._a_packets = iter(c.demux(a))
         if allowed is None or name in allowed:
             if hasattr(self._out, "add_stream_from_template"):  # PyAV >= 13
-                out = self._out.add_stream_from_template(a)
+                out = self._output.add_stream_from_template(a)
             else:
-                out = self._out.add_stream(template=a)
+                out = self._output.add_stream(template=a)  # type: ignore[call-overload]  # PyAV < 13; the stubs are 13+
             try:
                 out.codec_context.codec_tag = "\0\0\0\0"  # let the muxer pick its own tag (AVI's 0x2000 is not MP4's ac-3)
             except Exception:  # noqa: S110 - best effort; the muxer copes for most codecs
@@ -402,9 +412,9 @@ class AnnotatedVideoWriter:
             self.audio_mode = f"copy {name}"
         else:
             channels = a.codec_context.channels or 2  # an unspecified layout ("1 channels") cannot be encoded
-            layout = {1: "mono", 2: "stereo"}.get(channels) or av.AudioLayout(channels).name
+            layout = {1: "mono", 2: "stereo"}.get(channels) or av.AudioLayout(channels).name  # type: ignore[arg-type]  # PyAV's stubs lack the channel-count form
             rate = a.codec_context.sample_rate or 48000
-            out = self._out.add_stream("aac", rate=rate, layout=layout)
+            out = self._output.add_stream("aac", rate=rate, layout=layout)
             out.time_base = Fraction(1, rate)
             self._a_out, self._a_copy = out, False
             self.audio_mode = f"aac (re-encoded from {name})"
@@ -412,8 +422,8 @@ class AnnotatedVideoWriter:
 
     def enable_live_audio(self, sample_rate: int) -> None:
         """Accept mono float32 chunks through :meth:`write_audio` (encoded to AAC)."""
-        self._a_out = self._out.add_stream("aac", rate=int(sample_rate), layout="mono")
-        self._a_out.time_base = Fraction(1, int(sample_rate))
+        self._a_out = out = self._output.add_stream("aac", rate=int(sample_rate), layout="mono")
+        out.time_base = Fraction(1, int(sample_rate))
         self._a_live_rate = int(sample_rate)
         self.audio_mode = "aac (microphone)"
 
@@ -467,9 +477,9 @@ class AnnotatedVideoWriter:
 
     def write_audio(self, t: float, samples: np.ndarray) -> None:
         """Encode a mono float32 chunk starting ``t`` seconds after the video's zero (live audio)."""
-        if self._a_live_rate is None:
+        if self._a_live_rate is None or self._a_out is None:  # enable_live_audio() sets both
             raise RuntimeError("enable_live_audio() first")
-        rate = self._a_live_rate
+        rate, a_out = self._a_live_rate, self._a_out
         start = round(t * rate)
         if start + samples.shape[0] <= self._a_live_next:
             return  # entirely before what was written (or before zero)
@@ -486,19 +496,24 @@ class AnnotatedVideoWriter:
         if self._out is None:
             raise RuntimeError(f"{self.path}: write_audio() after close()")
         with self._failing():
-            self._mux(self._a_out.encode(frame))
+            self._mux(a_out.encode(frame))
         self._a_live_next = start + samples.shape[0]
 
     def _mux(self, packets) -> None:
         for packet in packets:
-            self._out.mux(packet)
+            self._output.mux(packet)
 
     def _pump_audio(self, until_s: float | None) -> None:
         """Mux source audio packets up to ``until_s`` seconds (None: all that is left)."""
+        a_out = self._a_out
+        if a_out is None:  # copy_audio_from() sets it right after the packets
+            raise RuntimeError(f"{self.path}: no audio stream for the source's audio")
         while True:
             if self._a_pending is None:
+                if self._a_packets is None:  # callers check; a pump that ran out has returned
+                    return
                 try:
-                    self._a_pending = next(self._a_packets)  # type: ignore[arg-type]
+                    self._a_pending = next(self._a_packets)
                 except StopIteration:
                     self._a_packets = None
                     return
@@ -507,26 +522,27 @@ class AnnotatedVideoWriter:
                     self._a_packets = None
                     return
             pkt = self._a_pending
-            if pkt.dts is None and pkt.pts is None:  # the demuxer's end-of-stream marker
+            ts = pkt.pts if pkt.pts is not None else pkt.dts
+            if ts is None:  # no dts and no pts: the demuxer's end-of-stream marker
                 self._a_pending = None
                 continue
-            t = float((pkt.pts if pkt.pts is not None else pkt.dts) * pkt.time_base)
+            t = float(ts * pkt.time_base)
             if until_s is not None and t > until_s:
                 return
             self._a_pending = None
             if self._a_copy:
-                pkt.stream = self._a_out
-                self._out.mux(pkt)
+                pkt.stream = a_out
+                self._output.mux(pkt)
                 self.audio_packets += 1
             else:
                 try:
-                    frames = pkt.decode()
+                    frames = cast(list[av.AudioFrame], pkt.decode())  # a packet of the audio track (the stubs say VideoFrame)
                 except av.error.FFmpegError as exc:
                     log.warning("skipping a corrupt audio packet: %s", exc)
                     continue
                 for fr in frames:
                     fr.pts = None  # let the encoder count samples
-                    self._mux(self._a_out.encode(fr))
+                    self._mux(a_out.encode(fr))
                     self.audio_packets += 1
 
     def close(self) -> None:

@@ -134,7 +134,7 @@ class AudioCursor:
         if self._origin is None:
             self._origin, self._count = float(chunk_start_t), n
             return float(chunk_start_t), samples, True
-        end_t = self.end_t
+        end_t = self._origin + self._count / self.sample_rate  # self.end_t, known not None here
         offset = int(round((end_t - chunk_start_t) * self.sample_rate))  # index of first unseen sample
         if offset >= n:
             return end_t, samples[:0], False
@@ -210,7 +210,7 @@ class VoiceActivityDetector:
 
         self.config = config or VadConfig()
         packaged = model_path is None
-        path = SILERO_VAD_ONNX.path() if packaged else check_model_file(Path(model_path))
+        path = SILERO_VAD_ONNX.path() if model_path is None else check_model_file(Path(model_path))
         opts = ort.SessionOptions()
         # One 32 ms frame per call: thread hand-off would cost more than the math.
         opts.intra_op_num_threads = 1
@@ -286,7 +286,7 @@ class VoiceActivityDetector:
 
         Audio given after a flush starts a new segment (fresh model state).
         """
-        if self._seg_origin is None or self._ended:
+        if self._seg_origin is None or self._next_frame_t is None or self._ended:  # both None only before any audio
             return
         if self._pending.shape[0]:
             real = self._pending.shape[0]
@@ -314,19 +314,20 @@ class VoiceActivityDetector:
         self._pending = self._pending[n_frames * FRAME_SAMPLES :].copy()
         t0 = self._next_frame_t
         base = self._seg_origin
+        assert t0 is not None and base is not None  # frames pending: update() started a segment at a time
         first_index = int(round((t0 - base) / FRAME_S))
         for i in range(n_frames):
             t = base + (first_index + i) * FRAME_S
             p = float(probs[i])
             self._probs.append((t, p))
-            self._step(t, p)
+            self._step(t, p, base)
         self._next_frame_t = base + (first_index + n_frames) * FRAME_S
         self.frames_processed += n_frames
         return n_frames
 
     # ------------------------------------------------------- span state machine
-    def _step(self, t: float, p: float) -> None:
-        """Advance silero's hysteresis state machine by one frame starting at ``t``."""
+    def _step(self, t: float, p: float, seg_origin: float) -> None:
+        """Advance silero's hysteresis state machine by one frame starting at ``t`` (in the segment from ``seg_origin``)."""
         cfg = self.config
         if p >= cfg.threshold and self._temp_end is not None:
             silence = t - self._temp_end
@@ -336,7 +337,7 @@ class VoiceActivityDetector:
         if p >= cfg.threshold and not self._triggered:
             self._triggered = True
             self._start = t
-            self._start_padded = max(t - cfg.speech_pad_s, self._seg_origin)
+            self._start_padded = max(t - cfg.speech_pad_s, seg_origin)
             return
         if self._triggered and t - self._start > cfg.max_speech_s - FRAME_S - 2 * cfg.speech_pad_s:
             self._cut_long_span(t)

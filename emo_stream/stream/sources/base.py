@@ -17,6 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from emo_stream.config import MIN_HOP_S
 from emo_stream.stream.samples import Sample, SourceEvent
@@ -125,7 +126,10 @@ class Source(ABC):
         self.close()
 
 
-class DropOldestQueue:
+_T = TypeVar("_T")
+
+
+class DropOldestQueue(Generic[_T]):
     """A bounded FIFO where ``put`` never blocks: when full, the oldest item goes.
 
     This is what keeps capture threads real-time: the camera thread must return
@@ -136,12 +140,12 @@ class DropOldestQueue:
     """
 
     def __init__(self, maxlen: int) -> None:
-        self._items: collections.deque[Sample] = collections.deque()
+        self._items: collections.deque[_T] = collections.deque()
         self._maxlen = maxlen
         self._cond = threading.Condition()
         self.dropped = 0
 
-    def put(self, item: Sample) -> bool:
+    def put(self, item: _T) -> bool:
         """Append ``item``; return False if something had to be dropped to make room."""
         with self._cond:
             dropped = len(self._items) >= self._maxlen
@@ -159,7 +163,7 @@ class DropOldestQueue:
                 return
         self._items.popleft()  # nothing but events: the oldest event goes
 
-    def get(self, timeout: float) -> Sample | None:
+    def get(self, timeout: float) -> _T | None:
         """The oldest item, or None after ``timeout`` seconds without one."""
         with self._cond:
             if not self._items:
@@ -183,7 +187,7 @@ class LiveSource(Source):
 
     def __init__(self, queue_size: int = 256, clock=time.monotonic) -> None:
         super().__init__()
-        self._queue = DropOldestQueue(queue_size)
+        self._queue: DropOldestQueue[Sample] = DropOldestQueue(queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._clock = clock

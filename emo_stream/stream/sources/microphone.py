@@ -94,13 +94,17 @@ class _Backend:
 
     name = ""
 
-    def devices(self) -> list[InputDevice]: ...
+    def devices(self) -> list[InputDevice]:
+        raise NotImplementedError
 
-    def supports(self, index: int, rate: int, channels: int) -> bool: ...
+    def supports(self, index: int, rate: int, channels: int) -> bool:
+        raise NotImplementedError
 
-    def open(self, index: int, rate: int, channels: int, block: int, on_block: Callable[[np.ndarray, int, bool], None]) -> Any: ...
+    def open(self, index: int, rate: int, channels: int, block: int, on_block: Callable[[np.ndarray, int, bool], None]) -> Any:
+        raise NotImplementedError
 
-    def active(self, stream: Any) -> bool: ...
+    def active(self, stream: Any) -> bool:
+        raise NotImplementedError
 
     def close_stream(self, stream: Any) -> None: ...
 
@@ -328,7 +332,8 @@ class MicrophoneSource(LiveSource):
         self.opened: tuple[InputDevice, int, int] | None = None
         self._backend: _Backend | None = None
         self._stream: Any = None
-        self._blocks = DropOldestQueue(queue_size)
+        #: (monotonic time of the first sample, samples, device rate, overflow) per PortAudio block
+        self._blocks: DropOldestQueue[tuple[float, np.ndarray, int, bool]] = DropOldestQueue(queue_size)
         self._stamper = AudioStamper(self.sample_rate, stats=self.stats)
 
     @property
@@ -337,17 +342,23 @@ class MicrophoneSource(LiveSource):
 
     def open(self) -> None:
         """Find and open the device now (errors are one-line SourceErrors), then start capturing."""
-        self._backend = _backend(self.backend_name)
+        self._backend = backend = _backend(self.backend_name)
         try:
             self._stream = self._open_stream()
         except SourceError:
-            self._backend.terminate()
+            backend.terminate()
             raise
         self.start_capture()
 
+    @property
+    def _api(self) -> _Backend:
+        """The binding :meth:`open` picked (what follows runs only once it did)."""
+        assert self._backend is not None, "open() first"
+        return self._backend
+
     # -- device selection -----------------------------------------------
     def _find_device(self) -> InputDevice:
-        devices = self._backend.devices()
+        devices = self._api.devices()
         if not devices:
             raise SourceError(f"no audio input device found ({self.backend_name} lists none); is a microphone connected?")
         want = self.device
@@ -370,7 +381,7 @@ class MicrophoneSource(LiveSource):
         else:
             candidates = [(self.sample_rate, 1), (native, 1), (native, min(2, dev.channels)), (native, dev.channels)]
         for rate, ch in dict.fromkeys(candidates):  # de-duplicated, order kept
-            if ch <= dev.channels and self._backend.supports(dev.index, rate, ch):
+            if ch <= dev.channels and self._api.supports(dev.index, rate, ch):
                 return rate, ch
         tried = ", ".join(f"{r} Hz x{c}" for r, c in dict.fromkeys(candidates))
         raise SourceError(f"audio input {dev.name!r} accepts none of: {tried}")
@@ -382,7 +393,7 @@ class MicrophoneSource(LiveSource):
         on_block = self._on_block
         try:
             with _quiet_stderr():
-                stream = self._backend.open(dev.index, rate, ch, block, lambda data, n, ovf: on_block(data, n, ovf, rate))
+                stream = self._api.open(dev.index, rate, ch, block, lambda data, n, ovf: on_block(data, n, ovf, rate))
         except Exception as exc:
             raise SourceError(f"audio input {dev.name!r} could not be opened at {rate} Hz x{ch} ({exc})") from None
         self.opened = (dev, rate, ch)
@@ -392,7 +403,7 @@ class MicrophoneSource(LiveSource):
     def _on_block(self, data: np.ndarray, frames: int, overflow: bool, rate: int) -> None:
         """Runs on PortAudio's audio thread: stamp and enqueue, nothing else."""
         t_first = self._clock() - frames / rate
-        if not self._blocks.put((t_first, data, rate, overflow)):  # type: ignore[arg-type]
+        if not self._blocks.put((t_first, data, rate, overflow)):
             self.stats.dropped_samples += 1
 
     # -- capture thread -------------------------------------------------
@@ -411,11 +422,11 @@ class MicrophoneSource(LiveSource):
                 item = self._blocks.get(timeout=0.05)
                 if item is None:
                     now = self._clock()
-                    if now - last_data > self.stall_s or not self._backend.active(stream):
+                    if now - last_data > self.stall_s or not self._api.active(stream):
                         self._emit_all(self._stamper.flush(restart=True))  # the tail, on the old clock
                         self._emit(SourceEvent(now, "disconnected", f"{self.name}: no audio for {now - last_data:.1f}s; retrying every {self.reconnect_s:g}s"))
                         self.stats.note_error(f"{self.name}: stream stopped")
-                        self._backend.close_stream(stream)
+                        self._api.close_stream(stream)
                         stream = None
                     continue
                 t_first, data, rate, overflow = item
@@ -425,8 +436,8 @@ class MicrophoneSource(LiveSource):
                 self._emit_all(self._stamper.push(data, rate, t_first))
         finally:
             if stream is not None:
-                self._backend.close_stream(stream)
-            self._backend.terminate()
+                self._api.close_stream(stream)
+            self._api.terminate()
 
     def _emit_all(self, items) -> None:
         for item in items:
@@ -438,7 +449,7 @@ class MicrophoneSource(LiveSource):
         while self._blocks.get(timeout=0) is not None:  # late blocks of the dead stream
             pass
         try:
-            self._backend.reinit()
+            self._api.reinit()
             stream = self._open_stream()
         except SourceError as exc:
             self.stats.note_error(str(exc))

@@ -29,7 +29,7 @@ class PushSource(Source):
         self.clock = clock
         self.live = live
         self.name = name
-        self._queue = DropOldestQueue(queue_size)
+        self._queue: DropOldestQueue[Sample] = DropOldestQueue(queue_size)
         self._ended = threading.Event()
 
     @property
