@@ -176,7 +176,36 @@ class Demo:
                 if view is not None and view.std() > 10:  # a video frame, not an empty (uniform) window
                     return wid, _geometry(self.env, wid)
             time.sleep(0.3)
-        pytest.fail(f"no picture in the window after {timeout} s (last seen: {seen}; screenshot {shot}):\n{self.stderr()[-2000:]}")
+        pytest.fail(f"no picture in the window after {timeout} s (last seen: {seen}; screenshot {shot}; {self.progress()}):\n{self.stderr()[-2000:]}")
+
+    def progress(self) -> str:
+        """What the demo and the X server showed when a wait failed: the visible windows (name and
+        geometry: is something stacked over the demo's?), the demo window's own contents (``import
+        -window ID``: does it hold a picture the screen does not show?), the states written, then the
+        demo's summary line (frames shown, states) from a SIGTERM: did the stream or the window stall?"""
+        states = len(self.jsonl.read_text().splitlines()) if self.jsonl.exists() else 0
+        windows = []
+        r = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", ""], env=self.env, capture_output=True, text=True, timeout=10)
+        for wid in r.stdout.split():
+            name = subprocess.run(["xdotool", "getwindowname", wid], env=self.env, capture_output=True, text=True, timeout=10).stdout.strip()
+            try:
+                windows.append(f"{wid} {name!r} {_geometry(self.env, wid)}")
+            except subprocess.CalledProcessError:
+                windows.append(f"{wid} {name!r} (gone)")
+        own = "no demo window"
+        wid = _window(self.env)
+        if wid is not None:
+            path = self.tmp / "window.png"
+            try:
+                subprocess.run(["import", "-window", wid, "-depth", "8", f"png:{path}"], env=self.env, check=True, timeout=20)
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                own = f"demo window's own contents: pixel std {None if image is None else round(float(image.std()), 1)}"
+            except subprocess.SubprocessError as exc:
+                own = f"demo window's own contents unreadable ({exc})"
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.wait_exit(10)
+        return f"visible windows: {windows or 'none'}; {own}; {states} states in the JSONL, demo exit {self.proc.poll()}"
 
     def wait_exit(self, timeout: float) -> int | None:
         try:
