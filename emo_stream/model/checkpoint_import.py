@@ -39,18 +39,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from emo_stream.errors import ModelFileError
+from emo_stream.model.configs.encoders import FaceViewConfig, GlobalViewConfig, TemporalViewConfig
 from emo_stream.model.emotion_llama import EmotionLlama, EmotionLlamaConfig
 from emo_stream.model.encoders import AudioEncoder, FaceViewEncoder, GlobalViewEncoder, TemporalViewEncoder
 from emo_stream.model.llm import EmotionLlamaLM, LoraSettings
-from emo_stream.model.projectors import EmotionLlamaProjectorConfig
+from emo_stream.model.projectors import EmotionLlamaProjector, EmotionLlamaProjectorConfig
 
 PROJECTOR_KEYS = tuple(
     f"{m}.{p}" for m in ("llama_proj", "cls_tk_llama_proj", "feats_llama_proj1", "feats_llama_proj2", "feats_llama_proj3") for p in ("weight", "bias")
@@ -129,8 +130,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     bad = [k for k, v in sd.items() if not isinstance(v, Tensor)]
     if bad:
         raise ModelFileError(f"{p}: 'model' entries that are not tensors: {bad[:6]}")
-    cfg = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}
-    return sd, dict(cfg)
+    cfg = obj.get("config")
+    return sd, dict(cfg) if isinstance(cfg, Mapping) else {}
 
 
 def map_checkpoint(state_dict: Mapping[str, Tensor], run_config: Mapping[str, Any] | None = None) -> MappedCheckpoint:
@@ -245,8 +246,19 @@ def apply_checkpoint(model: EmotionLlama, mapped: MappedCheckpoint) -> None:
             dst.data.copy_(src)
         if not any(k.startswith("ln_vision.") for k in mapped.projector):
             proj = model.projector
-            proj.ln_vision.weight.fill_(1.0)  # type: ignore[union-attr]
-            proj.ln_vision.bias.zero_()  # type: ignore[union-attr]
+            assert isinstance(proj, EmotionLlamaProjector)  # the v1 projector: its keys were all found in the model above
+            proj.ln_vision.weight.fill_(1.0)
+            proj.ln_vision.bias.zero_()
+
+
+_ViewT = TypeVar("_ViewT")
+
+
+def _original_view(config: object, want: type[_ViewT], name: str) -> _ViewT | None:
+    """``config`` (a view slot of the base config) if it configures the original checkpoint's encoder (None: its default)."""
+    if config is None or isinstance(config, want):
+        return config
+    raise ModelFileError(f"the base config's {name} view is a {type(config).__name__}; the original {name} checkpoint needs a {want.__name__}")
 
 
 def load_encoder(name: str, path: str | Path, base: EmotionLlamaConfig) -> Any:
@@ -258,10 +270,16 @@ def load_encoder(name: str, path: str | Path, base: EmotionLlamaConfig) -> Any:
     (Emotion-LLaMA's preprocessing defaults). A *directory* is a transformers
     model dir (HuBERT / Whisper for audio).
     """
-    views = {
-        "global": (GlobalViewEncoder.from_pretrained_dir, lambda p: GlobalViewEncoder.from_eva_checkpoint(p, base.global_view)),
-        "face": (FaceViewEncoder.from_pretrained_dir, lambda p: FaceViewEncoder.from_mae_checkpoint(p, base.face_view)),
-        "temporal": (TemporalViewEncoder.from_pretrained_dir, lambda p: TemporalViewEncoder.from_videomae_checkpoint(p, base.temporal_view)),
+    views: dict[str, tuple[Callable[[Path], Any], Callable[[Path], Any] | None]] = {
+        "global": (
+            GlobalViewEncoder.from_pretrained_dir,
+            lambda p: GlobalViewEncoder.from_eva_checkpoint(p, _original_view(base.global_view, GlobalViewConfig, "global")),
+        ),
+        "face": (FaceViewEncoder.from_pretrained_dir, lambda p: FaceViewEncoder.from_mae_checkpoint(p, _original_view(base.face_view, FaceViewConfig, "face"))),
+        "temporal": (
+            TemporalViewEncoder.from_pretrained_dir,
+            lambda p: TemporalViewEncoder.from_videomae_checkpoint(p, _original_view(base.temporal_view, TemporalViewConfig, "temporal")),
+        ),
         "audio": (AudioEncoder.from_pretrained_dir, None),
     }
     if name not in views:
@@ -315,7 +333,7 @@ def import_emotion_llama(
     if eva_checkpoint is not None:
         if "global" in encoders:
             raise ModelFileError("give the global view either as encoder_dirs['global'] or as eva_checkpoint, not both")
-        encoders["global"] = GlobalViewEncoder.from_eva_checkpoint(eva_checkpoint, base.global_view)
+        encoders["global"] = GlobalViewEncoder.from_eva_checkpoint(eva_checkpoint, _original_view(base.global_view, GlobalViewConfig, "global"))
 
     llm = EmotionLlamaLM.from_llama_dir(
         llama_dir, lora=LoraSettings(r=mapped.lora_r, alpha=mapped.lora_alpha, dropout=lora_dropout, target_modules=mapped.lora_targets), dtype=dtype

@@ -132,7 +132,9 @@ class EmotionLlama(nn.Module):
         self.encoders = nn.ModuleDict(mods)
         for p in self.encoders.parameters():
             p.requires_grad_(False)
-        self.projector = build_projector(config.projector if config.version == "v1" else config.fusion)
+        head = config.projector if config.version == "v1" else config.fusion
+        assert head is not None  # EmotionLlamaConfig checked it: v1 has a projector, v2 a fusion
+        self.projector = build_projector(head)
         if isinstance(self.projector, EmotionLlamaProjector):
             # Frozen in Emotion-LLaMA (freeze_vit freezes ln_vision with the ViT).
             for p in self.projector.ln_vision.parameters():

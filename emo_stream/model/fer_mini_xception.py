@@ -242,6 +242,7 @@ def export_onnx(model: MiniXception, path: str | Path, opset: int = 18) -> Path:
             opset_version=opset,
             verbose=False,
         )
+    assert program is not None  # dynamo=True always returns an ONNXProgram
     program.save(str(path), external_data=False)
     return path
 

@@ -187,7 +187,12 @@ def lora_config(settings: LoraSettings) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
-        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM"
+        r=settings.r,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # peft annotates int; a float works (scaling = alpha / r)
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
     )
 
 
@@ -217,10 +222,11 @@ class EmotionLlamaLM(nn.Module):
             base_model, gguf_tok = load_gguf_llama(config)
             tokenizer = tokenizer if tokenizer is not None else gguf_tok
         base = base_model if base_model is not None else LlamaForCausalLM._from_config(config.llama_config(), dtype=config.torch_dtype)
-        if config.llama.get("tie_word_embeddings") and hasattr(base, "tie_weights"):
+        tie_weights = getattr(base, "tie_weights", None)  # a transformers model's; nn.Module's __getattr__ would type it a Tensor
+        if config.llama.get("tie_word_embeddings") and tie_weights is not None:
             # under transformers' no_init_weights (EmotionLlama.from_pretrained) the head is not tied at construction;
             # a tied LLM (SmolLM2) is saved with one of the twins only and must load through the other
-            base.tie_weights()
+            tie_weights()
         if config.lora.enabled:
             import warnings
 

@@ -88,9 +88,9 @@ class EmotionLlamaConfig:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         width = self.llm.hidden_size
-        for slot, enc in (("global", self.global_view), ("face", self.face_view), ("temporal", self.temporal_view)):
-            if isinstance(enc, ShippedViTConfig) and enc.view != slot:
-                raise ConfigError(f"the {slot} slot holds a shipped ViT config for the {enc.view!r} view")
+        for slot, view in (("global", self.global_view), ("face", self.face_view), ("temporal", self.temporal_view)):
+            if isinstance(view, ShippedViTConfig) and view.view != slot:
+                raise ConfigError(f"the {slot} slot holds a shipped ViT config for the {view.view!r} view")
         if self.version == "v1":
             p = self.projector
             if p is None or self.fusion is not None:
@@ -295,7 +295,7 @@ def _union_member(candidates: list[Any], value: Any) -> Any:
     tag = value.get("encoder_type") if isinstance(value, Mapping) else None
     for c in candidates:
         f = {x.name: x for x in dataclasses.fields(c)}.get("encoder_type")
-        if (f is None) == (tag is None) and (tag is None or f.default == tag):
+        if (f is None and tag is None) or (f is not None and tag is not None and f.default == tag):
             return c
     raise ConfigError(f"unknown encoder_type {tag!r} (known: {[c.__name__ for c in candidates]})")
 

@@ -62,7 +62,7 @@ class LoraSettings:
     """LoRA on the LLM (Emotion-LLaMA: r=64, alpha=16, dropout 0.05 on q_proj/v_proj)."""
 
     r: int = 64
-    alpha: int = 16
+    alpha: float = 16  # an imported checkpoint's is a float
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     enabled: bool = True

@@ -57,7 +57,7 @@ class AudioEncoder(nn.Module):
         if config.kind == "hubert":
             from transformers import HubertConfig, HubertModel
 
-            self.backbone = HubertModel(HubertConfig(**config.backbone))
+            self.backbone: Any = HubertModel(HubertConfig(**config.backbone))  # or a WhisperEncoder, by config.kind
             self.feature_extractor = None
         else:
             from transformers import WhisperConfig
@@ -182,8 +182,8 @@ class AudioEncoder(nn.Module):
             enc.backbone = HubertModel.from_pretrained(str(p), local_files_only=True)
             enc.feature_extractor = None
             return enc.eval()
-        hf_cfg = WhisperConfig.from_pretrained(str(p), local_files_only=True)
-        enc = cls(AudioEncoderConfig(kind="whisper", backbone=_config_kwargs(hf_cfg), normalize=False, layer=layer))
+        whisper_cfg = WhisperConfig.from_pretrained(str(p), local_files_only=True)
+        enc = cls(AudioEncoderConfig(kind="whisper", backbone=_config_kwargs(whisper_cfg), normalize=False, layer=layer))
         sd = load_state_dict_dir(p)
         enc_sd = {}
         for key, value in sd.items():

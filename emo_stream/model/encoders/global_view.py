@@ -50,7 +50,7 @@ class GlobalViewEncoder(nn.Module):
 
     def _drop_final_norm(self) -> None:
         if not self.config.final_norm:
-            self.backbone.layernorm = nn.Identity()
+            self.backbone.layernorm = nn.Identity()  # type: ignore[assignment]  # transformers types it LayerNorm; Identity drops it
 
     def preprocess(self, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int] | None] | None = None) -> Tensor:
         """BGR uint8 frames -> (N, 3, S, S) pixel values."""

@@ -83,6 +83,8 @@ class ShippedViTEncoder(nn.Module):
     tensors in and out and the weights' SHA-256 as a buffer (so fingerprints follow the ONNX file).
     """
 
+    weights_sha256: Tensor  # buffer (uint8, 32)
+
     def __init__(self, config: ShippedViTConfig) -> None:
         super().__init__()
         self.config = config
