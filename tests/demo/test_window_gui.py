@@ -161,8 +161,13 @@ class Demo:
         self._err.flush()
         return self.err_path.read_text(errors="replace")
 
-    def wait_for_picture(self, timeout: float = 30.0) -> tuple[str, tuple[int, int, int, int]]:
-        """The window id and geometry once the window shows a (non-black) frame."""
+    def wait_for_picture(self, timeout: float = 60.0) -> tuple[str, tuple[int, int, int, int]]:
+        """The window id and geometry once the window shows a (non-black) frame.
+
+        60 s: here the picture comes 1-3 s after the start (Megamind's first ~35 frames are dark); CI once
+        saw a black window for the whole of a 30 s wait in 3 of 4 starts and a picture in the 4th, which
+        would fit a start that sometimes takes ~30 s. A window that never paints still fails, with
+        :meth:`progress` saying what the screen and the demo showed."""
         deadline = time.monotonic() + timeout
         shot = self.tmp / "wait.png"
         seen = "no window"
