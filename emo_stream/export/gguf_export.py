@@ -274,7 +274,8 @@ def write_f16_gguf(path: Path, lm: Any, tokenizer_dir: Path | None, name: str = 
     head_dim = int(cfg.get("head_dim") or hidden // n_head)
     n_vocab = int(cfg["vocab_size"])
     rope = cfg.get("rope_parameters") or {}
-    rope_theta = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    top_theta: float = cfg.get("rope_theta", 10000.0)  # typed: a get() whose default is Any reads as "Any | None"
+    rope_theta = float(rope.get("rope_theta", top_theta))
     rope_type = rope.get("rope_type", "default")
     if rope_type not in ("default", None) or cfg.get("rope_scaling"):
         raise ExportError(f"RoPE scaling {rope_type or cfg.get('rope_scaling')!r} is not supported by this exporter (LLaMA-2 has none)")

@@ -145,11 +145,12 @@ def _cached_torchlib_registry() -> Iterator[None]:
             cache[key] = func(cls, *args, **kwargs)
         return cache[key]
 
-    reg.ONNXRegistry.from_torchlib = classmethod(cached)
+    # a monkeypatch of torch's classmethod (undone below), which mypy refuses as a method assignment
+    reg.ONNXRegistry.from_torchlib = classmethod(cached)  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:
-        reg.ONNXRegistry.from_torchlib = original
+        reg.ONNXRegistry.from_torchlib = original  # type: ignore[method-assign]
 
 
 def _param_bytes(module: Any) -> int:
@@ -180,6 +181,7 @@ def export_stage_graph(spec: StageSpec, path: Path, opset: int = DEFAULT_OPSET, 
             optimize=True,
             verbose=False,
         )
+        assert program is not None  # dynamo=True always returns an ONNXProgram
         program.save(str(path), external_data=external_data)
     check_dynamic_axes(spec, path)
     files = [path]
@@ -233,7 +235,7 @@ def compare_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]
     """Errors of ``got`` against ``ref`` (see :data:`ERROR_DEFINITION`); bool outputs count mismatches."""
     max_abs = max_rel = ref_max = 0.0
     mismatches = 0
-    per_output = {}
+    per_output: dict[str, dict[str, float]] = {}
     for name, r in ref.items():
         g = got[name]
         if g.shape != r.shape:

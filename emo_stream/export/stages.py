@@ -38,13 +38,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from emo_stream.errors import ConfigError
+
+if TYPE_CHECKING:
+    from emo_stream.model.encoders import AudioEncoder, FaceViewEncoder, GlobalViewEncoder, TemporalViewEncoder
+    from emo_stream.model.projectors import ConvAttentionFusion
 
 #: Canonical stage order (encoders first; the projector/fusion consumes them).
 STAGE_ORDER = ("global", "face", "temporal", "audio", "projector", "fusion")
@@ -118,8 +122,9 @@ class StageSpec:
         """Seeded inputs at ``dims`` (masks keep at least one valid element per row)."""
         return sample_tensors(self.inputs, dims, seed, self.samplers)
 
-    def torch_dynamic_shapes(self) -> tuple[dict[int, Any], ...]:
-        """``torch.export`` dynamic shapes, one dict per input (shared axis names share one ``Dim``)."""
+    def torch_dynamic_shapes(self) -> tuple[dict[int, Any], ...] | tuple[tuple[dict[int, Any], ...]]:
+        """``torch.export`` dynamic shapes, one dict per input (shared axis names share one ``Dim``);
+        for a ``forward(*inputs)`` those dicts are wrapped in the one var-positional slot's tuple."""
         import inspect
 
         made = {name: torch.export.Dim(f"{self.name}_{name}", min=r.min, max=r.max) for name, r in self.dims.items()}
@@ -152,7 +157,7 @@ class StageSpec:
 class GlobalViewStage(nn.Module):
     """EVA-style ViT: pixels -> [CLS, patch] tokens (no final norm when the config says so)."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: GlobalViewEncoder) -> None:
         super().__init__()
         self.backbone = encoder.backbone
 
@@ -163,7 +168,7 @@ class GlobalViewStage(nn.Module):
 class FaceViewStage(nn.Module):
     """MAE ViT per face crop -> the encoder's per-frame feature (``FaceViewEncoder.frame_features``)."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: FaceViewEncoder) -> None:
         super().__init__()
         self.encoder = encoder
 
@@ -172,7 +177,7 @@ class FaceViewStage(nn.Module):
 
 
 class TemporalViewStage(nn.Module):
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: TemporalViewEncoder) -> None:
         super().__init__()
         self.backbone = encoder.backbone
 
@@ -183,7 +188,7 @@ class TemporalViewStage(nn.Module):
 class AudioStage(nn.Module):
     """HuBERT (waveform) or Whisper encoder (log-mel) -> frame features of the configured layer (``AudioEncoder.hidden_state``)."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: AudioEncoder) -> None:
         super().__init__()
         self.encoder = encoder
         self.kind = encoder.config.kind
@@ -241,7 +246,7 @@ class _KeywordSafeModuleDict(nn.Module):
 class FusionV2Stage(nn.Module):
     """Emotion-LLaMAv2 conv-attention fusion with (tokens, mask) per modality and a (batch, M) presence mask."""
 
-    def __init__(self, fusion: nn.Module) -> None:
+    def __init__(self, fusion: ConvAttentionFusion) -> None:
         super().__init__()
         import copy
 
