@@ -39,6 +39,9 @@ def _evidence_rows(r: dict[str, Any]) -> list[str]:
         rows.append(
             f"| LLM evidence age p50 / p95 | {_f(age.get('p50'), 2)} / {_f(age.get('p95'), 2)} s (in {_f(None if frac is None else 100 * frac)} % of states) |"
         )
+    if r.get("multimodal_tokens"):
+        t = r["multimodal_tokens"]
+        rows.append(f"| multimodal tokens per window (min / p50 / max) | {_f(t['min'], 0)} / {_f(t['p50'], 0)} / {_f(t['max'], 0)} |")
     if r.get("top_label_agreement_with_lossless") is not None:
         rows.append(f"| top-label agreement with the lossless run | {_f(100 * r['top_label_agreement_with_lossless'])} % |")
     return rows

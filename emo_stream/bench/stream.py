@@ -62,6 +62,9 @@ class StreamResult:
     #: top label per ``"<window_end ms>/<person_id>"``, for agreement between runs: a paced
     #: run drops windows and a multi-person state shares its window, so position does not pair them
     label_by_window: dict[str, str] = field(default_factory=dict)
+    #: min / p50 / max of ``signals["multimodal_tokens"]`` (the fused tokens the LLM read per window;
+    #: Emotion-LLaMA engines report it), empty where the engine reports none
+    multimodal_tokens: dict[str, float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +112,7 @@ def measure_stream(
     ages = [float(s.signals["llm_age_s"]) for s in states if s.signals and s.signals.get("llm_age_s") is not None]
     reports_age = bool(ages) or any(s.signals and "llm_age_s" in s.signals for s in states)
     seen = stats.states + stats.windows_dropped
+    tokens = [float(s.signals["multimodal_tokens"]) for s in states if s.signals and s.signals.get("multimodal_tokens") is not None]
     return StreamResult(
         name=name,
         mode=stats.mode,
@@ -133,6 +137,7 @@ def measure_stream(
         thread_cpu_s=usage.thread_cpu_s,
         label_sequence=[s.top_label for s in states],
         label_by_window={window_key(s.window_end, s.person_id): s.top_label for s in states},
+        multimodal_tokens={"min": min(tokens), **percentiles(tokens, (50,)), "max": max(tokens)} if tokens else {},
     )
 
 
