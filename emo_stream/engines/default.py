@@ -62,7 +62,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,6 +77,10 @@ from emo_stream.stream.samples import AudioChunk, Sample, VideoFrame
 from emo_stream.stream.scheduler import Window
 from emo_stream.threads import StageClock, limit_blas, plan_threads
 
+if TYPE_CHECKING:
+    from emo_stream.perception.asr import Transcriber
+    from emo_stream.runtime.llama_cpp import LlamaCppRuntime
+
 log = logging.getLogger(__name__)
 
 _MODES = ("auto", "sync", "background", "off")
@@ -85,6 +89,13 @@ _MODES = ("auto", "sync", "background", "off")
 _FINAL_DRAIN_S = 5.0
 #: clue texts whose LLM scores are kept (a few hundred bytes each; qualitative texts repeat).
 _SCORE_CACHE_SIZE = 256
+
+
+def _loaded(llm: LlamaCppRuntime | None) -> LlamaCppRuntime:
+    """The engine's llama.cpp runtime: the scoring and rationale paths run only when one was loaded."""
+    if llm is None:
+        raise RuntimeError("no LLM loaded (options llm and rationale are off)")
+    return llm
 
 
 def _mode(value: Any) -> Any:
@@ -233,8 +244,8 @@ class DefaultEngine(Engine):
         self._asr_config = AsrConfig(cpu_threads=self.threads.asr_threads, partial_every_s=o.asr_partial_every_s)
         # Warmed at load: CTranslate2's first call costs 2-3x a warm one, and it would land on the first utterance.
         self._whisper = load_whisper(self._asr_config, warm_up=True) if o.asr != "off" else None
-        self.transcriber = None  # built when the stream's mode is known (prepare / first window)
-        self.llm = None
+        self.transcriber: Transcriber | None = None  # built when the stream's mode is known (prepare / first window)
+        self.llm: LlamaCppRuntime | None = None
         if o.llm or o.rationale != "off":
             from emo_stream.runtime.llama_cpp import LlamaCppConfig, LlamaCppRuntime
 
@@ -443,6 +454,7 @@ class DefaultEngine(Engine):
             face = None
             if pw.probs:
                 agg = self._aggregate(np.stack(pw.probs))
+                assert agg.mean is not None  # a non-empty stack has a mean
                 face = cl.FaceClue(self._fer_labels.labels, agg.mean, agg.peak_label, agg.n_faces, pw.frames)
             speaks = heard.person_id == pid
             clues = cl.WindowClues(face, voice if speaks else None, words if speaks else None)
@@ -507,14 +519,17 @@ class DefaultEngine(Engine):
         last = found[-1]
         box = last.box
         signals.update(face_x=box.x / last.width, face_y=box.y / last.height, face_w=box.w / last.width, face_h=box.h / last.height, face_t=last.t)
-        summary = self._aggregate(np.stack([r.probs for r in found]))
+        summary = self._aggregate(np.stack([r.probs for r in found if r.probs is not None]))  # (all are: found)
         lat["face"] = (time.perf_counter() - t) * 1e3
+        assert summary.mean is not None  # a non-empty stack has a mean
         return cl.FaceClue(self._fer_labels.labels, summary.mean, summary.peak_label, summary.n_faces, len(in_window))
 
     # -- voice + words ------------------------------------------------------------
     def _self_feed_audio(self, window: Window, lat: dict[str, float]) -> None:
         """Driven window by window: analyse the window's audio not seen before."""
         audio = window.audio
+        if audio is None:  # only windows with audio get here (_voice_and_words)
+            return
         t = time.perf_counter()
         skip = 0
         if self._fed_audio_until is not None:
@@ -596,7 +611,7 @@ class DefaultEngine(Engine):
 
     # -- LLM scoring ------------------------------------------------------------------
     def _score(self, clue_text: str) -> np.ndarray:
-        return self.llm.score_labels(self._prefix + clue_text, self._tail, self._labels).probs
+        return _loaded(self.llm).score_labels(self._prefix + clue_text, self._tail, self._labels).probs
 
     def _llm_evidence(self, window: Window, clues: cl.WindowClues, lat, signals) -> np.ndarray | None:
         """The LLM's label distribution for these clues, and its age in ``signals["llm_age_s"]``.
@@ -673,7 +688,7 @@ class DefaultEngine(Engine):
         facts = cl.render(clues)
         ask = f"{facts}\nIn one sentence, explain which clues show the emotion."
         lead = f"The person seems {top} because"
-        suffix = self.llm.chat_template.split(cl.SYSTEM_PROMPT, cl.instruction(self.label_set), ask, answer_prefix=lead).suffix
+        suffix = _loaded(self.llm).chat_template.split(cl.SYSTEM_PROMPT, cl.instruction(self.label_set), ask, answer_prefix=lead).suffix
         shown = [cl.render_face(clues.face) if clues.face is not None else "", cl.render_voice(clues.voice) if clues.voice is not None else ""]
         fallback = f"{lead} of these clues: {' '.join(x for x in shown if x) or 'the words heard.'}"
         transcript = clues.words.text if clues.words is not None else ""
@@ -684,7 +699,7 @@ class DefaultEngine(Engine):
         from emo_stream.engines.rationale_guard import guard_rationale
 
         suffix, lead, facts, transcript, fallback = job
-        text = self.llm.generate(self._prefix, suffix, max_tokens=self.options.rationale_max_tokens, stop=("\n",))
+        text = _loaded(self.llm).generate(self._prefix, suffix, max_tokens=self.options.rationale_max_tokens, stop=("\n",))
         text = text.strip()
         if not text:
             return fallback  # the model ended at once: still explain, from the clues
