@@ -7,7 +7,7 @@ feature extractor and the CLI build the same model without the training loop.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -66,7 +66,7 @@ def _from_llama_dir(section: ModelSection) -> Any:
     from emo_stream.model.llm import EmotionLlamaLM
     from emo_stream.model.projectors import EmotionLlamaProjectorConfig
 
-    loaders = {
+    loaders: dict[str, Callable[[str], Any]] = {
         "global": GlobalViewEncoder.from_pretrained_dir,
         "face": FaceViewEncoder.from_pretrained_dir,
         "temporal": TemporalViewEncoder.from_pretrained_dir,
@@ -76,16 +76,23 @@ def _from_llama_dir(section: ModelSection) -> Any:
     if unknown:
         raise ConfigError(f"model.encoders: unknown view(s) {sorted(unknown)}; use {sorted(loaders)}")
     encs = {k: loaders[k](v) for k, v in section.encoders.items()}
-    llm = EmotionLlamaLM.from_llama_dir(section.llama_dir)  # type: ignore[arg-type]
+    llama_dir = section.llama_dir
+    assert llama_dir is not None  # ModelSection holds exactly one of tiny, small, weights, llama_dir; build_model took the others
+    llm = EmotionLlamaLM.from_llama_dir(llama_dir)
     ref = EmotionLlamaConfig.emotion_llama_7b() if section.version == "v1" else EmotionLlamaConfig.emotion_llama_v2_7b()
     cfgs = {k: (encs[k].config if k in encs else None) for k in loaders}
+
+    def hidden_size(view: str, default: int) -> int:
+        c = cfgs[view]
+        return c.hidden_size if c is not None else default
+
     width = llm.hidden_size
     if section.version == "v1":
         g = cfgs["global"]
-        dims = tuple(cfgs[k].hidden_size if cfgs[k] is not None else 1024 for k in ("face", "temporal", "audio"))
+        dims = (hidden_size("face", 1024), hidden_size("temporal", 1024), hidden_size("audio", 1024))
         proj = EmotionLlamaProjectorConfig(
             vision_width=g.hidden_size if g else 1408, num_patches=g.num_patches if g else 1024, feature_dims=dims, llm_width=width
-        )  # type: ignore[arg-type]
+        )
         cfg = EmotionLlamaConfig(
             version="v1",
             global_view=cfgs["global"],
@@ -97,9 +104,11 @@ def _from_llama_dir(section: ModelSection) -> Any:
             label_set=section.label_set,
         )
     else:
-        default_dims = dict(ref.fusion.modalities)  # type: ignore[union-attr]
-        mods = tuple((k, cfgs[k].hidden_size if cfgs[k] is not None else default_dims[k]) for k in ("global", "face", "temporal", "audio"))
-        fusion = dataclasses.replace(ref.fusion, modalities=mods, llm_width=width)  # type: ignore[arg-type]
+        ref_fusion = ref.fusion
+        assert ref_fusion is not None  # the v2 reference config has a fusion
+        default_dims = dict(ref_fusion.modalities)
+        mods = tuple((k, hidden_size(k, default_dims[k])) for k in ("global", "face", "temporal", "audio"))
+        fusion = dataclasses.replace(ref_fusion, modalities=mods, llm_width=width)
         cfg = EmotionLlamaConfig(
             version="v2",
             global_view=cfgs["global"],

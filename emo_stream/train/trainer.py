@@ -300,7 +300,8 @@ class Trainer:
                 get_optimizer_state_dict,
             )
 
-            full = get_optimizer_state_dict(self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            # Any: torch types every entry as state-or-param_groups; "state" is the dict, "param_groups" the list
+            full: dict[str, Any] = get_optimizer_state_dict(self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
             if not self.info.main:  # with cpu_offload the full state lands on rank 0 only
                 return {}
             idx = {n: i for i, n in enumerate(names)}
@@ -477,9 +478,11 @@ class Trainer:
             self._shard_fsdp()
         self._data_cache: dict[tuple, SplitData] = {}
         eval_data = None
-        if cfg.data.eval is not None:  # type: ignore[union-attr]  (checked on every rank: a bad split fails everywhere)
-            eval_manifest = read_manifest(cfg.data.eval.manifest, self.model.label_set)  # type: ignore[union-attr]
-            eval_cache = FeatureCache(cfg.data.eval.cache)  # type: ignore[union-attr]
+        data = cfg.data
+        assert data is not None  # TrainConfig requires the data section
+        if data.eval is not None:  # (checked on every rank: a bad split fails everywhere)
+            eval_manifest = read_manifest(data.eval.manifest, self.model.label_set)
+            eval_cache = FeatureCache(data.eval.cache)
             eval_cache.check_model(self.model, self.fingerprints)
             eval_data = (eval_manifest, eval_cache)
 
@@ -595,7 +598,7 @@ class Trainer:
             return None
         if not candidates:
             raise ConfigError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
-        problems = []
+        problems: list[tuple[str, str]] = []
         for d in candidates:
             why = checkpoint_problem(d)
             if why is None:
@@ -621,7 +624,7 @@ class Trainer:
                 set_optimizer_state_dict,
             )
 
-            full = {
+            full: dict[str, Any] = {
                 "state": {names[int(i)]: v for i, v in sd["state"].items()},
                 "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in sd["param_groups"]],
             }
@@ -659,7 +662,8 @@ class Trainer:
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, step, info.rank * accum + a, 31]).generate_state(1)[0]))
             chunk = mine[a * mb : (a + 1) * mb]
             sync = a == accum - 1
-            ctx = self.step_module.no_sync() if (not sync and hasattr(self.step_module, "no_sync")) else contextlib.nullcontext()
+            no_sync = getattr(self.step_module, "no_sync", None)  # DDP's; nn.Module's __getattr__ would type it a Tensor
+            ctx = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
             with ctx:
                 encoded = collate([self.data.cache.load(e.item.window) for e in chunk], self.device)
                 with autocast():
