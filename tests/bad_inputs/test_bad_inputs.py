@@ -34,6 +34,23 @@ FAILING_NOW: dict[str, str] = {}
 
 CASES = gen.with_xfails(gen.all_cases(), FAILING_NOW)
 
+#: The cases `make test-fast` keeps (`-m "not slow"`): a few per kind, each a fraction of a second.
+#: Every other case is marked slow (one CLI subprocess each, ~200 in all); `make test` runs them all.
+FAST_CASES = {
+    "fmt-mp4-h264-aac",
+    "audio-nan",
+    "type-s24",
+    "dur-0.2s",
+    "video-only",
+    "garbage",
+    "input-missing",
+    "cfg-syntax",
+    "cli-engine-unknown",
+    "model-onnx-trunc",
+    "out-alias-same",
+}
+assert FAST_CASES <= {c.id for c in CASES}, f"FAST_CASES names unknown cases: {sorted(FAST_CASES - {c.id for c in CASES})}"
+
 #: The one error line the CLI prints. argparse usage errors (a malformed number,
 #: an unknown choice) carry the subcommand in the program name.
 ERROR_LINE = re.compile(r"^emo-stream(?: [a-z-]+)?: error: \S")
@@ -41,6 +58,8 @@ ERROR_LINE = re.compile(r"^emo-stream(?: [a-z-]+)?: error: \S")
 
 def _param(case):
     marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
+    if case.id not in FAST_CASES:
+        marks.append(pytest.mark.slow)
     return pytest.param(case, id=case.id, marks=marks)
 
 
