@@ -24,6 +24,7 @@ def cpp_f16(manifest_v1, sharp_model):
     lm.close()
 
 
+@pytest.mark.slow
 def test_manifest_records_gguf_facts(manifest_v1, sharp_model):
     from emo_stream.runtime.llama_cpp import read_gguf_index
 
@@ -44,6 +45,7 @@ def test_manifest_records_gguf_facts(manifest_v1, sharp_model):
         assert par["label_prob_max_abs_diff"] < bound and par["embd_vs_ids_logit_max_abs_diff"] == 0.0
 
 
+@pytest.mark.slow
 def test_merged_lora_logits_match_torch(cpp_f16, sharp_model):
     """Token-id logits of the F16 GGUF vs the torch model *with* its (non-zero) LoRA adapters."""
     lm = sharp_model.llm
@@ -59,6 +61,7 @@ def test_merged_lora_logits_match_torch(cpp_f16, sharp_model):
     assert np.abs(no_lora - ref).max() > 20 * err  # the adapters matter, and they were merged
 
 
+@pytest.mark.slow
 def test_token_embeddings_through_embd_equal_token_ids(cpp_f16, sharp_model):
     lm = sharp_model.llm
     ids = np.asarray([lm.bos_id] + lm.encode("please determine which emotion label in the video represents"), dtype=np.int32)
@@ -76,6 +79,7 @@ def _slots(model, batch_seed: int, present: bool = True):
     return prompt, random_slots(model, split_prompt(prompt).slots, np.random.default_rng(batch_seed), present=present)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant, bound", [("F16", F16_LABEL_PROB_BOUND), ("Q8_0", Q8_0_LABEL_PROB_BOUND)])
 def test_label_probabilities_match_torch(quant, bound, manifest_v1, sharp_model):
     cpp = LlamaCppLM.load(manifest_v1.path(manifest_v1["gguf"]["variants"][quant]["file"]), sharp_model.llm.tokenizer, n_threads=1)
@@ -94,6 +98,7 @@ def test_label_probabilities_match_torch(quant, bound, manifest_v1, sharp_model)
         cpp.close()
 
 
+@pytest.mark.slow
 def test_static_prefix_is_evaluated_once_and_batches_are_scored_per_row(cpp_f16, sharp_model):
     import torch
 
@@ -115,6 +120,7 @@ def test_static_prefix_is_evaluated_once_and_batches_are_scored_per_row(cpp_f16,
     np.testing.assert_allclose(both, TorchLM(sharp_model.llm).label_probs(prompt, batch, labels), atol=F16_LABEL_PROB_BOUND)
 
 
+@pytest.mark.slow
 def test_rationale_generation_and_detokenization(cpp_f16, sharp_model):
     from emo_stream.runtime.lm import _IDS_MARK
 

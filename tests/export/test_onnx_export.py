@@ -13,6 +13,7 @@ from emo_stream.export.stages import stage_specs
 STAGES_V1 = ["global", "face", "temporal", "audio", "projector"]
 
 
+@pytest.mark.slow
 def test_manifest_describes_every_file(manifest_v1, export_v1):
     onnx_section = manifest_v1["onnx"]
     assert onnx_section["opset"] == 18 and onnx_section["stage_order"] == STAGES_V1
@@ -40,6 +41,7 @@ def test_manifest_describes_every_file(manifest_v1, export_v1):
     assert manifest_v1["model"]["source"].endswith("sharp-v1") and not manifest_v1["model"]["random_weights"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES_V1)
 def test_onnxruntime_matches_torch_within_the_manifest_tolerance(stage, manifest_v1, export_v1, sharp_model):
     """Fresh inputs (new seeds; fp32 also at new shapes) stay within what the manifest reports."""

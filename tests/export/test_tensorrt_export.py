@@ -36,6 +36,7 @@ def _has_tensorrt() -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_profiles_come_from_the_manifest(manifest_v1):
     stages = manifest_v1["onnx"]["stages"]
     p = stage_profile("audio", stages["audio"])
@@ -48,6 +49,7 @@ def test_profiles_come_from_the_manifest(manifest_v1):
     assert stage_profile("face", stages["face"])["pixel_values"]["opt"] == [8, 3, 16, 16]
 
 
+@pytest.mark.slow
 def test_overrides_from_a_profile_file_and_dim_flags(manifest_v1, tmp_path):
     stages = manifest_v1["onnx"]["stages"]
     robot = load_profile_file(REPO / "export" / "profiles" / "robot.json")
@@ -81,6 +83,7 @@ def test_calibration_batches_from_cached_features(tmp_path):
         calibration_batches(tmp_path / "calib", "audio", ["input_values"])
 
 
+@pytest.mark.slow
 def test_recorded_stage_inputs_are_calibration_data(export_v1, tmp_path):
     pytest.importorskip("llama_cpp")
     from emo_stream.runtime.exported import ExportedEmotionLlama, RuntimeConfig
@@ -99,6 +102,7 @@ def test_recorded_stage_inputs_are_calibration_data(export_v1, tmp_path):
     assert sorted(p.name for p in (tmp_path / "cal").iterdir()) == ["audio", "face", "global", "projector", "temporal"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed here")
 def test_without_tensorrt_the_command_fails_with_one_clear_line(export_v1):
     r = subprocess.run(
@@ -114,6 +118,7 @@ def test_without_tensorrt_the_command_fails_with_one_clear_line(export_v1):
     assert len(lines) == 1 and lines[0].startswith("emo-stream: error: TensorRT is not installed")
 
 
+@pytest.mark.slow
 def test_cli_parser_and_user_errors(export_v1, capsys):
     from emo_stream.export.cli import add_parser
 
@@ -135,6 +140,7 @@ def test_cli_parser_and_user_errors(export_v1, capsys):
         args.func(args)
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.skipif(not _has_tensorrt(), reason="needs TensorRT and a CUDA GPU")
 def test_tensorrt_engines_build_and_match(export_v1, tmp_path):  # pragma: no cover - GPU machines only
