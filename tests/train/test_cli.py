@@ -54,6 +54,7 @@ def test_synthetic_features_and_check_from_the_cli(tmp_path: Path, capsys: pytes
     assert (d / "cache-test" / "index.jsonl").read_text().count("\n") == 2
 
 
+@pytest.mark.slow
 def test_eval_command_reproduces_the_training_eval(trained_run: Any, synthetic_caches: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "eval"
     rc = cli.main(

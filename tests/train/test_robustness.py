@@ -64,6 +64,7 @@ def data(synthetic_caches: Path, tmp_path: Path) -> Path:
     return _copy_caches(synthetic_caches, tmp_path / "data")
 
 
+@pytest.mark.slow
 def test_a_damaged_shard_is_named_and_features_re_encodes_it(data: Path) -> None:
     shard = next((data / "cache-test" / "shards").glob("shard-*.safetensors"))
     _flip_middle_byte(shard)  # safetensors still parses it: only the checksum can tell
@@ -98,6 +99,7 @@ def _poison_cache(cache: Path) -> None:
     (cache / "index.jsonl").write_text("".join(json.dumps({**e, "shard_sha256": digests[e["shard"]]}) + "\n" for e in lines))
 
 
+@pytest.mark.slow
 def test_nan_features_stop_training_before_anything_is_saved(data: Path, tmp_path: Path) -> None:
     _poison_cache(data / "cache-train")
     run = tmp_path / "run"
@@ -107,6 +109,7 @@ def test_nan_features_stop_training_before_anything_is_saved(data: Path, tmp_pat
     assert not list((run / "checkpoints").glob("step-*")) if (run / "checkpoints").exists() else True
 
 
+@pytest.mark.slow
 def test_resume_skips_a_damaged_latest_checkpoint_and_stays_exact(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from safetensors.torch import load_file
 
@@ -131,6 +134,7 @@ def test_resume_skips_a_damaged_latest_checkpoint_and_stays_exact(data: Path, tm
         Trainer(cfg, tmp_path / "killed", progress=False, resume=True).run()
 
 
+@pytest.mark.slow
 def test_a_disk_filling_while_checkpointing_is_one_line(data: Path, tmp_path: Path) -> None:
     """RLIMIT_FSIZE refuses bytes past a size (EFBIG), as a full disk would, even for root."""
     import resource

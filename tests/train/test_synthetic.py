@@ -15,6 +15,7 @@ from emo_stream.train import synthetic
 from emo_stream.train.dataset import read_manifest
 
 
+@pytest.mark.slow
 def test_set_layout_and_labels(synthetic_set: Any) -> None:
     root = synthetic_set.root
     train, test = read_manifest(root / "train.jsonl"), read_manifest(root / "test.jsonl")
@@ -29,6 +30,7 @@ def test_set_layout_and_labels(synthetic_set: Any) -> None:
     assert {c["face"] for c in info["clips"]} >= {"astronaut"} and len({c["face"] for c in info["clips"]}) > 3
 
 
+@pytest.mark.slow
 def test_clips_decode_through_the_stream_sources(synthetic_set: Any) -> None:
     s = read_manifest(synthetic_set.root / "test.jsonl").samples[0]
     with MediaFileSource(s.media) as src:

@@ -56,6 +56,7 @@ def data_and_model(synthetic_caches: Path) -> Any:
     return cfg, model, SplitData(cfg.data.train.manifest, cfg.data.train.cache, model)
 
 
+@pytest.mark.slow
 def test_examples_follow_emotion_llama_and_the_curriculum(data_and_model: Any) -> None:
     cfg, model, data = data_and_model
     st = cfg.stages[1]
@@ -76,6 +77,7 @@ def test_examples_follow_emotion_llama_and_the_curriculum(data_and_model: Any) -
     assert again == late[0]  # a pure function of (seed, stage, step, position)
 
 
+@pytest.mark.slow
 def test_batched_loss_equals_per_sample_loss(data_and_model: Any) -> None:
     from emo_stream.train.features import collate
 
@@ -102,6 +104,7 @@ def test_batched_loss_equals_per_sample_loss(data_and_model: Any) -> None:
 # -- end to end ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_learns_far_above_chance_and_writes_everything(trained_run: Any) -> None:
     r = trained_run
     m = r.metrics
@@ -124,6 +127,7 @@ def test_learns_far_above_chance_and_writes_everything(trained_run: Any) -> None
     assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["latest", "step-000175", "step-000200"]
 
 
+@pytest.mark.slow
 def test_trained_model_streams_through_the_engine(trained_run: Any, synthetic_set: Any) -> None:
     """`emo-stream run --engine emotion-llama --weights RUN/model`: the same engine, a synthetic clip."""
     from emo_stream.config import StreamConfig
@@ -151,6 +155,7 @@ def test_trained_model_streams_through_the_engine(trained_run: Any, synthetic_se
     assert "random_weights" not in sink.states[-1].flags
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_is_bitwise_identical(synthetic_caches: Path, tmp_path: Path) -> None:
     """A short run (15 + 15 steps) stopped at step 23 (last checkpoint: 20) and resumed == uninterrupted."""
     from safetensors.torch import load_file
