@@ -21,6 +21,7 @@ def runtime():
         yield rt
 
 
+@pytest.mark.slow
 def test_kv_prefix_reuse_gives_identical_scores(runtime, benchmark):
     prefix, tail = micro._prompt(runtime, MER)
     labels = cl.label_continuations(MER)
@@ -31,17 +32,20 @@ def test_kv_prefix_reuse_gives_identical_scores(runtime, benchmark):
     assert res["prompt_tokens"] > 50 and res["reuse_on_ms"] > 0 and res["reuse_off_ms"] > 0
 
 
+@pytest.mark.slow
 def test_encoder_torch_and_onnxruntime_agree(benchmark):
     res = benchmark(micro.encoder_torch_vs_onnx, 1, 4)
     assert res["max_abs_diff"] < 1e-4 and res["torch_eager_ms"] > 0 and res["onnxruntime_ms"] > 0
 
 
+@pytest.mark.slow
 def test_llm_size_rows(runtime):
     rows = micro.llm_size_scaling(runtime, MER, repeats=1)
     assert [r["llm"].split()[0] for r in rows[:2]] == ["SmolLM2-135M", "tiny"]
     assert all(r["score_ms"] > 0 and r["prompt_tokens"] == rows[0]["prompt_tokens"] for r in rows)
 
 
+@pytest.mark.slow
 def test_gguf_type_measurement_covers_the_chosen_type():
     from emo_stream.bench.gguf_types import measure_gguf_types, render
     from emo_stream.runtime.llama_cpp import GGUF_TYPES, SCORING_GGUF_TYPE

@@ -47,6 +47,7 @@ def test_dry_run_exercises_every_path_and_writes_the_report(tmp_path, media):
     assert "gpu-check: stream_clip" in r.stderr  # progress per section
 
 
+@pytest.mark.slow
 def test_without_a_gpu_the_real_run_fails_per_section_and_still_reports(tmp_path):
     pytest.importorskip("torch")
     import torch

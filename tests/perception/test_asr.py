@@ -86,6 +86,7 @@ def test_librivox_word_error_rates(whisper, references) -> None:
     assert max(wers.values()) < 0.4
 
 
+@pytest.mark.slow
 def test_streaming_transcribes_each_span_once(whisper, references, two_utterances) -> None:
     x, keys = two_utterances
     vad = VoiceActivityDetector()
@@ -112,6 +113,7 @@ def test_streaming_transcribes_each_span_once(whisper, references, two_utterance
     assert asr.model_calls == 2
 
 
+@pytest.mark.slow
 def test_background_worker_keeps_updates_fast(whisper, references, two_utterances) -> None:
     x, keys = two_utterances
     vad = VoiceActivityDetector()
@@ -129,6 +131,7 @@ def test_background_worker_keeps_updates_fast(whisper, references, two_utterance
     assert [word_error_rate(references[k], t) < 0.35 for k, t in zip(keys, texts)] == [True, True]
 
 
+@pytest.mark.slow
 def test_background_queue_drops_oldest_when_full(whisper) -> None:
     x = load_wav(MEDIA / "librivox_0880.wav")[:SAMPLE_RATE]
     with Transcriber(AsrConfig(queue_size=1, cpu_threads=1), model=whisper, background=True) as asr:
@@ -218,6 +221,7 @@ def test_partial_words_arrive_before_a_long_span_closes(whisper, references) -> 
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow
 def test_background_partials_are_latest_wins_and_finals_go_first(whisper, references) -> None:
     x = load_wav(MEDIA / "librivox_0870.wav")
     with Transcriber(AsrConfig(cpu_threads=1, partial_every_s=2.0), model=whisper, background=True) as asr:
@@ -231,6 +235,7 @@ def test_background_partials_are_latest_wins_and_finals_go_first(whisper, refere
     assert word_error_rate(references["0870"], final[0].text) < 0.3
 
 
+@pytest.mark.slow
 def test_sliver_joins_the_next_span_in_one_call(whisper) -> None:
     x = load_wav(MEDIA / "librivox_0880.wav")  # speech 0.16-2.99 s
     asr = Transcriber(AsrConfig(partial_every_s=0.0), model=whisper)
@@ -238,6 +243,7 @@ def test_sliver_joins_the_next_span_in_one_call(whisper) -> None:
     assert asr.model_calls == 1 and [(s.t0, s.t1) for s in asr.segments()] == [(0.16, 2.99)]
 
 
+@pytest.mark.slow
 def test_sliver_waits_for_an_open_span_and_is_flushed_alone_at_the_end(whisper) -> None:
     x = load_wav(MEDIA / "librivox_0880.wav")
     asr = Transcriber(AsrConfig(partial_every_s=0.0), model=whisper)
@@ -250,6 +256,7 @@ def test_sliver_waits_for_an_open_span_and_is_flushed_alone_at_the_end(whisper) 
     assert lone.model_calls == 1
 
 
+@pytest.mark.slow
 def test_sliver_waits_through_the_vad_hang_over_and_joins_its_follower(whisper) -> None:
     # Megamind: the follower closed (no open span any more) before the VAD reported it
     # as finished; the sliver used to be transcribed alone in that gap (two calls in a row).
@@ -262,6 +269,7 @@ def test_sliver_waits_through_the_vad_hang_over_and_joins_its_follower(whisper) 
     assert asr.model_calls == 1 and [(s.t0, s.t1) for s in asr.segments()] == [(0.16, 2.99)]
 
 
+@pytest.mark.slow
 def test_warm_up_happens_at_load() -> None:
     model = load_whisper(AsrConfig(cpu_threads=1), warm_up=True)
     assert model.emo_stream_warmup_s > 0.0

@@ -137,6 +137,7 @@ def test_runtime_needs_no_torch(recognizer: ExpressionRecognizer, astronaut_face
     assert out.stdout.split()[0] == str(HAPPY)
 
 
+@pytest.mark.slow
 def test_clean_cache_builds_without_torch(astronaut_face: np.ndarray, tmp_path: Path) -> None:
     """A robot install (no torch, transformers or peft) builds the ONNX on a clean cache and predicts."""
     np.save(tmp_path / "face.npy", astronaut_face)

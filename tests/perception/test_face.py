@@ -93,6 +93,7 @@ def test_astronaut_has_one_face_at_the_right_place(detector: FaceDetector, astro
         assert f.landmarks is None and 0.5 <= f.score < 1.0
 
 
+@pytest.mark.slow
 def test_lfw_faces_vs_non_faces(detector: FaceDetector, lfw: tuple[np.ndarray, np.ndarray]) -> None:
     faces, non_faces = lfw
     hit = np.mean([bool(detector.detect(img)) for img in faces])
@@ -103,6 +104,7 @@ def test_lfw_faces_vs_non_faces(detector: FaceDetector, lfw: tuple[np.ndarray, n
     assert false <= 0.03
 
 
+@pytest.mark.slow
 def test_megamind_frames_have_faces(detector: FaceDetector, megamind_frames: list[np.ndarray]) -> None:
     found = [detector.detect(f) for f in megamind_frames]
     frac = np.mean([bool(f) for f in found])

@@ -148,6 +148,7 @@ def test_face_analyzer_samples_at_its_rate_and_is_deterministic(media, recognize
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow
 def test_detection_at_320_finds_the_faces_full_resolution_finds(media, recognizer):
     """Issue 14 item 5 on real frames: no face lost by detecting on a 320-px copy."""
     frames = _megamind_frames(media, 240)[::6]

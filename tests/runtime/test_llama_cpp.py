@@ -82,6 +82,7 @@ def test_loads_packaged_model(rt: LlamaCppRuntime) -> None:
     assert set(rt.kv_sequences()) <= {0}  # nothing but (at most) a cached prefix
 
 
+@pytest.mark.slow
 def test_requantized_copy_is_cached_atomically_and_keyed_by_type(tmp_path: Path) -> None:
     src = SMOLLM2_GGUF.path()
     assert requantized_gguf(src, "Q4_1", tmp_path) == src.resolve()  # already that type: no copy
@@ -215,6 +216,7 @@ def test_unambiguous_clues_rank_the_right_label_first(rt: LlamaCppRuntime, clues
     assert s.probs.max() > 0.5
 
 
+@pytest.mark.slow
 def test_prefix_is_cached_and_cache_holds_only_the_prefix(rt: LlamaCppRuntime) -> None:
     p1, p2 = window(rt, HAPPY), window(rt, SAD)
     rt.score_labels(p1.prefix, p1.suffix, MER2023)
@@ -238,6 +240,7 @@ def test_prefix_is_cached_and_cache_holds_only_the_prefix(rt: LlamaCppRuntime) -
     assert rt.kv_sequences() == {0: (0, len(rt.tokenize(changed)) - 1)}
 
 
+@pytest.mark.slow
 def test_reuse_on_off_and_brute_force_agree(rt: LlamaCppRuntime) -> None:
     """Multi-token labels (angry=2, sad=2, worried=3, surprise=2 tokens) included."""
     p = window(rt, ANGRY, answer_prefix="")
@@ -252,6 +255,7 @@ def test_reuse_on_off_and_brute_force_agree(rt: LlamaCppRuntime) -> None:
     np.testing.assert_allclose(on.probs, off.probs, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_logits_do_not_depend_on_batch_cuts_or_cache_occupancy(rt: LlamaCppRuntime) -> None:
     """The property the exactness above rests on (flash attention, n_ubatch < 64; see LlamaCppConfig)."""
     ids = np.asarray(rt.tokenize(" ".join(f"word{i}" for i in range(30))), dtype=np.int32)[:80]
@@ -275,6 +279,7 @@ def test_prompt_longer_than_the_context_is_refused_and_leaves_the_cache_clean(rt
     assert rt.score_labels(p.prefix, p.suffix, MER2023).top() in MER2023
 
 
+@pytest.mark.slow
 def test_empty_suffix_uses_the_cached_prefix_logits(rt: LlamaCppRuntime) -> None:
     p = window(rt, HAPPY)
     labels = ["happy", "angry", "worried"]  # 1, 2 and 3 tokens
@@ -283,6 +288,7 @@ def test_empty_suffix_uses_the_cached_prefix_logits(rt: LlamaCppRuntime) -> None
     np.testing.assert_allclose(s.logprobs, brute, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_labels_given_as_token_ids(rt: LlamaCppRuntime) -> None:
     """Ids are used as is: same scores as the text, and an end-of-turn id can be appended."""
     p = window(rt, SAD)
@@ -314,6 +320,7 @@ def test_bad_label_inputs(rt: LlamaCppRuntime) -> None:
 # ----------------------------------------------------------------------------- embeddings
 
 
+@pytest.mark.slow
 def test_embedding_injection_matches_token_ids(rt: LlamaCppRuntime) -> None:
     ids = np.asarray(rt.tokenize(window(rt, HAPPY).text), dtype=np.int32)
     by_ids = rt.logits_for_inputs([ids])
@@ -327,6 +334,7 @@ def test_embedding_injection_matches_token_ids(rt: LlamaCppRuntime) -> None:
     assert float(np.abs(mixed - by_ids).max()) < 1e-4
 
 
+@pytest.mark.slow
 def test_soft_token_suffix_scores_like_text(rt: LlamaCppRuntime) -> None:
     p = window(rt, HAPPY)
     clue_ids = rt.tokenize(HAPPY)
@@ -349,6 +357,7 @@ def test_bad_soft_tokens_are_rejected(rt: LlamaCppRuntime) -> None:
 # ----------------------------------------------------------------------------- generation
 
 
+@pytest.mark.slow
 def test_generate_greedy_stops_at_newline_and_stop_strings(rt: LlamaCppRuntime) -> None:
     p = rt.chat_template.split(SYSTEM, "Explain in one sentence which emotion the person shows.", HAPPY)
     text = rt.generate(p.prefix, p.suffix, max_tokens=32)
@@ -368,6 +377,7 @@ def test_generate_greedy_stops_at_newline_and_stop_strings(rt: LlamaCppRuntime) 
 # ----------------------------------------------------------------------------- threads
 
 
+@pytest.mark.slow
 def test_concurrent_scoring_and_generation_are_safe(rt: LlamaCppRuntime) -> None:
     windows = [window(rt, c) for c in (HAPPY, ANGRY, SAD)]
     expected = [rt.score_labels(w.prefix, w.suffix, MER2023).logprobs for w in windows]
