@@ -24,6 +24,7 @@ def run_cli(*args, timeout=120):
     )
 
 
+@pytest.mark.slow
 def test_megamind_gives_one_state_per_hop_and_flags_the_corrupt_packet(media, tmp_path):
     out = tmp_path / "states.jsonl"
     r = run_cli("run", "--input", media / "megamind.avi", "--jsonl", out)
@@ -122,6 +123,7 @@ def test_truncated_file_streams_what_it_can(media, tmp_path):
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_window_and_hop_flags(media, tmp_path):
     out = tmp_path / "s.jsonl"
     r = run_cli("run", "--input", media / "megamind.avi", "--window", 4, "--hop", 1, "--label-set", "merr", "--jsonl", out, "-q")
@@ -157,6 +159,7 @@ def test_tiny_emotion_llama_streams_a_real_clip(media, tmp_path):
         assert "random_weights" in s.flags  # a tiny random model never passes for a trained one
 
 
+@pytest.mark.slow
 def test_import_and_option_errors_are_one_line(tmp_path):
     r = run_cli("import", "emotion-llama", "--checkpoint", tmp_path / "none.pth", "--llama-dir", tmp_path, "--out", tmp_path / "o")
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
@@ -235,6 +238,7 @@ def test_jsonl_keeps_every_complete_line_when_the_disk_fills_mid_stream(media, t
     assert [json.loads(line)["sequence"] for line in complete] == list(range(len(complete)))
 
 
+@pytest.mark.slow
 def test_closed_and_broken_stdout(media, tmp_path):
     clip = str(media / "megamind.avi")
     r = subprocess.run(
@@ -272,7 +276,15 @@ def test_report_and_bench_outputs_never_replace_their_input(media, tmp_path):
 # -- signals: Ctrl-C / SIGTERM at any moment, models loading included (issue 13) -------------------------
 
 
-@pytest.mark.parametrize("signame, delay", [("SIGINT", 0.8), ("SIGTERM", 0.8), ("SIGINT", 2.0), ("SIGTERM", 2.0)])
+@pytest.mark.parametrize(
+    "signame, delay",
+    [
+        ("SIGINT", 0.8),
+        pytest.param("SIGTERM", 0.8, marks=pytest.mark.slow),
+        pytest.param("SIGINT", 2.0, marks=pytest.mark.slow),
+        pytest.param("SIGTERM", 2.0, marks=pytest.mark.slow),
+    ],
+)
 def test_a_signal_while_loading_or_streaming_exits_cleanly(media, tmp_path, signame, delay):
     """The default engine imports torch/onnxruntime and loads its models in the first ~2 s: a signal there
     (or once streaming) ends the command with one line and 128 + signal, never a traceback."""

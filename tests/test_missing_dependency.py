@@ -51,9 +51,9 @@ def test_cli_without_torch_is_one_line(media) -> None:
 @pytest.mark.parametrize(
     ("module", "names"),
     [
-        ("llama_cpp", "llama-cpp-python"),
-        ("faster_whisper", "'faster-whisper'"),
-        ("vaderSentiment", "'vaderSentiment'"),
+        pytest.param("llama_cpp", "llama-cpp-python", marks=pytest.mark.slow),  # these three load the rest of the engine first
+        pytest.param("faster_whisper", "'faster-whisper'", marks=pytest.mark.slow),
+        pytest.param("vaderSentiment", "'vaderSentiment'", marks=pytest.mark.slow),
         ("onnx", "pip install 'emo-stream[robot]'"),
         ("onnxruntime", "pip install 'emo-stream[cpu]'"),
     ],

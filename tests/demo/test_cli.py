@@ -28,6 +28,7 @@ def test_window_mode_without_a_display_refuses_and_suggests_headless(cli_subproc
     assert "--headless --out annotated.mp4" in lines[0]
 
 
+@pytest.mark.slow
 def test_headless_file_writes_video_and_jsonl_next_to_it(cli, media, tmp_path) -> None:
     out = tmp_path / "sub" / "annotated.mp4"
     code, stdout, stderr = cli("demo", "--input", media / "astronaut_speech.mp4", "--headless", "--out", out, "--engine", "baseline", "--hop", "1.0")
@@ -60,6 +61,7 @@ def test_usage_errors_are_one_line(cli, media, tmp_path, argv, message) -> None:
     assert stderr.startswith("emo-stream: error: ") and message in stderr and stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_report_command(cli, media, tmp_path) -> None:
     out = tmp_path / "annotated.mp4"
     assert cli("demo", "-i", media / "astronaut_3s_noaudio.mp4", "--headless", "-O", out, "--engine", "baseline", "-q")[0] == 0

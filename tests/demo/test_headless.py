@@ -44,7 +44,7 @@ def astronaut(media, tmp_path_factory) -> Run:
     return _annotate(media / "astronaut_speech.mp4", tmp_path_factory.mktemp("as") / "annotated.mp4", "baseline")
 
 
-@pytest.mark.parametrize("clip", ["megamind", "astronaut"])
+@pytest.mark.parametrize("clip", [pytest.param("megamind", marks=pytest.mark.slow), "astronaut"])  # megamind: the whole 11 s clip
 def test_same_frames_timing_and_audio_as_the_input(clip, request) -> None:
     run: Run = request.getfixturevalue(clip)
     i, o = run.info_in, run.info_out
@@ -64,7 +64,9 @@ def test_same_frames_timing_and_audio_as_the_input(clip, request) -> None:
     assert o.audio_duration_s > i.duration_s - 0.2
 
 
-@pytest.mark.parametrize("clip,index", [("megamind", 0), ("megamind", 150), ("astronaut", 120)])
+@pytest.mark.parametrize(
+    "clip,index", [pytest.param("megamind", 0, marks=pytest.mark.slow), pytest.param("megamind", 150, marks=pytest.mark.slow), ("astronaut", 120)]
+)
 def test_overlay_visible_inside_its_regions_identical_elsewhere(clip, index, request) -> None:
     run: Run = request.getfixturevalue(clip)
     track = StateTrack(read_jsonl(str(run.result.jsonl)))
@@ -83,6 +85,7 @@ def test_overlay_visible_inside_its_regions_identical_elsewhere(clip, index, req
         assert state is None  # before the first state: the panel says "waiting"
 
 
+@pytest.mark.slow
 def test_states_jsonl_is_written_beside(megamind) -> None:
     states = read_jsonl(str(megamind.result.jsonl))
     assert len(states) == megamind.result.states == 23

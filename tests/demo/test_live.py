@@ -64,6 +64,7 @@ def _paced(media, speed=2.0, clip="astronaut_3s_noaudio.mp4", engine="baseline")
     return open_sources(str(media / clip), cfg), cfg
 
 
+@pytest.mark.slow
 def test_window_shows_the_stream_until_the_input_ends(media) -> None:
     sources, cfg = _paced(media)
     display = FakeDisplay()
@@ -76,6 +77,7 @@ def test_window_shows_the_stream_until_the_input_ends(media) -> None:
     assert first.shape == (512, 512, 3) and not np.array_equal(first, last)
 
 
+@pytest.mark.slow
 def test_ui_keeps_the_camera_rate_while_the_engine_is_slow(media) -> None:
     sources, cfg = _paced(media, speed=1.0)
     display = FakeDisplay()
@@ -118,6 +120,7 @@ def test_a_missing_camera_fails_before_any_model_loads(monkeypatch) -> None:
     assert not loaded
 
 
+@pytest.mark.slow
 def test_headless_recording_of_a_camera_stand_in(media, tmp_path) -> None:
     """`camera:<file>` is read by OpenCV like a device (replayed when it ends)."""
     cfg = StreamConfig().replace(engine={"name": "baseline"})

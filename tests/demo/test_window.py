@@ -147,6 +147,7 @@ sys.exit(main(["demo", "--input", {str(media / "astronaut_3s_noaudio.mp4")!r}, "
     assert r.stdout.strip() == "av loaded before prepare_gui: False"
 
 
+@pytest.mark.slow
 def test_headless_demo_never_touches_the_gui(media, tmp_path) -> None:
     code = f"""
 import sys

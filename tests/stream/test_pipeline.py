@@ -121,6 +121,7 @@ def _push_live(src, seconds, fps=30, rate=16000, chunk_s=0.02, stop=None):
     src.end()
 
 
+@pytest.mark.slow
 def test_realtime_mode_keeps_up_at_the_hop_rate():
     cfg = CFG.replace(window={"hop_s": 0.2, "length_s": 1.0})
     src = PushSource({"video", "audio"})
@@ -138,6 +139,7 @@ def test_realtime_mode_keeps_up_at_the_hop_rate():
     assert s.latency_ms["since_window_end"] >= 0
 
 
+@pytest.mark.slow
 def test_realtime_overload_drops_oldest_windows_and_counts_them():
     cfg = CFG.replace(window={"hop_s": 0.1, "length_s": 0.5}, buffers={"max_pending_windows": 1})
     src = PushSource({"video", "audio"})

@@ -22,6 +22,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,8 @@ from emo_stream.config import BufferConfig, WindowConfig
 from emo_stream.stream.samples import AUDIO, VIDEO, AudioChunk, SourceEvent, VideoFrame
 from emo_stream.stream.scheduler import FINAL_WINDOW_SLACK_S, Scheduler
 from emo_stream.stream.timeline import Timeline
+
+pytestmark = pytest.mark.slow  # Hypothesis runs whole generated streams: seconds per test
 
 RATE = 8000  # low rate: the properties do not depend on it and windows stay cheap
 EXPLORE = os.environ.get("EMO_STREAM_HYPOTHESIS") == "explore"
