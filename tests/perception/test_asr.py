@@ -131,7 +131,6 @@ def test_background_worker_keeps_updates_fast(whisper, references, two_utterance
     assert [word_error_rate(references[k], t) < 0.35 for k, t in zip(keys, texts)] == [True, True]
 
 
-@pytest.mark.slow
 def test_background_queue_drops_oldest_when_full(whisper) -> None:
     x = load_wav(MEDIA / "librivox_0880.wav")[:SAMPLE_RATE]
     with Transcriber(AsrConfig(queue_size=1, cpu_threads=1), model=whisper, background=True) as asr:
@@ -235,7 +234,6 @@ def test_background_partials_are_latest_wins_and_finals_go_first(whisper, refere
     assert word_error_rate(references["0870"], final[0].text) < 0.3
 
 
-@pytest.mark.slow
 def test_sliver_joins_the_next_span_in_one_call(whisper) -> None:
     x = load_wav(MEDIA / "librivox_0880.wav")  # speech 0.16-2.99 s
     asr = Transcriber(AsrConfig(partial_every_s=0.0), model=whisper)
@@ -256,7 +254,6 @@ def test_sliver_waits_for_an_open_span_and_is_flushed_alone_at_the_end(whisper) 
     assert lone.model_calls == 1
 
 
-@pytest.mark.slow
 def test_sliver_waits_through_the_vad_hang_over_and_joins_its_follower(whisper) -> None:
     # Megamind: the follower closed (no open span any more) before the VAD reported it
     # as finished; the sliver used to be transcribed alone in that gap (two calls in a row).

@@ -108,7 +108,6 @@ def test_missing_opencv_names_the_extra(monkeypatch) -> None:
     assert "pip install 'emo-stream[headless]'" in str(exc.value) and "\n" not in str(exc.value)
 
 
-@pytest.mark.slow
 def test_udp_stream_frames_arrive_on_the_capture_thread(loopback) -> None:
     src = CameraSource(loopback.url, reconnect_s=0.2, read_timeout_s=1.0, open_timeout_s=5.0)
     src.open()
