@@ -28,6 +28,29 @@ def select_uniform(frames: Sequence[VideoFrame], k: int, start: float, end: floa
     return [frames[i] for i in picked]
 
 
+def settled_uniform_picks(frames: Sequence[VideoFrame], k: int, start: float, end: float) -> list[VideoFrame]:
+    """The leading frames :func:`select_uniform` will pick for the window [start, end] whatever frames arrive
+    after ``frames`` (those of the window that exist so far, in time order).
+
+    Why: an engine can encode a later window's frames before that window is cut (the temporal view's
+    older frames of a sliding window). The i-th pick is the frame nearest to the i-th bin centre; once a
+    frame at or after that centre exists, no later frame is nearer (ties go to the earlier frame), so the
+    pick is settled. Empty while the window holds at most K frames: then it takes every frame instead.
+    """
+    if len(frames) <= k:
+        return []
+    times = np.fromiter((f.t for f in frames), dtype=np.float64, count=len(frames))
+    targets = start + (np.arange(k) + 0.5) * (end - start) / k
+    picked: list[int] = []
+    for t in targets:
+        if t > times[-1]:
+            break
+        i = int(np.argmin(np.abs(times - t)))
+        if not picked or picked[-1] != i:
+            picked.append(i)
+    return [frames[i] for i in picked]
+
+
 def select_latest(frames: Sequence[VideoFrame], k: int, start: float, end: float) -> list[VideoFrame]:
     """The K most recent frames (lowest staleness, e.g. for a face-only engine)."""
     return list(frames[-k:])
