@@ -661,6 +661,43 @@ class ExportedEmotionLlama:
     def classify(self, inputs: Any, subtitle: str = "", label_set: Any = None) -> np.ndarray:
         return self.label_probabilities(self.project(self.encode(inputs)), subtitle, label_set)
 
+    def encode_images(self, inputs: Any) -> int:
+        """Encode every image the shipped ViT views of ``inputs`` need (global frame, face crops, temporal
+        frames) in one go, into the runner's image cache, so the views' :meth:`encode` calls find them there.
+        Why: one call sees all of a window's new images and runs them two at a time (``ViTS14Runner``);
+        view by view, each new image ran alone. Returns the images handed over (cached ones included)."""
+        by_runner: dict[int, tuple[Any, list[np.ndarray]]] = {}
+        for name, px in (("global", inputs.global_pixels), ("face", inputs.face_pixels), ("temporal", inputs.temporal_pixels)):
+            view = self._shipped.get(name)
+            if view is None or px is None:
+                continue
+            x = _f32(px)
+            runner = view.runner
+            by_runner.setdefault(id(runner), (runner, []))[1].append(x.reshape(-1, *x.shape[-3:]))
+        n = 0
+        for runner, arrays in by_runner.values():
+            images = np.concatenate(arrays)
+            runner.tokens(images)
+            n += len(images)
+        return n
+
+    def temporal_frame_indices(self, n_frames: int) -> list[int] | None:
+        """Which of a window's ``n_frames`` frames the temporal view reads, where it reads whole frames on the
+        shipped ViT (whose image cache :meth:`prefetch_temporal` can fill); None otherwise."""
+        view = self._shipped.get("temporal")
+        if view is None or getattr(view.config, "crop", None) != "frame":
+            return None
+        return list(view.config.frame_indices(n_frames))
+
+    def prefetch_temporal(self, images: Sequence[np.ndarray]) -> int:
+        """Encode whole frames a later window's temporal view will read, into the shipped ViT's image cache
+        (the same preprocessing as the view, so the window finds them by content). Returns the images given."""
+        view = self._shipped.get("temporal")
+        if view is None or not images:
+            return 0
+        view.runner.tokens(view.runner.pixels(list(images), None, view.config))
+        return len(images)
+
     def close(self) -> None:
         for s in self.stages.values():
             s.close()
