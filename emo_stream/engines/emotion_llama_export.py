@@ -82,6 +82,8 @@ _OWN_OPTIONS: dict[str, Any] = {
     "record_inputs": str,
     "prefetch": bool,
 }
+#: Frames kept for the temporal prefetch at most (~40 s at 25 fps; process() keeps only the next window's).
+_RECENT_MAX = 1024
 #: Options of the emotion-llama engine this one passes through.
 _PASSED = ("rationale_every", "max_new_tokens", "subtitle", "face_detector", "face_crop_fraction", "threads", "device")
 
@@ -163,8 +165,10 @@ class EmotionLlamaExportEngine(EmotionLlamaEngine):
 
     def observe(self, sample: Sample) -> None:
         if self._prefetch_on and isinstance(sample, VideoFrame) and _valid_image(sample.image):
-            with self._recent_lock:  # O(1) on the pump thread; pruned by process()
+            with self._recent_lock:  # O(1) on the pump thread; pruned by process(), bounded if it is not called
                 self._recent.append(sample)
+                if len(self._recent) > _RECENT_MAX:
+                    del self._recent[: _RECENT_MAX // 2]
 
     def process(self, window: Any) -> Any:
         out = super().process(window)
