@@ -34,7 +34,11 @@ def build_model(section: ModelSection) -> Any:
     if section.small is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(section.seed)  # the fresh projector/fusion and LoRA
-            return build_emotion_llama(EmotionLlamaConfig.small(section.small, label_set=section.label_set, vit_precision=section.vit_precision))
+            return build_emotion_llama(
+                EmotionLlamaConfig.small(
+                    section.small, label_set=section.label_set, vit_precision=section.vit_precision, sliding=section.view_layout == "sliding"
+                )
+            )
     if section.weights is not None:
         return EmotionLlama.from_pretrained(section.weights)
     return _from_llama_dir(section)

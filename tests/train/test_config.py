@@ -69,3 +69,21 @@ def test_curriculum_and_stage_lookup(tmp_path: Path) -> None:
     assert cfg.stage_start(1) == 3 and cfg.total_steps == 5
     with pytest.raises(IndexError):
         cfg.stage_at(5)
+
+
+def test_small_models_choose_their_view_layout_and_nothing_else_does() -> None:
+    from emo_stream.train.config import ModelSection
+
+    assert ModelSection(small="v2").view_layout == "sliding"  # EmotionLlamaConfig.small's own default
+    assert ModelSection(small="v2", view_layout="clip").view_layout == "clip"
+    with pytest.raises(ConfigError, match="view_layout"):
+        ModelSection(small="v2", view_layout="diagonal")
+    with pytest.raises(ConfigError, match="small models only"):
+        ModelSection(tiny="v1", view_layout="clip")
+
+
+@pytest.mark.parametrize("name", ["emotion_llama_small.yaml", "emotion_llama_small_int8.yaml"])
+def test_shipped_small_configs_use_the_clip_layout(name: str) -> None:
+    """The layout with the better held-out accuracy (see ModelSection.view_layout)."""
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "train" / name).read_text())
+    assert cfg["model"]["view_layout"] == "clip"
