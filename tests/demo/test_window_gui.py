@@ -51,6 +51,8 @@ if (gui_backend(cv2) or "NONE").upper() == "NONE":
 CLIP = "megamind.avi"  # 720 x 528, 24 fps, 11.3 s, with audio; played three times over (see long_clip)
 TITLE = "emo-stream demo"
 EMO_STREAM = Path(sys.executable).with_name("emo-stream")
+#: A window blank this long after it appeared gets one resize nudge (see Demo.wait_for_picture).
+NUDGE_AFTER_S = 15.0
 #: An exit after q / SIGTERM slower than this is a failure (measured values are ~1-2 s on 2 busy cores).
 EXIT_LIMIT_S = 10.0
 
@@ -168,9 +170,12 @@ class Demo:
         saw a black window for the whole of a 30 s wait in 3 of 4 starts and a picture in the 4th, which
         would fit a start that sometimes takes ~30 s. A window that never paints still fails, with
         :meth:`progress` saying what the screen and the demo showed."""
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
         shot = self.tmp / "wait.png"
         seen = "no window"
+        blank_since: float | None = None
+        nudged = False
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"demo exited early ({self.proc.returncode}):\n{self.stderr()[-2000:]}"
             wid = _window(self.env)
@@ -179,7 +184,17 @@ class Demo:
                 view = _screenshot(self.env, shot)[y : y + h, x : x + w] if w > 1 and h > 1 else None
                 seen = f"window {wid} {w}x{h} at {x},{y}, pixel std {None if view is None else round(float(view.std()), 1)}"
                 if view is not None and view.std() > 10:  # a video frame, not an empty (uniform) window
+                    if nudged:
+                        print(f"WARNING: the window showed its picture only after the resize nudge ({time.monotonic() - start:.1f} s after the start)")
                     return wid, _geometry(self.env, wid)
+                blank_since = blank_since or time.monotonic()
+                if not nudged and time.monotonic() - blank_since > NUDGE_AFTER_S and w > 1 and h > 1:
+                    # Xvfb has no window manager: should Qt have missed the first expose, a resize (and back) makes
+                    # it paint again. Said loudly when it was needed; a window that never paints still fails.
+                    subprocess.run(["xdotool", "windowsize", wid, str(w), str(h + 1)], env=self.env, timeout=10)
+                    subprocess.run(["xdotool", "windowsize", wid, str(w), str(h)], env=self.env, timeout=10)
+                    nudged = True
+                    print(f"WARNING: window {wid} still blank {NUDGE_AFTER_S:.0f} s after it appeared: resized it by 1 px and back")
             time.sleep(0.3)
         pytest.fail(f"no picture in the window after {timeout} s (last seen: {seen}; screenshot {shot}; {self.progress()}):\n{self.stderr()[-2000:]}")
 
