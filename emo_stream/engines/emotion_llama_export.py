@@ -187,7 +187,8 @@ class EmotionLlamaExportEngine(EmotionLlamaEngine):
         whatever arrives later (module doc); older frames than the next window's start are forgotten."""
         w = self._window_cfg
         with self._recent_lock:
-            self._recent = [f for f in self._recent if f.t >= max(window.start, window.end + w.hop_s - w.length_s)]
+            next_start, _ = next_window_span(window, w)
+            self._recent = [f for f in self._recent if f.t >= next_start]
             seen = list(self._recent)
         picks = next_window_picks(seen, window, w)
         idx = self.model.temporal_frame_indices(w.frames_per_window) or []
@@ -206,14 +207,18 @@ class EmotionLlamaExportEngine(EmotionLlamaEngine):
         super().close()
 
 
+def next_window_span(window: Window, config: WindowConfig) -> tuple[float, float]:
+    """(start, end) of the window after ``window``: it ends one hop later and starts ``length_s`` before
+    that, never before this one's start (the first windows grow from the stream's start, as the scheduler
+    cuts them)."""
+    next_end = window.end + config.hop_s
+    return max(window.start, next_end - config.length_s), next_end
+
+
 def next_window_picks(seen: Sequence[VideoFrame], window: Window, config: WindowConfig) -> list[VideoFrame]:
     """The leading frames the window after ``window`` will select (the scheduler's uniform selection of
-    ``config.frames_per_window``), from the frames ``seen`` so far (time order), whatever arrives later.
-
-    The next window ends one hop later and starts ``length_s`` before that, never before this one's start
-    (the first windows grow from the stream's start, as the scheduler cuts them)."""
-    next_end = window.end + config.hop_s
-    next_start = max(window.start, next_end - config.length_s)
+    ``config.frames_per_window``), from the frames ``seen`` so far (time order), whatever arrives later."""
+    next_start, next_end = next_window_span(window, config)
     arrived = [f for f in seen if next_start <= f.t < next_end]
     return settled_uniform_picks(arrived, config.frames_per_window, next_start, next_end)
 
